@@ -1,0 +1,33 @@
+# Two entry points (README): `make demo` and `make test`. Each sets up the
+# virtual environment .venv inside the repository when it is missing or stale,
+# installing under constraints.txt (torch pinned to the CPU build 2.13.0).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EXTRAS ?= test,experiments
+
+.PHONY: demo test venv derivations bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip -c constraints.txt
+	$(PY) -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/fishersym demo
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -q
+
+derivations: $(STAMP)
+	$(VENV)/bin/fishersym derive --catalogue derivations
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_mlp.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,53 @@
+"""Output distributions: exponential families defined by their log-partition F(h).
+
+THEORY.md §1 (setting), §3 (cumulants), §4 (closed forms), §5 (constants).
+
+>>> from fishersym import families
+>>> fam = families.get("categorical", C=3)
+>>> fam.sigma_sym                     # Σ = ∇²F, derived by SymPy
+>>> fam.mquad(h, u)                   # N·V₁ along direction u, numeric (torch)
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from .base import ExponentialFamily, Support
+from .bernoulli import Bernoulli
+from .categorical import Categorical
+from .gaussian import Gaussian
+from .gaussian_meanvar import GaussianMeanVar
+from .links import Identity, Link, MeanLogVar, Scale
+from .poisson import Poisson
+
+__all__ = ["ExponentialFamily", "Support", "Gaussian", "Bernoulli", "Categorical", "Poisson",
+           "GaussianMeanVar", "Link", "Identity", "Scale", "MeanLogVar", "get", "available", "REGISTRY"]
+
+REGISTRY: dict[str, Callable[..., ExponentialFamily]] = {
+    "gaussian": Gaussian,
+    "bernoulli": Bernoulli,
+    "categorical": Categorical,
+    "poisson": Poisson,
+    "gaussian_meanvar": GaussianMeanVar,
+}
+
+
+def available() -> list[str]:
+    """Names accepted by :func:`get`."""
+    return sorted(REGISTRY)
+
+
+def get(name: str | ExponentialFamily, **params) -> ExponentialFamily:
+    """Build a family by name, e.g. ``get("categorical", C=10)``, ``get("gaussian", sigma2=0.5)``.
+
+    An :class:`ExponentialFamily` instance is returned unchanged (params must then be empty).
+    """
+    if isinstance(name, ExponentialFamily):
+        if params:
+            raise ValueError("parameters given together with a family instance; pass one or the other")
+        return name
+    if name not in REGISTRY:
+        raise ValueError(f"unknown family {name!r}; available: {', '.join(available())}")
+    try:
+        return REGISTRY[name](**params)
+    except TypeError as exc:  # unknown keyword
+        raise ValueError(f"invalid parameters {params} for family {name!r}: {exc}") from None

@@ -1,0 +1,313 @@
+"""The exponential-family base class (THEORY.md §1, §3, §4).
+
+A family is defined once by its log-partition F(h), written as a SymPy
+expression (``log_partition_sym``).  Everything symbolic is *derived* from it:
+
+    η = ∇F,  Σ = ∇²F,  κ₃ = ∇³F,  κ₄ = ∇⁴F,
+    M₄_abcd = κ₄_abcd + Σ_ab Σ_cd + Σ_ac Σ_bd + Σ_ad Σ_bc      (fourth central moment, "K")
+    M_abcd  = M₄_abcd − Σ_ab Σ_cd,   M̄ = mat(M₄) − vec(Σ) vec(Σ)ᵀ = Cov[vec(r rᵀ)].
+
+The numeric (torch) side has its own, numerically stable F
+(``log_partition``); by default every cumulant is obtained from it by
+automatic differentiation (nested forward-mode directional derivatives for
+κ₄(u,u,u,u), THEORY §3, never a C⁴ tensor).  Families override the
+directional quantities with the closed forms of THEORY §4 where those are
+cheaper; tests check closed forms, autodiff, the lambdified SymPy side and
+brute-force moments (enumeration / quadrature) against one another.
+
+Shapes: natural parameters ``h`` have shape ``(..., C)``; directions ``u``
+have shape ``(..., C)`` or ``(..., K, C)`` (K directions per input), and the
+directional quantities return the broadcast batch shape without the last axis.
+"""
+from __future__ import annotations
+
+import itertools
+from functools import cached_property
+from typing import Callable, Sequence
+
+import sympy as sp
+import torch
+from torch.func import hessian, jacfwd, jvp, vmap
+
+from .links import Identity, Link
+
+__all__ = ["ExponentialFamily", "Support", "batch_shape"]
+
+
+class Support:
+    """An enumerated (possibly truncated) support: statistics ``t`` (S, C) and
+    log-probabilities ``logp`` (..., S) for each input; ``tail`` bounds the
+    probability mass left out by truncation (0 for finite supports)."""
+
+    def __init__(self, t: torch.Tensor, logp: torch.Tensor, tail: float = 0.0):
+        self.t, self.logp, self.tail = t, logp, tail
+
+    @property
+    def prob(self) -> torch.Tensor:
+        return self.logp.exp()
+
+
+def batch_shape(h: torch.Tensor, u: torch.Tensor) -> torch.Size:
+    """Batch shape of a directional quantity for h (..., C) and u (..., C) or (..., K, C)."""
+    hb = h.shape[:-1] if u.dim() == h.dim() else (*h.shape[:-1], 1)
+    return torch.broadcast_shapes(hb, u.shape[:-1])
+
+
+def _as_directions(h: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Broadcast h (..., C) against u (..., C) or (..., K, C)."""
+    if u.dim() == h.dim() + 1:
+        h = h.unsqueeze(-2)
+    shape = torch.broadcast_shapes(h.shape, u.shape)
+    return h.expand(shape).contiguous(), u.expand(shape).contiguous()
+
+
+class ExponentialFamily:
+    """p(y | h) = π(y) exp(t(y)ᵀh − F(h)) with h = link(o) (THEORY §1)."""
+
+    #: registry name
+    name: str = "family"
+    #: True when t(y) takes countably many values (enumeration is exact)
+    discrete: bool = False
+    #: True when Σ𝟙 = 0 and everything is invariant to h ↦ h + c𝟙 (softmax; THEORY §5, §6.6)
+    shift_invariant: bool = False
+
+    def __init__(self, C: int, link: Link | None = None, out_dim: int | None = None):
+        self.C = int(C)
+        self.link = Identity() if link is None else link
+        self.out_dim = self.C if out_dim is None else int(out_dim)
+
+    # ------------------------------------------------------------------ symbolic
+    @property
+    def sym_params(self) -> dict[sp.Symbol, float]:
+        """Symbols of the family's fixed parameters and their numeric values."""
+        return {}
+
+    @cached_property
+    def h_sym(self) -> tuple[sp.Symbol, ...]:
+        """Natural parameter symbols h_1..h_C (h for C = 1)."""
+        if self.C == 1:
+            return (sp.Symbol("h", real=True),)
+        return tuple(sp.Symbol(f"h_{a + 1}", real=True) for a in range(self.C))
+
+    def log_partition_sym(self, h: Sequence[sp.Expr]) -> sp.Expr:  # pragma: no cover
+        """F(h) as a SymPy expression: the one definition of the family."""
+        raise NotImplementedError
+
+    @cached_property
+    def F_sym(self) -> sp.Expr:
+        return self.log_partition_sym(self.h_sym)
+
+    @cached_property
+    def eta_sym(self) -> sp.Matrix:
+        """η = ∇F (C × 1)."""
+        return sp.Matrix([sp.diff(self.F_sym, hi) for hi in self.h_sym])
+
+    @cached_property
+    def sigma_sym(self) -> sp.Matrix:
+        """Σ = ∇²F (C × C), the Fisher information w.r.t. h."""
+        return sp.hessian(self.F_sym, self.h_sym)
+
+    @cached_property
+    def kappa3_sym(self) -> sp.Array:
+        """κ₃ = ∇³F (C × C × C)."""
+        return sp.derive_by_array(sp.Array(self.sigma_sym), self.h_sym)
+
+    @cached_property
+    def kappa4_sym(self) -> sp.Array:
+        """κ₄ = ∇⁴F (C⁴)."""
+        return sp.derive_by_array(self.kappa3_sym, self.h_sym)
+
+    @cached_property
+    def m4_sym(self) -> sp.Array:
+        """Fourth central moment M₄ = K (THEORY §1): κ₄ + the three Σ⊗Σ pairings."""
+        C, S, k4 = self.C, self.sigma_sym, self.kappa4_sym
+        out = sp.MutableDenseNDimArray.zeros(C, C, C, C)
+        for a, b, c, d in itertools.product(range(C), repeat=4):
+            out[a, b, c, d] = k4[a, b, c, d] + S[a, b] * S[c, d] + S[a, c] * S[b, d] + S[a, d] * S[b, c]
+        return sp.ImmutableDenseNDimArray(out)
+
+    @cached_property
+    def M_sym(self) -> sp.Array:
+        """M = K − Σ⊗Σ (THEORY §5), so that M(u,u,u,u) = N·V₁ for direction u."""
+        C, S, m4 = self.C, self.sigma_sym, self.m4_sym
+        out = sp.MutableDenseNDimArray.zeros(C, C, C, C)
+        for a, b, c, d in itertools.product(range(C), repeat=4):
+            out[a, b, c, d] = m4[a, b, c, d] - S[a, b] * S[c, d]
+        return sp.ImmutableDenseNDimArray(out)
+
+    @cached_property
+    def mbar_sym(self) -> sp.Matrix:
+        """M̄ = mat(M₄) − vec(Σ)vec(Σ)ᵀ = Cov[vec(r rᵀ)] (C² × C², THEORY §3)."""
+        C, M = self.C, self.M_sym
+        return sp.Matrix(C * C, C * C, lambda i, j: M[i // C, i % C, j // C, j % C])
+
+    @staticmethod
+    def contract4(T: sp.Array, u: Sequence[sp.Expr]) -> sp.Expr:
+        """T(u,u,u,u) = Σ_abcd T_abcd u_a u_b u_c u_d."""
+        C = len(u)
+        return sp.Add(*[T[a, b, c, d] * u[a] * u[b] * u[c] * u[d]
+                        for a, b, c, d in itertools.product(range(C), repeat=4)])
+
+    def direction_sym(self, name: str = "u") -> tuple[sp.Symbol, ...]:
+        if self.C == 1:
+            return (sp.Symbol(name, real=True),)
+        return tuple(sp.Symbol(f"{name}_{a + 1}", real=True) for a in range(self.C))
+
+    def mean_params_sym(self) -> dict[sp.Expr, sp.Expr]:
+        """Substitutions rewriting expressions of h in mean-parameter symbols
+        (p, λ, …) for display; empty when h is the clearest coordinate."""
+        return {}
+
+    def display(self, expr):
+        """Rewrite a derived expression in the family's display coordinates."""
+        subs = self.mean_params_sym()
+        f = (lambda e: sp.simplify(e.subs(subs))) if subs else sp.simplify
+        if isinstance(expr, (sp.MatrixBase,)):
+            return expr.applyfunc(f)
+        if isinstance(expr, sp.NDimArray):
+            return expr.applyfunc(f)
+        return f(expr)
+
+    def lambdify(self, expr, extra: Sequence[sp.Symbol] = ()) -> Callable:
+        """Numeric function of (h_1..h_C, *extra) with the fixed parameters substituted."""
+        if isinstance(expr, (sp.MatrixBase, sp.NDimArray)):
+            expr = sp.Array(expr) if isinstance(expr, sp.NDimArray) else expr
+        e = expr.subs(self.sym_params) if self.sym_params else expr
+        return sp.lambdify(list(self.h_sym) + list(extra), e, modules="mpmath")
+
+    # ------------------------------------------------------------------ checks
+    def check_h(self, h: torch.Tensor) -> torch.Tensor:
+        """Validate natural parameters: a finite floating tensor of shape (..., C)."""
+        if not isinstance(h, torch.Tensor):
+            raise TypeError(f"{self.name}: natural parameters must be a torch.Tensor of shape (..., {self.C}), "
+                            f"got {type(h).__name__}")
+        if h.dim() == 0 or h.shape[-1] != self.C:
+            raise ValueError(f"{self.name}: expected natural parameters of shape (..., C={self.C}), "
+                             f"got shape {tuple(h.shape)}")
+        if not h.is_floating_point():
+            raise TypeError(f"{self.name}: natural parameters must be floating point, got {h.dtype}")
+        if not torch.isfinite(h).all():
+            raise ValueError(f"{self.name}: natural parameters contain non-finite values "
+                             f"(shape {tuple(h.shape)}); check the model's outputs")
+        self._check_domain(h)
+        return h
+
+    def _check_domain(self, h: torch.Tensor) -> None:
+        """Families whose natural parameter space is not all of ℝ^C override this."""
+
+    def check_output(self, o: torch.Tensor) -> torch.Tensor:
+        """Validate raw network outputs: shape (..., out_dim), finite."""
+        if not isinstance(o, torch.Tensor) or o.dim() == 0 or o.shape[-1] != self.out_dim:
+            shape = tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__
+            raise ValueError(f"{self.name}: the model's output has size {shape[-1] if isinstance(shape, tuple) and shape else shape} "
+                             f"in its last dimension but the family expects {self.out_dim} "
+                             f"(output shape {shape})")
+        if not torch.isfinite(o).all():
+            raise ValueError(f"{self.name}: the model's outputs contain non-finite values")
+        return o
+
+    def natural(self, o: torch.Tensor) -> torch.Tensor:
+        """h = link(o), validated."""
+        return self.check_h(self.link(self.check_output(o)))
+
+    # ------------------------------------------------------------------ numeric: F and its derivatives
+    def log_partition(self, h: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """F(h) for h of shape (..., C) → (...)."""
+        raise NotImplementedError
+
+    def mean(self, h: torch.Tensor) -> torch.Tensor:
+        """η = ∇F(h), shape (..., C).  Default: autodiff of ``log_partition``."""
+        return self._per_point(torch.func.grad(self._F1), h, (self.C,))
+
+    def sigma(self, h: torch.Tensor) -> torch.Tensor:
+        """Σ = ∇²F(h), shape (..., C, C).  Default: autodiff of ``log_partition``."""
+        return self._per_point(hessian(self._F1), h, (self.C, self.C))
+
+    def sigma_quad(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """uᵀΣu = d²/dε² F(h + εu)|₀ (THEORY §2: I(θ_i|x) for u = u_i)."""
+        h, u = _as_directions(h, u)
+        return self._directional(h, u, 2)
+
+    def kappa4(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """κ₄(u,u,u,u) = d⁴/dε⁴ F(h + εu)|₀ by nested forward mode (THEORY §3)."""
+        h, u = _as_directions(h, u)
+        return self._directional(h, u, 4)
+
+    def m4(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """M₄(u,u,u,u) = E[(uᵀr)⁴] = κ₄(u,u,u,u) + 3(uᵀΣu)² (THEORY §1)."""
+        return self.kappa4(h, u) + 3 * self.sigma_quad(h, u) ** 2
+
+    def mquad(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """M(u,u,u,u) = M₄(u,u,u,u) − (uᵀΣu)² = κ₄(u,u,u,u) + 2(uᵀΣu)² = N·V₁ (THEORY §3)."""
+        return self.kappa4(h, u) + 2 * self.sigma_quad(h, u) ** 2
+
+    def _directional(self, h: torch.Tensor, u: torch.Tensor, order: int) -> torch.Tensor:
+        f: Callable = self.log_partition
+        for _ in range(order):
+            f = (lambda g: (lambda x: jvp(g, (x,), (u,))[1]))(f)
+        return f(h)
+
+    def _F1(self, h1: torch.Tensor) -> torch.Tensor:
+        return self.log_partition(h1)
+
+    @staticmethod
+    def _per_point(fn: Callable, h: torch.Tensor, tail: tuple[int, ...]) -> torch.Tensor:
+        batch = h.shape[:-1]
+        flat = h.reshape(-1, h.shape[-1])
+        out = vmap(fn)(flat) if flat.shape[0] > 0 else flat.new_zeros((0, *tail))
+        return out.reshape(*batch, *tail)
+
+    def kappa4_tensor(self, h: torch.Tensor) -> torch.Tensor:
+        """The full κ₄ = ∇⁴F(h), shape (..., C, C, C, C).  Only for small C."""
+        return self._per_point(jacfwd(jacfwd(hessian(self._F1))), h, (self.C,) * 4)
+
+    def m4_tensor(self, h: torch.Tensor) -> torch.Tensor:
+        """M₄ = κ₄ + Σ_ab Σ_cd + Σ_ac Σ_bd + Σ_ad Σ_bc, shape (..., C, C, C, C)."""
+        S = self.sigma(h)
+        k4 = self.kappa4_tensor(h)
+        return (k4 + torch.einsum("...ab,...cd->...abcd", S, S)
+                + torch.einsum("...ac,...bd->...abcd", S, S)
+                + torch.einsum("...ad,...bc->...abcd", S, S))
+
+    def mbar(self, h: torch.Tensor) -> torch.Tensor:
+        """M̄ = mat(M₄) − vec(Σ)vec(Σ)ᵀ = Cov[vec(r rᵀ)], shape (..., C², C²) (THEORY §3)."""
+        C = self.C
+        S = self.sigma(h)
+        m4 = self.m4_tensor(h).reshape(*h.shape[:-1], C * C, C * C)
+        vs = S.reshape(*h.shape[:-1], C * C)
+        return m4 - vs.unsqueeze(-1) * vs.unsqueeze(-2)
+
+    # ------------------------------------------------------------------ numeric: distribution
+    def sample(self, h: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n label draws y ~ p(y|h), returned as t(y) with shape (n, ..., C)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def log_base_measure(self, t: torch.Tensor) -> torch.Tensor:
+        """log π(y) for statistics t (..., C) → (...)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def log_prob(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """log p(y|h) = log π(y) + t(y)ᵀh − F(h)."""
+        return self.log_base_measure(t) + (t * h).sum(-1) - self.log_partition(h)
+
+    def support(self, h: torch.Tensor, tail: float = 1e-15) -> Support:
+        """Enumerate the support (discrete families), truncating at mass ``tail``."""
+        raise TypeError(f"{self.name} is not a discrete family; its support cannot be enumerated")
+
+    def support_radius_sq(self, h: torch.Tensor) -> torch.Tensor | None:
+        """B(h) = max_y ‖t(y) − η‖² when the support is bounded (Proposition 4.3), else None."""
+        return None
+
+    # ------------------------------------------------------------------ constants hooks (THEORY §5)
+    def closed_form_constants(self, h: torch.Tensor, restricted: bool = False) -> dict[str, torch.Tensor]:
+        """Certified closed-form constants where the paper has them.
+
+        Keys (each a tensor of shape h.shape[:-1]): ``M_max_upper`` (≥ λ̃_max(M)),
+        ``M_min_lower`` (≤ λ̃_min(M)), ``K_max_upper``, ``K_min_lower``, and
+        ``exact`` entries ``M_max``, ``M_min``, ``K_max``, ``K_min`` when the
+        value is known exactly.  ``restricted`` asks for the 𝟙^⊥ versions.
+        """
+        return {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(C={self.C}, link={self.link!r})"

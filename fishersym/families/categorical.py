@@ -1,0 +1,127 @@
+"""Categorical output with softmax logits, THEORY.md §4 row 3.
+
+h = logits ∈ ℝ^C, t(y) = one-hot, F(h) = log Σ_a e^{h_a}, p = softmax(h),
+Σ = diag(p) − ppᵀ.  With ū = Σ_a p_a u_a and d = u − ū:
+
+    uᵀΣu = Σ_a p_a d_a²,   M₄(u,u,u,u) = Σ_a p_a d_a⁴,
+    N·V₁ = Σ_a p_a d_a⁴ − (Σ_a p_a d_a²)²,   N·V₂ = Σ_a p_a (w_a − w̄)².
+
+Constants (THEORY §5): Theorem 5.2 with m = min(max_k p_k, 1 − ‖p‖²):
+λ_max(Σ) ≤ m and λ̃_max(M) ≤ 2m; Corollary R.1: λ̃_max(K) ≤ 2λ_max(Σ).
+Σ𝟙 = 0, so λ_min(Σ) = λ̃_min(M) = λ̃_min(K) = 0 (direction 𝟙/√C), and
+everything is invariant to u ↦ u + c𝟙: the sharpened bounds work on 𝟙^⊥.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import sympy as sp
+import torch
+
+from .base import ExponentialFamily, Support, batch_shape
+from .links import Link, get_link
+
+__all__ = ["Categorical"]
+
+
+class Categorical(ExponentialFamily):
+    name = "categorical"
+    discrete = True
+    shift_invariant = True
+
+    def __init__(self, C: int = 10, link: str | Link | None = None):
+        if not isinstance(C, int) or C < 2:
+            raise ValueError(f"categorical: needs C >= 2 classes (an integer), got {C!r}; "
+                             "for two classes with one logit use 'bernoulli'")
+        super().__init__(C, get_link(link, None) if link is not None else None)
+
+    def log_partition_sym(self, h: Sequence[sp.Expr]) -> sp.Expr:
+        return sp.log(sp.Add(*[sp.exp(hi) for hi in h]))
+
+    def mean_params_sym(self) -> dict[sp.Expr, sp.Expr]:
+        # h_a = log p_a (a representative of the shift class); Σ_a p_a = 1 is
+        # used by ``display`` to simplify.
+        return {ha: sp.log(pa) for ha, pa in zip(self.h_sym, self.p_sym)}
+
+    @property
+    def p_sym(self) -> tuple[sp.Symbol, ...]:
+        return tuple(sp.Symbol(f"p_{a + 1}", positive=True) for a in range(self.C))
+
+    def display(self, expr):
+        """Rewrite in p_a (Σ_a p_a = 1 substituted for the normaliser)."""
+        subs = self.mean_params_sym()
+        total = sp.Add(*self.p_sym)
+
+        def f(e):
+            e = sp.cancel(sp.expand_log(e.subs(subs), force=True))
+            e = e.subs(total, 1)
+            return sp.factor(sp.cancel(e))
+        if isinstance(expr, (sp.MatrixBase, sp.NDimArray)):
+            return expr.applyfunc(f)
+        return f(expr)
+
+    # numeric closed forms
+    def log_partition(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(h, dim=-1)
+
+    def mean(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(h, dim=-1)
+
+    def sigma(self, h: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(h, dim=-1)
+        return torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)
+
+    def _pd(self, h: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = torch.softmax(h, dim=-1)
+        if u.dim() == h.dim() + 1:
+            p = p.unsqueeze(-2)
+        d = u - (p * u).sum(-1, keepdim=True)
+        return p, d
+
+    def sigma_quad(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        p, d = self._pd(h, u)
+        return (p * d * d).sum(-1).expand(batch_shape(h, u))
+
+    def m4(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        p, d = self._pd(h, u)
+        return (p * d ** 4).sum(-1).expand(batch_shape(h, u))
+
+    def kappa4(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        p, d = self._pd(h, u)
+        return ((p * d ** 4).sum(-1) - 3 * (p * d * d).sum(-1) ** 2).expand(batch_shape(h, u))
+
+    def mquad(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        p, d = self._pd(h, u)
+        return ((p * d ** 4).sum(-1) - (p * d * d).sum(-1) ** 2).expand(batch_shape(h, u))
+
+    def sample(self, h: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        h = self.check_h(h)
+        p = torch.softmax(h, dim=-1).reshape(-1, self.C)
+        idx = torch.multinomial(p, n, replacement=True, generator=generator)  # (B, n)
+        onehot = torch.nn.functional.one_hot(idx.T, self.C).to(h.dtype)  # (n, B, C)
+        return onehot.reshape(n, *h.shape)
+
+    def log_base_measure(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(t.shape[:-1], dtype=t.dtype, device=t.device)
+
+    def support(self, h: torch.Tensor, tail: float = 0.0) -> Support:
+        t = torch.eye(self.C, dtype=h.dtype, device=h.device)
+        return Support(t, torch.log_softmax(h, dim=-1), 0.0)
+
+    def support_radius_sq(self, h: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(h, dim=-1)
+        return 1 - 2 * p.min(-1).values + (p * p).sum(-1)
+
+    def theorem52_m(self, h: torch.Tensor) -> torch.Tensor:
+        """m(x) = min(max_k p_k, 1 − ‖p‖²) of Theorem 5.2."""
+        p = torch.softmax(h, dim=-1)
+        return torch.minimum(p.max(-1).values, 1 - (p * p).sum(-1))
+
+    def closed_form_constants(self, h: torch.Tensor, restricted: bool = False) -> dict[str, torch.Tensor]:
+        m = self.theorem52_m(h)
+        lam_max = torch.linalg.eigvalsh(self.sigma(h))[..., -1]
+        out = {"M_max_upper": 2 * m, "sigma_max_upper": m, "K_max_upper": 2 * lam_max}
+        if not restricted:
+            zero = torch.zeros_like(m)
+            out.update({"sigma_min": zero, "M_min": zero, "K_min": zero})
+        return out
