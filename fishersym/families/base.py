@@ -161,7 +161,7 @@ class ExponentialFamily:
     def display(self, expr):
         """Rewrite a derived expression in the family's display coordinates."""
         subs = self.mean_params_sym()
-        f = (lambda e: sp.simplify(e.subs(subs))) if subs else sp.simplify
+        f = (lambda e: sp.factor(sp.simplify(e.subs(subs)))) if subs else sp.simplify
         if isinstance(expr, (sp.MatrixBase,)):
             return expr.applyfunc(f)
         if isinstance(expr, sp.NDimArray):

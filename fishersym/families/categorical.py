@@ -53,9 +53,8 @@ class Categorical(ExponentialFamily):
         total = sp.Add(*self.p_sym)
 
         def f(e):
-            e = sp.cancel(sp.expand_log(e.subs(subs), force=True))
-            e = e.subs(total, 1)
-            return sp.factor(sp.cancel(e))
+            e = sp.factor(sp.cancel(sp.expand_log(e.subs(subs), force=True)))
+            return sp.factor(e.subs(total, 1))
         if isinstance(expr, (sp.MatrixBase, sp.NDimArray)):
             return expr.applyfunc(f)
         return f(expr)

@@ -1,0 +1,1 @@
+"""Subcommands of the ``fishersym`` CLI: one module each, with ``register(subparsers)``."""
