@@ -1,0 +1,18 @@
+"""Lemma 4.8 (THEORY.md §5, §8): the input-randomness term of the many-input variance.
+
+    Var_q I(θ_i|x) ≤ E_q[I(θ_i|x)²] ≤ E_q[‖u_i‖⁴ λ_max(Σ(x))²],
+
+since 0 ≤ I(θ_i|x) ≤ ‖u_i‖² λ_max(Σ) (Theorem 4.1 (7)).  This is the term
+common to both estimators in the i.i.d.-inputs scheme of THEORY §8.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["lemma48_bound"]
+
+
+def lemma48_bound(u_sq: torch.Tensor, sigma_max: torch.Tensor) -> torch.Tensor:
+    """Per-input integrand ‖u_i‖⁴ λ_max(Σ)² (batch, ...); average over inputs for the bound."""
+    c = sigma_max.reshape(sigma_max.shape + (1,) * (u_sq.dim() - sigma_max.dim()))
+    return u_sq * u_sq * c * c

@@ -1,0 +1,23 @@
+"""Numeric engine: exact per-parameter Fisher diagonals, estimator variances and bounds.
+
+THEORY.md §2–§9.  Public API:
+
+* :func:`conditional_stats` — per input x: I(θ_i|x), V₁, V₂, Theorem 4.1 bounds (§2–§5);
+* :func:`dataset_stats` — many inputs, schemes "all" and "iid" (§8), streamed;
+* :func:`estimate` — the Monte Carlo estimators Î₁, Î₂ and the empirical Fisher (§2, §9);
+* :func:`offdiag_stats` — exact off-diagonal variances and Theorem C.1 / Corollary C.3.
+
+Two exact paths: "fast" (the factored MLP algorithm of §7, for ``nn.Sequential``
+stacks of ``Linear`` and elementwise activations) and "generic" (any
+per-input module via ``torch.func``; at most ``GENERIC_MAX_PARAMS``
+parameters).  ``path="auto"`` picks the fast one when it applies.  Use
+float64 for verification; results flag float32 precision loss in V₁.
+"""
+from .checks import GENERIC_MAX_PARAMS
+from .conditional import conditional_stats
+from .dataset import dataset_stats
+from .estimators import estimate
+from .offdiag import offdiag_stats
+from .stats import StatsResult
+
+__all__ = ["conditional_stats", "dataset_stats", "estimate", "offdiag_stats", "StatsResult", "GENERIC_MAX_PARAMS"]

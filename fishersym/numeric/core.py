@@ -1,0 +1,124 @@
+"""Per-input quantities shared by both exact paths (THEORY.md §2–§5).
+
+Both engines reduce a model to, for each input b and parameter θ_i, the two
+vectors u_i = ∂h/∂θ_i and w_i = ∂²h/∂θ_i² (THEORY §1); everything else is a
+function of (h, u_i, w_i):
+
+    I(θ_i|x) = u_iᵀΣu_i,   N·V₁ = M(u_i,u_i,u_i,u_i),   N·V₂ = w_iᵀΣw_i      (THEORY §2–§3)
+
+and the squared norms ‖u_i‖², ‖w_i‖² (and of their projections onto 𝟙^⊥ for
+shift-invariant families) that enter the bounds of Theorem 4.1 (THEORY §5).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import combinations_with_replacement
+
+import torch
+
+from ..families.base import ExponentialFamily
+from .parts import Part
+
+__all__ = ["EngineOutput", "BASE_POWER", "base_quantities", "prob_negative", "mquad_cancels",
+           "MAX_PNEG_OUTCOMES"]
+
+#: power of the input factor a_k in each base quantity of a weight (THEORY §7)
+BASE_POWER = {"fisher": 2, "nv1": 4, "nv2": 4, "u2": 2, "w2": 4, "u2s": 2, "w2s": 4, "m4": 4}
+
+#: largest number of outcomes (multisets of N labels) enumerated for the exact P(Î₂ < 0)
+MAX_PNEG_OUTCOMES = 5000
+
+
+@dataclass
+class EngineOutput:
+    """What an engine (generic or fast) computes for one batch of inputs."""
+
+    h: torch.Tensor                                   # (B, C) natural parameters
+    parts: dict[str, dict[str, Part]]                 # parameter → base key → Part
+    path: str
+    grams: dict[str, dict[str, torch.Tensor]] | None = None  # parameter → {"JJ","UU","WW"} (B, ·, ·)
+    pneg: dict[str, Part] | None = None               # parameter → exact P(Î₂ < 0) (discrete families)
+    info: dict = field(default_factory=dict)
+
+
+def mquad_cancels(family: ExponentialFamily) -> bool:
+    """Whether the family's N·V₁ is a moment minus a square (precision loss in float32, THEORY §3)."""
+    flag = getattr(family, "mquad_cancels", None)
+    if flag is not None:
+        return bool(flag)
+    return bool(family.shift_invariant or type(family).mquad is ExponentialFamily.mquad)
+
+
+def base_quantities(family: ExponentialFamily, h: torch.Tensor, u: torch.Tensor,
+                    w: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Base quantities for directions u, w of shape (B, K, C) at h (B, C); each (B, K).
+
+    fisher = uᵀΣu, nv1 = M(u,u,u,u) = N·V₁, nv2 = wᵀΣw = N·V₂ (THEORY §3), u2 = ‖u‖²,
+    w2 = ‖w‖², and for shift-invariant families u2s, w2s = squared norms of the
+    projections onto 𝟙^⊥ (THEORY §5 [beyond]).  ``w = None`` means w ≡ 0.
+    """
+    out = {"fisher": family.sigma_quad(h, u), "nv1": family.mquad(h, u), "u2": (u * u).sum(-1)}
+    if w is None:
+        zero = torch.zeros_like(out["u2"])
+        out.update(nv2=zero, w2=zero)
+    else:
+        out.update(nv2=family.sigma_quad(h, w), w2=(w * w).sum(-1))
+    if family.shift_invariant:
+        uc = u - u.mean(-1, keepdim=True)
+        out["u2s"] = (uc * uc).sum(-1)
+        if w is None:
+            out["w2s"] = torch.zeros_like(out["u2"])
+        else:
+            wc = w - w.mean(-1, keepdim=True)
+            out["w2s"] = (wc * wc).sum(-1)
+    return out
+
+
+def _count_vectors(S: int, N: int) -> torch.Tensor:
+    """All count vectors n ∈ ℕ^S with Σn = N (multisets of N labels), shape (n_outcomes, S)."""
+    rows = []
+    for combo in combinations_with_replacement(range(S), N):
+        row = [0] * S
+        for s in combo:
+            row[s] += 1
+        rows.append(row)
+    return torch.tensor(rows)
+
+
+def prob_negative(family: ExponentialFamily, h: torch.Tensor, fisher: torch.Tensor, w: torch.Tensor | None,
+                  n_samples: int) -> torch.Tensor | None:
+    """Exact P(Î₂(θ_i|x) < 0) for a discrete family (THEORY §6 item 5, [beyond]); (B, K) or None.
+
+    Î₂ = I − (1/N)Σ_k wᵀ(t(y_k) − η); with the support enumerated (S values)
+    its law is that of Σ_s (n_s/N)(I − wᵀ(t_s − η)) for multinomial counts n,
+    summed exactly over all C(N+S−1, N) count vectors.  None when the
+    family is continuous or the enumeration would be too large.
+    """
+    if not family.discrete:
+        return None
+    if w is None or not bool((w != 0).any()):
+        return torch.zeros_like(fisher)  # Î₂ = I ≥ 0 surely
+    try:
+        sup = family.support(h)
+    except (TypeError, ValueError):
+        return None
+    S = sup.t.shape[0]
+    n_out = math.comb(n_samples + S - 1, n_samples)
+    if n_out > MAX_PNEG_OUTCOMES:
+        return None
+    eta = family.mean(h)                                   # (B, C)
+    r = sup.t.unsqueeze(0) - eta.unsqueeze(1)              # (B, S, C)
+    wr = torch.einsum("bkc,bsc->bks", w, r)                # (B, K, S)
+    vals = fisher.unsqueeze(-1) - wr                       # Î₂ for one label s
+    scale = fisher.abs().unsqueeze(-1) + wr.abs().amax(-1, keepdim=True)
+    if n_samples == 1:
+        neg = (vals < -1e-12 * scale).to(h.dtype)
+        return (neg * sup.prob.unsqueeze(1)).sum(-1)
+    counts = _count_vectors(S, n_samples).to(h.dtype)      # (O, S)
+    logpmf = ((torch.lgamma(torch.tensor(n_samples + 1.0, dtype=h.dtype))
+               - torch.lgamma(counts + 1).sum(-1)).unsqueeze(0)    # (1, O)
+              + sup.logp @ counts.T)                              # (B, O)
+    est = vals @ counts.T / n_samples                      # (B, K, O)
+    neg = (est < -1e-12 * scale).to(h.dtype)
+    return (neg * logpmf.exp().unsqueeze(1)).sum(-1)

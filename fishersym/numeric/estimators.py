@@ -1,0 +1,172 @@
+"""The Monte Carlo estimators themselves: Î₁, Î₂ and the empirical Fisher (THEORY.md §2, §9).
+
+For each input x_m and labels y_{m,1..N}:
+
+    Î₁(θ_i|x) = (1/N) Σ_k (∂ℓ(y_k)/∂θ_i)²,        Î₂(θ_i|x) = −(1/N) Σ_k ∂²ℓ(y_k)/∂θ_i²,
+    Î_e(θ_i|x_m) = (∂ℓ(y_m)/∂θ_i)²  with the *observed* label y_m (THEORY §9),
+
+ℓ = log p(y|x;θ), and the data-set estimate is the average over inputs.  The
+generic path differentiates ``family.log_prob`` directly (nested forward mode
+along e_i gives the score and the diagonal second derivative per label), so
+it is independent of the closed forms; the fast path uses the factors of
+THEORY §7: ∂ℓ/∂W_jk = (G_jᵀr)a_k and −∂²ℓ/∂W_jk² = (G_jᵀΣG_j − D_jᵀr)a_k².
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+from torch.func import functional_call, jvp, vmap
+from tqdm.auto import tqdm
+
+from ..families.base import ExponentialFamily
+from .checks import GENERIC_MAX_PARAMS, check_inputs
+from .conditional import _check_n, resolve_family, select_engine
+from .core import base_quantities
+from .generic import _auto_chunk
+from .parts import Part
+
+__all__ = ["estimate", "statistic", "Estimate"]
+
+ESTIMATORS = ("I1", "I2", "empirical")
+
+
+def statistic(family: ExponentialFamily, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """t(y) (B, C) for observed labels: class indices → one-hot (categorical), y → (y, y²) (Gaussian
+    with learned variance), scalars → (B, 1).  A family method ``statistic`` takes precedence."""
+    if hasattr(family, "statistic"):
+        return family.statistic(y).to(dtype)
+    C = family.C
+    if family.name == "categorical" and not y.is_floating_point():
+        if y.dim() != 1 or (y < 0).any() or (y >= C).any():
+            raise ValueError(f"categorical labels must be class indices in [0, {C}) of shape (batch,)")
+        return torch.nn.functional.one_hot(y, C).to(dtype)
+    y = y.to(dtype)
+    if family.name == "gaussian_meanvar":
+        y = y.reshape(-1)
+        return torch.stack([y, y * y], -1)
+    if y.dim() == 1:
+        y = y.unsqueeze(-1)
+    if y.shape[-1] != C:
+        raise ValueError(f"{family.name}: labels of shape {tuple(y.shape)} do not give statistics of size C={C}")
+    return y
+
+
+class Estimate(dict):
+    """{parameter name: estimate}; attributes ``estimator``, ``path``, ``n_inputs``, ``n_samples``."""
+
+    def __init__(self, values, estimator, path, n_inputs, n_samples):
+        super().__init__(values)
+        self.estimator, self.path, self.n_inputs, self.n_samples = estimator, path, n_inputs, n_samples
+
+
+def _generic(model, x, family, params, T, chunk_size):
+    """Per-input Î₁, Î₂ parts from ℓ = log_prob(t, h_θ(x)) (T: (N, B, C)) by nested jvp."""
+    allp = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+    out1, out2 = {}, {}
+    for name, p0 in params.items():
+        p0 = p0.detach()
+
+        def ell(t):
+            h = family.link(functional_call(model, {**allp, **buffers, name: t}, (x,)))
+            return family.log_prob(T, h)                   # (N, B)
+
+        def sd(e):
+            return jvp(lambda t: jvp(ell, (t,), (e,))[1], (p0,), (e,))
+
+        n = p0.numel()
+        k = chunk_size or _auto_chunk(x, n)
+        s1, s2 = [], []
+        for start in range(0, n, k):
+            idx = torch.arange(start, min(n, start + k))
+            E = torch.zeros(len(idx), n, dtype=p0.dtype)
+            E[torch.arange(len(idx)), idx] = 1.0
+            score, dd = vmap(sd)(E.reshape(len(idx), *p0.shape))   # (K, N, B)
+            s1.append((score * score).mean(1).T)
+            s2.append((-dd).mean(1).T)
+        out1[name] = Part(torch.cat(s1, 1).reshape(x.shape[0], *p0.shape))
+        out2[name] = Part(torch.cat(s2, 1).reshape(x.shape[0], *p0.shape))
+    return out1, out2
+
+
+def _fast(eng, family, params, T):
+    """Per-input Î₁, Î₂ parts from the MLP factors (THEORY §7)."""
+    h = eng.h
+    r = T - family.mean(h).unsqueeze(0)                     # (N, B, C)
+    out1, out2 = {}, {}
+    for name in params:
+        l, kind = eng.info["layer_of"][name]
+        G, D, a = eng.info["G"][l], eng.info["D"][l], eng.info["a_in"][l]
+        score = torch.einsum("nbc,bcj->nbj", r, G)
+        f1 = (score * score).mean(0)
+        fI = base_quantities(family, h, G.transpose(1, 2), None)["fisher"]
+        f2 = fI if D is None else fI - torch.einsum("nbc,bcj->nbj", r, D).mean(0)
+        if kind == "weight":
+            out1[name], out2[name] = Part(f1, a, 2), Part(f2, a, 2)
+        else:
+            out1[name], out2[name] = Part(f1), Part(f2)
+    return out1, out2
+
+
+def estimate(model: nn.Module, data, family: str | ExponentialFamily, estimator: str = "I1",
+             n_samples: int = 1, generator: torch.Generator | None = None, *, path: str = "auto",
+             per_input: bool = False, batch_size: int = 256, progress: bool | None = None,
+             chunk_size: int | None = None, max_params: int = GENERIC_MAX_PARAMS) -> Estimate:
+    """Monte Carlo estimate of the Fisher diagonal per parameter (THEORY §2, §9).
+
+    ``estimator``: "I1" (squared score) or "I2" (negative Hessian) with N =
+    ``n_samples`` labels drawn from the model per input (``generator`` for
+    reproducibility), or "empirical" with the observed labels (``data`` must
+    yield (x, y) pairs).  Returns {name: tensor param.shape} averaged over all
+    inputs, or (n_inputs, *param.shape) with ``per_input=True``.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    family = resolve_family(family)
+    n_samples = 1 if estimator == "empirical" else _check_n(n_samples)
+    engine = select_engine(model, family, path)
+    dtype = next(iter(engine.params.values())).dtype
+    if isinstance(data, torch.Tensor):
+        if estimator == "empirical":
+            raise ValueError("the empirical Fisher needs observed labels: pass (x, y) batches")
+        batches: Iterable = ((xb, None) for xb in torch.split(data, batch_size))
+    elif isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        batches = zip(torch.split(data[0], batch_size), torch.split(data[1], batch_size))
+    else:
+        batches = ((b[0], b[1] if len(b) > 1 else None) if isinstance(b, (tuple, list)) else (b, None) for b in data)
+    acc: dict[str, torch.Tensor] = {}
+    per: dict[str, list[torch.Tensor]] = {}
+    M = 0
+    for xb, yb in tqdm(batches, disable=progress is False if progress is not None else None, desc="estimate",
+                       leave=False):
+        xb = check_inputs(xb, dtype)
+        if engine.path == "fast":
+            eng = engine.run(model, xb, family)
+            h = eng.h
+        else:
+            with torch.no_grad():
+                h = family.natural(model(xb))
+        if estimator == "empirical":
+            if yb is None:
+                raise ValueError("the empirical Fisher needs observed labels: pass (x, y) batches")
+            T = statistic(family, yb, dtype).unsqueeze(0)
+        else:
+            T = family.sample(h, n_samples, generator)
+        if engine.path == "fast":
+            p1, p2 = _fast(eng, family, engine.params, T)
+        else:
+            p1, p2 = _generic(model, xb, family, engine.params, T, chunk_size)
+        parts = p2 if estimator == "I2" else p1
+        M += h.shape[0]
+        for n, part in parts.items():
+            if per_input:
+                per.setdefault(n, []).append(part.materialize())
+            else:
+                s = part.batch_sum()
+                acc[n] = acc[n] + s if n in acc else s
+    if M == 0:
+        raise ValueError("the data contained no inputs")
+    values = {n: torch.cat(v, 0) for n, v in per.items()} if per_input else {n: v / M for n, v in acc.items()}
+    return Estimate(values, estimator, engine.path, M, n_samples)

@@ -1,0 +1,190 @@
+"""Fast exact path for multilayer perceptrons: the factored algorithm of THEORY.md §7.
+
+Layers z^l = W^l a^{l−1} + b^l, a^l = σ_l(z^l) (σ_l the composition of the
+elementwise modules after Linear l), h = g(z^L) with g the composition of the
+modules after the last Linear and the family's elementwise link.  With
+G^l = ∂h/∂z^l (C × n_l) and D^l the C × n_l matrix of ∂²h_a/∂(z^l_j)²:
+
+    G^L = diag(g'(z^L)),   G^l = G^{l+1} W^{l+1} diag(σ'_l(z^l)),
+    R^L = diag(g''(z^L)),  R^l = G^{l+1} W^{l+1} diag(σ''_l(z^l)),
+    D^l = Σ_{m=l}^{L} R^m (J^{m←l} ∘ J^{m←l}),   J^{m←l} = ∂z^m/∂z^l,
+
+and for the weight W^l_{jk} and bias b^l_j
+
+    u = G^l[:, j] a^{l−1}_k,   w = D^l[:, j] (a^{l−1}_k)²,   u_b = G^l[:, j],   w_b = D^l[:, j].
+
+Every per-weight quantity is therefore f(j)·(a_k)^power (a :class:`Part`):
+the C × P Jacobian is never formed and batch sums are one matrix product per
+layer.  Layers whose σ'' ≡ 0 (ReLU, leaky ReLU, Hardtanh, identity) contribute
+no R^m and are skipped (THEORY §6 item 3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import nn
+
+from ..families.base import ExponentialFamily
+from .activations import SUPPORTED, compose, derivs
+from .core import EngineOutput, base_quantities, prob_negative
+from .parts import Part
+
+__all__ = ["MLPPlan", "plan_mlp", "mlp_engine"]
+
+
+@dataclass
+class MLPPlan:
+    pre: list[nn.Module]                      # parameter-free modules before the first Linear
+    linears: list[tuple[str, nn.Linear]]      # (module name, layer)
+    acts: list[list[nn.Module]]               # elementwise modules after each Linear
+
+
+def _flatten_seq(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    out = []
+    for name, m in model.named_children():
+        full = f"{prefix}{name}"
+        if type(m) is nn.Sequential:
+            out.extend(_flatten_seq(m, full + "."))
+        else:
+            out.append((full, m))
+    return out
+
+
+def plan_mlp(model: nn.Module, family: ExponentialFamily) -> tuple[MLPPlan | None, str]:
+    """Decompose ``model`` for the fast path; (None, reason) when it is not supported."""
+    if type(model) is not nn.Sequential:
+        return None, f"the model is a {type(model).__name__}, not an nn.Sequential"
+    if not family.link.elementwise:
+        return None, f"the link {family.link.name!r} mixes outputs (not elementwise)"
+    pre: list[nn.Module] = []
+    linears: list[tuple[str, nn.Linear]] = []
+    acts: list[list[nn.Module]] = []
+    for name, m in _flatten_seq(model):
+        if type(m) is nn.Linear:
+            linears.append((name, m))
+            acts.append([])
+        elif type(m) in SUPPORTED:
+            if isinstance(m, nn.Dropout) and m.training and m.p > 0:
+                return None, f"module {name!r} is Dropout in training mode"
+            (acts[-1] if linears else pre).append(m)
+        elif type(m) is nn.Flatten and not linears:
+            pre.append(m)
+        else:
+            where = "after the first Linear" if type(m) is nn.Flatten else ""
+            return None, f"module {name!r} ({type(m).__name__}) is not supported by the fast path {where}".rstrip()
+    if not linears:
+        return None, "the model has no Linear layer"
+    named = {id(p) for _, lin in linears for p in lin.parameters()}
+    for pname, p in model.named_parameters():
+        if id(p) not in named:
+            return None, f"parameter {pname!r} does not belong to a Linear layer"
+    return MLPPlan(pre, linears, acts), ""
+
+
+def _block(mods: list[nn.Module], link=None) -> list:
+    fns = [partial(derivs, m) for m in mods]
+    if link is not None:
+        fns.append(lambda z: (link(z), link.g1(z), link.g2(z)))
+    return fns
+
+
+def mlp_engine(model: nn.Module, x: torch.Tensor, family: ExponentialFamily, plan: MLPPlan,
+               params: dict[str, torch.Tensor], *, grams: bool = False,
+               pneg_samples: int | None = None) -> EngineOutput:
+    """Exact per-input base quantities for every parameter, factored (THEORY §7)."""
+    with torch.no_grad():
+        return _run(model, x, family, plan, params, grams, pneg_samples)
+
+
+def _run(model, x, family, plan, params, grams, pneg_samples) -> EngineOutput:
+    a = x
+    for m in plan.pre:
+        a = m(a)
+    if a.dim() != 2:
+        raise ValueError(f"the input to the first Linear must be (batch, features); got shape {tuple(a.shape)} "
+                         "(add nn.Flatten() before the first Linear)")
+    L = len(plan.linears)
+    a_in, d1s, d2s, curved = [], [], [], []
+    for l, (_, lin) in enumerate(plan.linears):
+        a_in.append(a)
+        z = torch.nn.functional.linear(a, lin.weight, lin.bias)
+        mods = plan.acts[l]
+        if l < L - 1:
+            a, d1, d2 = compose(_block(mods), z)
+        else:
+            o = compose(_block(mods), z)[0]
+            h = family.natural(o)
+            _, d1, d2 = compose(_block(mods, family.link), z)
+        curved.append(bool((d2 != 0).any()))  # R^l ≡ 0 on this batch otherwise
+        d1s.append(d1)
+        d2s.append(d2)
+    B, C = h.shape
+    W = [lin.weight for _, lin in plan.linears]
+    # backward for G^l and R^l (THEORY §7)
+    G: list[torch.Tensor] = [None] * L  # type: ignore[list-item]
+    R: list[torch.Tensor | None] = [None] * L
+    G[L - 1] = torch.diag_embed(d1s[L - 1])
+    R[L - 1] = torch.diag_embed(d2s[L - 1]) if curved[L - 1] else None
+    for l in range(L - 2, -1, -1):
+        P = G[l + 1] @ W[l + 1]                      # ∂h/∂a^l, (B, C, n_l)
+        G[l] = P * d1s[l].unsqueeze(1)
+        R[l] = P * d2s[l].unsqueeze(1) if curved[l] else None
+    # D^l = Σ_{m ≥ l} R^m (J^{m←l})²
+    D: list[torch.Tensor | None] = [None] * L
+    D[L - 1] = R[L - 1]
+    Js: dict[int, torch.Tensor] = {}
+    for l in range(L - 2, -1, -1):
+        A = W[l + 1] * d1s[l].unsqueeze(1)           # J^{l+1←l}, (B, n_{l+1}, n_l)
+        Js = {m: J @ A for m, J in Js.items()}
+        if R[l + 1] is not None:
+            Js[l + 1] = A
+        acc = R[l]
+        for m, J in Js.items():
+            term = R[m] @ (J * J)
+            acc = term if acc is None else acc + term
+        D[l] = acc
+    parts: dict[str, dict[str, Part]] = {}
+    gram_out = {} if grams else None
+    pneg = {} if pneg_samples else None
+    names = {id(p): n for n, p in model.named_parameters()}
+    for l, (_, lin) in enumerate(plan.linears):
+        Gc = G[l].transpose(1, 2)                    # (B, n_l, C): u of the biases
+        Dc = None if D[l] is None else D[l].transpose(1, 2)
+        base = base_quantities(family, h, Gc, Dc)
+        pn = prob_negative(family, h, base["fisher"], Dc, pneg_samples) if pneg is not None else None
+        if pn is None:
+            pneg = None
+        wname, bname = names.get(id(lin.weight)), names.get(id(lin.bias)) if lin.bias is not None else None
+        aa = a_in[l]
+        if wname in params:
+            parts[wname] = {k: Part(v, aa, _power(k)) for k, v in base.items()}
+            if pneg is not None:
+                pneg[wname] = Part(pn, (aa != 0).to(aa.dtype), 1)
+        if bname in params:
+            parts[bname] = {k: Part(v) for k, v in base.items()}
+            if pneg is not None:
+                pneg[bname] = Part(pn)
+        if grams:
+            gg = G[l] @ G[l].transpose(1, 2)
+            vv = (Gc.unsqueeze(-1) * Gc.unsqueeze(-2)).reshape(B, -1, C * C)
+            uu = vv.transpose(1, 2) @ vv
+            ww = h.new_zeros(B, C, C) if D[l] is None else D[l] @ D[l].transpose(1, 2)
+            s2, s4 = (aa * aa).sum(1)[:, None, None], (aa ** 4).sum(1)[:, None, None]
+            if wname in params:
+                gram_out[wname] = {"JJ": gg * s2, "UU": uu * s4, "WW": ww * s4}
+            if bname in params:
+                gram_out[bname] = {"JJ": gg, "UU": uu, "WW": ww}
+    layer_of = {}
+    for l, (_, lin) in enumerate(plan.linears):
+        layer_of[names.get(id(lin.weight))] = (l, "weight")
+        if lin.bias is not None:
+            layer_of[names.get(id(lin.bias))] = (l, "bias")
+    return EngineOutput(h=h, parts=parts, path="fast", grams=gram_out, pneg=pneg,
+                        info={"G": G, "D": D, "a_in": a_in, "layer_of": layer_of})
+
+
+def _power(key: str) -> int:
+    from .core import BASE_POWER
+    return BASE_POWER[key]

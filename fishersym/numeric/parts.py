@@ -1,0 +1,63 @@
+"""Factored per-input, per-parameter arrays (THEORY.md §7, §8).
+
+Every per-weight quantity of the fast MLP path factors as f(j) · (a_k)^p
+(THEORY §7): I(W_jk|x) = (G_jᵀΣG_j)·a_k², N·V₁ ∝ a_k⁴, N·V₂ ∝ a_k⁴.  A
+:class:`Part` stores the factors of one parameter tensor for a batch of
+inputs and materialises them only on demand; batch sums over inputs are then
+one matrix product ``fᵀ @ a^p`` (THEORY §7, §8).  The generic path stores the
+dense array as ``f`` with ``a = None``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Part"]
+
+
+@dataclass
+class Part:
+    """Per-input values ``f[b, *fshape] · a[b, k]^p`` (shape (B, *fshape, m)), or ``f`` when ``a`` is None."""
+
+    f: torch.Tensor
+    a: torch.Tensor | None = None
+    p: int = 0
+
+    @property
+    def batch(self) -> int:
+        return self.f.shape[0]
+
+    def materialize(self) -> torch.Tensor:
+        """The dense array, shape (B, *param.shape)."""
+        if self.a is None:
+            return self.f
+        return self.f.unsqueeze(-1) * self._ap().unsqueeze(-2)
+
+    def _ap(self) -> torch.Tensor:
+        a = self.a
+        return a if self.p == 1 else a ** self.p
+
+    def with_f(self, f: torch.Tensor, p: int | None = None) -> "Part":
+        """Same input factor, new per-row factor (e.g. a bound computed from f)."""
+        return Part(f, self.a, self.p if p is None else p)
+
+    def scale(self, c: torch.Tensor) -> "Part":
+        """Multiply input b's values by c[b]."""
+        c = c.reshape(c.shape + (1,) * (self.f.dim() - 1))
+        return Part(self.f * c, self.a, self.p)
+
+    def square(self) -> "Part":
+        """Elementwise square (f·a^p)² = f²·a^{2p}."""
+        return Part(self.f * self.f, self.a, 2 * self.p)
+
+    def batch_sum(self) -> torch.Tensor:
+        """Σ_b values[b], shape param.shape; for factored parts one matrix product fᵀ a^p."""
+        if self.a is None:
+            return self.f.sum(0)
+        return self.f.T @ self._ap() if self.f.dim() == 2 else torch.einsum("b...,bk->...k", self.f, self._ap())
+
+    def entry_sum(self) -> torch.Tensor:
+        """Σ over the parameter's entries for each input, shape (B,), without materialising."""
+        fs = self.f.reshape(self.f.shape[0], -1).sum(1)
+        return fs if self.a is None else fs * self._ap().sum(1)
