@@ -86,8 +86,8 @@ def test_gaussian_mean_link_and_meanvar_link():
     assert torch.allclose(mv.sigma(h)[0, 0, 0], torch.tensor(0.3))
 
 
-def test_cli_demo_prints_every_family(capsys):
-    assert main(["demo"]) == 0
+def test_cli_families_prints_every_family(capsys):
+    assert main(["families"]) == 0
     out = capsys.readouterr().out
     for name in families.available():
         assert f"== {name}" in out
