@@ -7,7 +7,7 @@ from torch import nn
 
 from fishersym.numeric import conditional_stats
 
-from _numeric_helpers import FAMILIES, assert_close_maps, brute_force, make_family, small_mlp
+from test_numeric_helpers import FAMILIES, assert_close_maps, brute_force, make_family, small_mlp
 
 
 @pytest.mark.parametrize("fam", list(FAMILIES))

@@ -58,7 +58,15 @@ def base_quantities(family: ExponentialFamily, h: torch.Tensor, u: torch.Tensor,
     w2 = ‖w‖², and for shift-invariant families u2s, w2s = squared norms of the
     projections onto 𝟙^⊥ (THEORY §5 [beyond]).  ``w = None`` means w ≡ 0.
     """
-    out = {"fisher": family.sigma_quad(h, u), "nv1": family.mquad(h, u), "u2": (u * u).sum(-1)}
+    if type(family).__name__ == "Categorical" and family.name == "categorical":
+        # the closed forms of Categorical.sigma_quad / .mquad (THEORY §4 row 3), fused to share d = u − ū
+        p = torch.softmax(h, dim=-1).unsqueeze(-2)
+        d = u - (p * u).sum(-1, keepdim=True)
+        pd2 = p * d * d
+        fi = pd2.sum(-1)
+        out = {"fisher": fi, "nv1": (pd2 * d * d).sum(-1) - fi * fi, "u2": (u * u).sum(-1)}
+    else:
+        out = {"fisher": family.sigma_quad(h, u), "nv1": family.mquad(h, u), "u2": (u * u).sum(-1)}
     if w is None:
         zero = torch.zeros_like(out["u2"])
         out.update(nv2=zero, w2=zero)

@@ -30,6 +30,7 @@ from ..families.base import ExponentialFamily
 from .checks import GENERIC_MAX_PARAMS
 from .conditional import _check_n, analyse_batch, group_trace_bounds, resolve_family, select_engine
 from .core import mquad_cancels
+from .parts import batch_sums
 from .stats import StatsResult, add_derived, cancellation_ratio, resolve_groups
 
 __all__ = ["dataset_stats", "iter_batches"]
@@ -94,8 +95,7 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | Iterable, family: str |
         for name, d in ba.keys.items():
             extra = {"fisher_sq": d["fisher"].square(),
                      "input_var_upper": ba.eng.parts[name]["u2"].square().scale(ba.consts.sigma_max_cert ** 2)}
-            for k, part in {**d, **extra}.items():
-                s = part.batch_sum()
+            for k, s in batch_sums({**d, **extra}).items():
                 acc = sums.setdefault(k, {})
                 acc[name] = acc[name] + s if name in acc else s
         if members is None:

@@ -26,6 +26,7 @@ from .conditional import _check_n, resolve_family, select_engine
 from .core import base_quantities
 from .generic import _auto_chunk
 from .parts import Part
+from .safe_ad import composite_norms
 
 __all__ = ["estimate", "statistic", "Estimate"]
 
@@ -83,7 +84,8 @@ def _generic(model, x, family, params, T, chunk_size):
             idx = torch.arange(start, min(n, start + k))
             E = torch.zeros(len(idx), n, dtype=p0.dtype)
             E[torch.arange(len(idx)), idx] = 1.0
-            score, dd = vmap(sd)(E.reshape(len(idx), *p0.shape))   # (K, N, B)
+            with composite_norms():  # see numeric.safe_ad
+                score, dd = vmap(sd)(E.reshape(len(idx), *p0.shape))   # (K, N, B)
             s1.append((score * score).mean(1).T)
             s2.append((-dd).mean(1).T)
         out1[name] = Part(torch.cat(s1, 1).reshape(x.shape[0], *p0.shape))

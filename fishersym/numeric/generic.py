@@ -6,7 +6,9 @@ outputs at once (the link included, THEORY §1),
 
     u_i = d/dε h(θ + ε e_i)|₀,     w_i = d²/dε² h(θ + ε e_i)|₀,
 
-vmapped over the chunk.  Memory is bounded by the chunk size; the cost is
+vmapped over the chunk.  Normalisation layers run as composite ops while
+differentiating (:mod:`.safe_ad`: torch 2.13's nested forward rules for them
+are wrong).  Memory is bounded by the chunk size; the cost is
 about three forward passes per parameter entry, so this path is meant for
 small models (at most :data:`GENERIC_MAX_PARAMS` parameters by default).
 """
@@ -20,6 +22,7 @@ from ..families.base import ExponentialFamily
 from .checks import GENERIC_MAX_PARAMS, check_batch_independent
 from .core import EngineOutput, base_quantities, prob_negative
 from .parts import Part
+from .safe_ad import composite_norms
 
 __all__ = ["generic_engine", "directions", "FAST_LAYERS_HINT"]
 
@@ -48,7 +51,8 @@ def directions(model: nn.Module, x: torch.Tensor, family: ExponentialFamily, nam
 
     E = torch.zeros(len(idx), p0.numel(), dtype=p0.dtype, device=p0.device)
     E[torch.arange(len(idx)), idx] = 1.0
-    U, W = vmap(uw)(E.reshape(len(idx), *p0.shape))
+    with composite_norms():  # torch's nested forward rules of the norm ops are wrong (safe_ad)
+        U, W = vmap(uw)(E.reshape(len(idx), *p0.shape))
     return U.transpose(0, 1), W.transpose(0, 1)
 
 

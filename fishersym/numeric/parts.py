@@ -13,7 +13,26 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Part"]
+__all__ = ["Part", "batch_sums"]
+
+
+def batch_sums(parts: dict[str, "Part"]) -> dict[str, torch.Tensor]:
+    """Σ_b of many parts at once: parts sharing an input factor and power are stacked into one
+    matrix product fᵀ a^p (THEORY §7), with a^p computed once."""
+    out: dict[str, torch.Tensor] = {}
+    groups: dict[tuple, list[str]] = {}
+    for k, part in parts.items():
+        if part.a is None or part.f.dim() != 2:
+            out[k] = part.batch_sum()
+        else:
+            groups.setdefault((id(part.a), part.p), []).append(k)
+    for keys in groups.values():
+        first = parts[keys[0]]
+        F = torch.cat([parts[k].f for k in keys], 1)               # (B, K·n)
+        S = F.T @ first._ap()                                        # (K·n, m)
+        for k, blk in zip(keys, torch.split(S, [parts[k].f.shape[1] for k in keys], 0)):
+            out[k] = blk
+    return out
 
 
 @dataclass

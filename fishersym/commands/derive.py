@@ -1,0 +1,96 @@
+"""``fishersym derive``: symbolic derivation of I, V₁, V₂, bounds and trade-off as a LaTeX document.
+
+    fishersym derive --widths 2 2 1 --activation tanh --family bernoulli --out x.tex
+    fishersym derive --catalogue derivations
+
+THEORY.md §1–§7; see :mod:`fishersym.symbolic`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def _family(args, out_width: int):
+    from ..families import available, get
+    if args.family not in available():
+        raise ValueError(f"unknown family {args.family!r}; available: {', '.join(available())}")
+    params: dict = {}
+    if args.family == "categorical":
+        C = args.classes if args.classes is not None else out_width
+        if C != out_width:
+            raise ValueError(f"--classes {C} does not match the output width {out_width}")
+        params["C"] = C
+    elif args.classes is not None:
+        raise ValueError("--classes applies to the categorical family only")
+    elif args.family in ("gaussian", "poisson"):
+        params["C"] = out_width
+    if args.sigma2 is not None:
+        if args.family != "gaussian":
+            raise ValueError("--sigma2 applies to the gaussian family only")
+        params["sigma2"] = args.sigma2
+    if args.link is not None:
+        params["link"] = args.link
+    return get(args.family, **params)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..symbolic import derive, mlp
+    from ..symbolic.catalogue import write_catalogue
+    from ..symbolic.derive import SizeError
+    try:
+        if args.catalogue:
+            t0 = time.perf_counter()
+            timings = write_catalogue(args.catalogue)
+            print(f"catalogue: {len(timings)} derivations in {time.perf_counter() - t0:.1f} s -> {args.catalogue}")
+            return 0
+        if not args.widths or not args.family:
+            print("fishersym derive: give --widths and --family (or --catalogue DIR)", file=sys.stderr)
+            return 2
+        acts = args.activation
+        net = mlp(args.widths, acts if len(acts) > 1 else acts[0], bias=not args.no_bias)
+        fam = _family(args, net.widths[-1])
+        t0 = time.perf_counter()
+        D = derive(net, fam, n_samples=args.samples, force=args.force)
+        text = D.to_latex()
+        if args.out:
+            from pathlib import Path
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(text, encoding="utf-8")
+            print(f"wrote {args.out} ({len(D)} parameters, {time.perf_counter() - t0:.1f} s)")
+        else:
+            sys.stdout.write(text)
+        return 0
+    except (ValueError, KeyError, SizeError) as exc:
+        print(f"fishersym derive: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"widths must be positive integers, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"widths must be positive integers, got {s!r}")
+    return v
+
+
+def register(sub) -> None:
+    p = sub.add_parser("derive", help="symbolic derivation of Fisher, V1, V2, bounds and trade-off (LaTeX)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--widths", type=_positive_int, nargs="+", help="layer widths: input, hidden..., output")
+    p.add_argument("--activation", nargs="+", default=["tanh"],
+                   help="hidden activation, or one per hidden layer (sigmoid, tanh, softplus, relu, leaky_relu, "
+                        "identity, gelu, silu; leaky_relu:0.2 sets the slope)")
+    p.add_argument("--family", help="output family (gaussian, bernoulli, categorical, poisson, gaussian_meanvar)")
+    p.add_argument("--classes", type=int, default=None, help="number of classes for the categorical family")
+    p.add_argument("--sigma2", type=float, default=None, help="variance of the gaussian family")
+    p.add_argument("--link", default=None, help="link name passed to the family (e.g. 'mean' for the gaussian)")
+    p.add_argument("--samples", type=int, default=None, help="number of label samples N (default: symbolic N)")
+    p.add_argument("--no-bias", action="store_true", help="layers without biases")
+    p.add_argument("--force", action="store_true", help="derive even networks whose expressions would blow up")
+    p.add_argument("--out", help="output .tex file (default: stdout)")
+    p.add_argument("--catalogue", metavar="DIR", help="regenerate the whole derivation catalogue into DIR")
+    p.set_defaults(func=run)

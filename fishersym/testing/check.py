@@ -1,0 +1,240 @@
+"""``check_model``: run every applicable property of the paper on a user's model.
+
+Hypothesis generates parameter perturbations and input perturbations around
+the given model and inputs; each property runs on every generated example and
+a failure is shrunk to a minimal counterexample.  The report says which
+properties held, failed or do not apply, with the counterexamples, and the
+V₂/V₁ ratio per parameter group (where each estimator wins, THEORY §6.7).
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import torch
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from .. import families as _families
+from ..families.base import ExponentialFamily
+from .properties import PROPERTIES, NotApplicable
+
+__all__ = ["check_model", "Report", "PropertyResult", "resolve_factory", "preflight"]
+
+#: examples per property in check_model (the expensive ones get fewer)
+DEFAULT_EXAMPLES = {"monte_carlo": 1, "symbolic_numeric": 2, "closed_forms": 5, "unbiased": 3, "rescaling": 3}
+
+
+@dataclass
+class PropertyResult:
+    name: str
+    status: str  # "passed" | "failed" | "not applicable"
+    examples: int = 0
+    seconds: float = 0.0
+    message: str = ""
+    reports: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    """Result of :func:`check_model`; ``str(report)`` is the printable report."""
+
+    model: str
+    family: str
+    path: str
+    n_samples: int
+    results: list[PropertyResult]
+    ratios: dict[str, dict[str, float]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status != "failed" for r in self.results)
+
+    @property
+    def failed(self) -> list[PropertyResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    def raise_on_failure(self) -> None:
+        if not self.ok:
+            raise AssertionError(str(self))
+
+    def __str__(self) -> str:
+        lines = [f"fishersym check: {self.model}", f"  family {self.family}, N = {self.n_samples}, "
+                 f"exact path: {self.path}"]
+        lines += [f"  note: {n}" for n in self.notes]
+        lines.append("")
+        w = max(len(r.name) for r in self.results)
+        for r in self.results:
+            extra = f"{r.examples} examples, {r.seconds:.1f}s" if r.status != "not applicable" else r.message
+            lines.append(f"  {r.name.ljust(w)}  {r.status.upper():<15} {extra}")
+        for r in self.results:
+            if r.status == "failed":
+                lines += ["", f"  counterexample for {r.name}:"] + ["    " + s for s in r.message.splitlines()]
+            for rep in r.reports:
+                lines += ["", f"  reported for {r.name} (not a failure):"] + ["    " + s for s in rep.splitlines()[:6]]
+        lines += ["", "  V2/V1 per parameter group (sum over the group, mean over inputs; < 1: I2 has lower variance):"]
+        for g, d in self.ratios.items():
+            ratio = d["ratio"]
+            win = "I2 (negative Hessian)" if ratio < 1 else ("I1 (squared score)" if ratio > 1 else "tie")
+            lines.append(f"    {g:<24} V1={d['var1']:.4g}  V2={d['var2']:.4g}  V2/V1={ratio:.4g}  -> {win}")
+        n_fail = len(self.failed)
+        lines += ["", f"  {'ALL APPLICABLE PROPERTIES HELD' if self.ok else f'{n_fail} PROPERTY(IES) FAILED'}"]
+        return "\n".join(lines)
+
+
+def resolve_factory(spec: str):
+    """'package.module:factory' → what the factory returns (a module, (module, inputs) or a dict)."""
+    if ":" not in spec:
+        raise ValueError(f"model spec {spec!r} must look like 'package.module:factory'")
+    mod_name, attr = spec.split(":", 1)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import module {mod_name!r} (from {spec!r}): {exc}") from None
+    obj = mod
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"module {mod_name!r} has no attribute {attr!r} (from {spec!r})")
+        obj = getattr(obj, part)
+    if isinstance(obj, nn.Module):
+        return obj
+    if not callable(obj):
+        raise ValueError(f"{spec!r} is neither an nn.Module nor a callable factory")
+    return obj()
+
+
+def _unpack(made, inputs):
+    family = None
+    if isinstance(made, dict):
+        model, inputs, family = made["model"], made.get("inputs", inputs), made.get("family")
+    elif isinstance(made, (tuple, list)):
+        model, inputs = made[0], (made[1] if len(made) > 1 else inputs)
+    else:
+        model = made
+    return model, inputs, family
+
+
+def preflight(model: nn.Module, family: ExponentialFamily, x: torch.Tensor) -> None:
+    """Errors that must come before any hypothesis run: output size, differentiability."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters: nothing to analyse")
+    with torch.enable_grad():
+        out = model(x[:1])
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the model returned {type(out).__name__}, expected a tensor of raw outputs")
+    if not out.is_floating_point():
+        raise ValueError(f"the model is not differentiable: its output has dtype {out.dtype} (integer outputs)")
+    if not out.requires_grad:
+        raise ValueError("the model is not differentiable: its output does not depend on the parameters "
+                         "through autograd (detached graph, torch.no_grad or .detach() in forward)")
+    family.check_output(out.detach())
+
+
+def _infer_input_shape(model: nn.Module) -> tuple[int, ...]:
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            return (m.in_features,)
+        if isinstance(m, nn.Conv2d):
+            raise ValueError("cannot infer the input size of a convolutional model: pass inputs= or input_shape=")
+    raise ValueError("cannot infer the input shape: pass inputs= or input_shape=")
+
+
+def _perturbed(model: nn.Module, seed: int, eps: float) -> nn.Module:
+    m = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.requires_grad:
+                p.add_(eps * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return m
+
+
+def check_model(model: nn.Module | str, family: str | ExponentialFamily | None = None,
+                inputs: torch.Tensor | None = None, *, input_shape: Sequence[int] | None = None,
+                n_samples: int = 1, max_examples: int = 5, perturb: float = 0.3,
+                properties: Iterable[str] | None = None, groups=None, seed: int = 0,
+                family_params: dict | None = None) -> Report:
+    """Run the applicable properties of :mod:`fishersym.testing.properties` on ``model``.
+
+    ``model`` is an ``nn.Module`` or a 'package.module:factory' string.
+    ``inputs`` (batch, …) or ``input_shape`` (per input) fix where the model
+    is checked; hypothesis perturbs parameters (relative scale ``perturb``)
+    and inputs around them.  The model is analysed in float64 (a copy).
+    """
+    notes = []
+    if isinstance(model, str):
+        label = model
+        model, inputs, fam_from = _unpack(resolve_factory(model), inputs)
+        family = family or fam_from
+    else:
+        label = type(model).__name__
+    if family is None:
+        raise ValueError("no family given: pass family= (one of " + ", ".join(_families.available()) + ")")
+    family = _families.get(family, **(family_params or {}))
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    model = copy.deepcopy(model).to(torch.float64)
+    model.eval()
+    notes.append("analysed a float64 copy in eval mode")
+    if inputs is None:
+        shape = tuple(input_shape) if input_shape is not None else _infer_input_shape(model)
+        inputs = torch.randn((2, *shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() < 2:
+        raise ValueError("inputs must be a tensor with a batch dimension (batch, ...)")
+    x0 = inputs.to(torch.float64)
+    preflight(model, family, x0)
+
+    from ..numeric import conditional_stats
+    base = conditional_stats(model, x0, family, n_samples, groups=groups)
+    ratios = {}
+    for g, d in base.groups.items():
+        v1, v2 = float(d["var1"].mean()), float(d["var2"].mean())
+        ratios[g] = {"var1": v1, "var2": v2, "ratio": v2 / v1 if v1 > 0 else (math.inf if v2 > 0 else 1.0)}
+    names = list(properties) if properties is not None else list(PROPERTIES)
+    unknown = set(names) - set(PROPERTIES)
+    if unknown:
+        raise ValueError(f"unknown properties {sorted(unknown)}; available: {', '.join(PROPERTIES)}")
+
+    results = []
+    for name in names:
+        fn = PROPERTIES[name]
+        count = {"n": 0}
+        reports: list[str] = []
+        n_ex = min(max_examples, DEFAULT_EXAMPLES.get(name, max_examples))
+
+        @settings(max_examples=n_ex, derandomize=True, database=None, deadline=None, print_blob=False,
+                  phases=[Phase.explicit, Phase.generate, Phase.shrink],
+                  suppress_health_check=list(HealthCheck))
+        @given(st.integers(0, 2 ** 31 - 1), st.floats(0.0, perturb), st.floats(0.0, perturb))
+        def run(s, eps_p, eps_x):
+            count["n"] += 1
+            m = _perturbed(model, s, eps_p) if eps_p > 0 else model
+            g = torch.Generator().manual_seed(s + 1)
+            x = x0 + eps_x * torch.randn(x0.shape, generator=g, dtype=x0.dtype)
+            out = fn(m, family, x, n_samples=n_samples) if name != "n_scaling" else fn(m, family, x)
+            if isinstance(out, list):
+                reports.extend(out)
+
+        t0 = time.time()
+        try:
+            run()
+            res = PropertyResult(name, "passed", count["n"], time.time() - t0, reports=reports[:3])
+        except NotApplicable as exc:
+            res = PropertyResult(name, "not applicable", 0, time.time() - t0, str(exc))
+        except AssertionError as exc:
+            res = PropertyResult(name, "failed", count["n"], time.time() - t0, str(exc))
+        results.append(res)
+    return Report(label, repr(family), base.path, n_samples, results, ratios, notes)

@@ -1,0 +1,407 @@
+"""The paper's properties as check functions (THEORY §2–§7).
+
+Each ``check_*`` raises :class:`PropertyViolation` (an ``AssertionError``)
+with a counterexample report — property, parameter, entry, input, both
+sides of the (in)equality and the tolerance — and returns quietly when the
+property holds.  They take a model, a family, a batch of inputs and N, so a
+user can call them on any architecture the generic path handles; those that
+need a structure (an MLP, a shift-invariant family, a small model) raise
+:class:`NotApplicable` otherwise.
+
+Tolerances: exact comparisons use a normwise relative tolerance ``rtol``
+(|a − b| ≤ rtol·max|b| over the key, float64); Monte Carlo comparisons use a
+CLT tolerance z·sd with sd from the *exact* variance (and exact fourth
+moment, for sample variances) and z from a stated false-alarm probability
+``alpha`` (default 1e-6 per check, Bonferroni over the comparisons made).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from statistics import NormalDist
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..bounds.theorem41 import STAT_KEYS
+from ..families.base import ExponentialFamily
+from ..families.links import Identity, Scale
+from .brute import BRUTE_MAX_PARAMS, brute_force
+
+__all__ = ["PropertyViolation", "NotApplicable", "check_closed_forms", "check_unbiased_exact",
+           "check_monte_carlo", "check_bounds", "check_structural", "check_rescaling", "check_n_scaling",
+           "check_nonnegative", "check_shift_invariance", "check_fast_generic", "check_symbolic_numeric",
+           "z_value", "PROPERTIES"]
+
+
+class PropertyViolation(AssertionError):
+    """A property of the paper failed; the message is the counterexample report."""
+
+
+class NotApplicable(Exception):
+    """The property does not apply to this model/family (the reason is the message)."""
+
+
+def z_value(alpha: float, comparisons: int = 1) -> float:
+    """Two-sided normal quantile for a false-alarm probability ``alpha`` over ``comparisons`` (Bonferroni)."""
+    return NormalDist().inv_cdf(1 - alpha / (2 * max(comparisons, 1)))
+
+
+def _stats(model, x, family, n_samples=1, **kw):
+    from ..numeric import conditional_stats
+    return conditional_stats(model, x, family, n_samples, **kw)
+
+
+def _fmt_index(shape, flat: int) -> str:
+    if not shape:
+        return ""
+    idx = []
+    for s in reversed(shape):
+        idx.append(flat % s)
+        flat //= s
+    return "[" + ", ".join(map(str, reversed(idx))) + "]"
+
+
+def _violation(prop: str, model, x, name: str, shape, flat: int, b: int | None, lhs: tuple[str, float],
+               rhs: tuple[str, float], tol: float, note: str = "") -> PropertyViolation:
+    where = f"parameter {name}{_fmt_index(tuple(shape), flat)}"
+    inp = f" at input #{b} = {x[b].flatten().tolist()}" if b is not None else ""
+    msg = (f"[{prop}] {where}{inp}:\n    {lhs[0]} = {lhs[1]:.17g}\n    {rhs[0]} = {rhs[1]:.17g}\n"
+           f"    |difference| = {abs(lhs[1] - rhs[1]):.3g}, tolerance {tol:.3g}"
+           + (f"\n    {note}" if note else "") + f"\n  model: {model}")
+    return PropertyViolation(msg)
+
+
+def _compare(prop: str, model, x, a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor],
+             labels: tuple[str, str], rtol: float, batched: bool = True, atol: float = 0.0) -> None:
+    """|a − b| ≤ rtol·max|b| (over all parameters and inputs) + atol, entrywise."""
+    scale = max((float(v.abs().max()) for v in b.values() if v.numel()), default=0.0)
+    tol = rtol * scale + atol
+    for name, bv in b.items():
+        av = a[name]
+        diff = (av - bv).abs()
+        if bool((diff > tol).any()):
+            flat = int(diff.reshape(-1).argmax())
+            if batched:
+                per = bv[0].numel()
+                bi, fi = flat // per, flat % per
+                shape = bv.shape[1:]
+            else:
+                bi, fi, shape = None, flat, bv.shape
+            raise _violation(prop, model, x, name, shape, fi, bi,
+                             (labels[0], float(av.reshape(-1)[flat])), (labels[1], float(bv.reshape(-1)[flat])), tol)
+
+
+# --------------------------------------------------------------------------- exact
+def check_closed_forms(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 1,
+                       rtol: float = 1e-9, result=None) -> None:
+    """I, V₁, V₂ (Lemma 3.1 closed forms, THEORY §3) equal their definitions, and the exact
+    P(Î₂ < 0) for discrete families with N = 1: label enumeration / quadrature (``brute``)."""
+    r = result or _stats(model, x, family, n_samples)
+    _small(model)
+    for b in range(x.shape[0]):
+        bf = brute_force(model, x[b:b + 1], family, n_samples)
+        for key in STAT_KEYS:
+            _compare(f"{key} = definition", model, x[b:b + 1], {n: v[b:b + 1] for n, v in r[key].items()},
+                     {n: v.unsqueeze(0) for n, v in getattr(bf, key).items()},
+                     (f"{key} (closed form)", f"{key} (enumeration/quadrature)"), rtol)
+        if bf.prob_neg2 is not None and "prob_neg2" in r and n_samples == 1:
+            _compare("P(I2 < 0) = definition", model, x[b:b + 1], {n: v[b:b + 1] for n, v in r["prob_neg2"].items()},
+                     {n: v.unsqueeze(0) for n, v in bf.prob_neg2.items()}, ("prob_neg2", "enumeration"), 1e-12,
+                     atol=1e-12)
+
+
+def check_unbiased_exact(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 1,
+                         rtol: float = 1e-9, result=None) -> None:
+    """E[Î₁] = E[Î₂] = I(θ|x) = uᵀΣu, exactly (enumeration / quadrature of the labels; THEORY §2)."""
+    r = result or _stats(model, x, family, n_samples)
+    _small(model)
+    for b in range(x.shape[0]):
+        bf = brute_force(model, x[b:b + 1], family, n_samples)
+        closed = {n: v[b:b + 1] for n, v in r["fisher"].items()}
+        _compare("E[I1] = I", model, x[b:b + 1], {n: v.unsqueeze(0) for n, v in bf.fisher.items()}, closed,
+                 ("E[squared score]", "u^T Sigma u"), rtol)
+        _compare("E[I2] = I", model, x[b:b + 1], {n: v.unsqueeze(0) for n, v in bf.fisher_hessian.items()}, closed,
+                 ("E[negative Hessian]", "u^T Sigma u"), rtol)
+
+
+def _small(model):
+    P = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if P > BRUTE_MAX_PARAMS:
+        raise NotApplicable(f"{P} parameters: the exact label-space oracle needs full Hessians "
+                            f"(at most {BRUTE_MAX_PARAMS}); the Monte Carlo check applies instead")
+
+
+# --------------------------------------------------------------------------- Monte Carlo
+def check_monte_carlo(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 1,
+                      reps: int = 4000, seed: int = 0, alpha: float = 1e-6, result=None) -> None:
+    """The estimators as implemented (``fishersym.numeric.estimate``), replicated ``reps`` times
+    on one input: sample mean of Î_k vs I (sd √(V_k/reps)), sample variance vs V_k (sd from the
+    exact fourth central moment of Î_k, via the oracle), and Î₁ ≥ 0 surely.  False-alarm
+    probability ≤ ``alpha`` (asymptotic normal, Bonferroni over all comparisons)."""
+    from ..numeric import estimate
+    _small(model)
+    x1 = x[:1]
+    r = result or _stats(model, x1, family, n_samples)
+    bf = brute_force(model, x1, family, 1)
+    P = sum(v.numel() for v in bf.fisher.values())
+    z = z_value(alpha, 4 * P)
+    N, R = n_samples, reps
+    xs = x1.expand(R, *x1.shape[1:]).contiguous()
+    g = torch.Generator().manual_seed(seed)
+    for k, (est, mu4) in enumerate((("I1", bf.mu4_1), ("I2", bf.mu4_2)), start=1):
+        draws = estimate(model, xs, family, est, n_samples=N, generator=g, per_input=True, progress=False)
+        for name, d in draws.items():
+            if est == "I1" and bool((d < 0).any()):
+                flat = int((d < 0).reshape(-1).nonzero()[0])
+                raise _violation("I1 >= 0", model, x1, name, d.shape[1:], flat % d[0].numel(), 0,
+                                 ("I1 draw", float(d.reshape(-1)[flat])), ("0", 0.0), 0.0)
+            I = r["fisher"][name][0]
+            V = r[f"var{k}"][name][0]
+            mean, var = d.mean(0), d.var(0)
+            # mean of R draws: sd = sqrt(V/R)
+            tol_m = z * (V / R).sqrt() + 1e-12 * I.abs().max()
+            bad = (mean - I).abs() > tol_m
+            if bool(bad.any()):
+                f = int(bad.reshape(-1).nonzero()[0])
+                raise _violation(f"E[{est}] = I (Monte Carlo, alpha={alpha:g})", model, x1, name, I.shape, f, 0,
+                                 (f"mean of {R} draws", float(mean.reshape(-1)[f])), ("I", float(I.reshape(-1)[f])),
+                                 float(tol_m.reshape(-1)[f]))
+            # sample variance of R draws: sd ≈ sqrt((μ₄(Î) − V²)/R); for a mean of N i.i.d. terms
+            # with per-label variance σ² = N·V and fourth central moment m4: μ₄(Î) = m4/N³ + 3(N−1)σ⁴/N³
+            s2 = N * V
+            mu4_hat = mu4[name] / N ** 3 + 3 * (N - 1) * s2 ** 2 / N ** 3
+            tol_v = z * ((mu4_hat - V ** 2).clamp_min(0) / R).sqrt() + 1e-12 * V.abs().max()
+            bad = (var - V).abs() > tol_v
+            if bool(bad.any()):
+                f = int(bad.reshape(-1).nonzero()[0])
+                raise _violation(f"Var[{est}] = V{k} (Monte Carlo, alpha={alpha:g})", model, x1, name, V.shape, f, 0,
+                                 (f"variance of {R} draws", float(var.reshape(-1)[f])),
+                                 (f"V{k}", float(V.reshape(-1)[f])), float(tol_v.reshape(-1)[f]))
+
+
+# --------------------------------------------------------------------------- bounds and structure
+def check_bounds(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 1,
+                 rtol: float = 1e-9, result=None, optimised: bool = True) -> list[str]:
+    """Every certified bound of THEORY §5 holds (lower ≤ value ≤ upper; paper-style and
+    sharpened).  Returns a list of *reported* (not raised) violations of the optimised-λ̃
+    bounds, which a local optimum may understate (THEORY §5)."""
+    r = result or _stats(model, x, family, n_samples, optimised=optimised)
+    reports = []
+    for key in STAT_KEYS:
+        for sfx in ("", "_sharp", "_opt", "_sharp_opt"):
+            for side in ("lower", "upper"):
+                bk = f"{key}_{side}{sfx}"
+                if bk not in r:
+                    continue
+                for name, val in r[key].items():
+                    bnd = r[bk][name]
+                    scale = float(max(val.abs().max(), bnd.abs().max()))
+                    tol = rtol * scale
+                    bad = (bnd > val + tol) if side == "lower" else (val > bnd + tol)
+                    if bool(bad.any()):
+                        flat = int(bad.reshape(-1).nonzero()[0])
+                        per = val[0].numel()
+                        err = _violation(f"{bk} holds", model, x, name, val.shape[1:], flat % per, flat // per,
+                                         (key, float(val.reshape(-1)[flat])), (bk, float(bnd.reshape(-1)[flat])), tol,
+                                         "optimised lambda-tilde (may be a local optimum)" if "opt" in sfx else "")
+                        if "opt" in sfx:
+                            reports.append(str(err))
+                        else:
+                            raise err
+    return reports
+
+
+def last_layer_names(model: nn.Module) -> list[str]:
+    """Parameters on which h is affine: the last Linear of an nn.Sequential (THEORY §6.1)."""
+    if isinstance(model, nn.Sequential) and len(model) and isinstance(model[-1], nn.Linear):
+        idx = str(len(model) - 1)
+        return [f"{idx}.{n}" for n, p in model[-1].named_parameters() if p.requires_grad]
+    return []
+
+
+def _piecewise_linear(model: nn.Module) -> bool:
+    pl = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Hardtanh, nn.Flatten, nn.Linear, nn.Dropout)
+    return isinstance(model, nn.Sequential) and all(isinstance(m, pl) for m in model)
+
+
+def check_structural(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 1,
+                     result=None) -> None:
+    """V₂ = 0 ≤ V₁ where THEORY §6 says so: the last layer (Remark 4.4), GLMs (one Linear) and
+    piecewise-linear networks (§6.3, a.e.) — for a link that is linear in the raw output."""
+    if not isinstance(family.link, (Identity, Scale)):
+        raise NotApplicable(f"the link {family.link!r} is curved, so w ≠ 0 even in the last layer (THEORY §1)")
+    names = last_layer_names(model)
+    if _piecewise_linear(model):
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        why = "piecewise-linear network (THEORY §6.2-6.3)"
+    else:
+        why = "last layer (Remark 4.4)"
+    if not names:
+        raise NotApplicable("no parameter on which h is affine was identified (needs an nn.Sequential ending in Linear)")
+    r = result or _stats(model, x, family, n_samples)
+    for name in names:
+        v2, v1 = r["var2"][name], r["var1"][name]
+        if bool((v2 != 0).any()):
+            flat = int((v2 != 0).reshape(-1).nonzero()[0])
+            per = v2[0].numel()
+            raise _violation(f"V2 = 0 for the {why}", model, x, name, v2.shape[1:], flat % per, flat // per,
+                             ("V2", float(v2.reshape(-1)[flat])), ("0", 0.0), 0.0)
+        if bool((v1 < 0).any()):
+            raise PropertyViolation(f"[V1 >= 0] parameter {name}: negative V1 {float(v1.min())}")
+
+
+class _Rescaled(nn.Module):
+    """θ_name = c·φ: the model with one parameter reparametrised (THEORY §6.4)."""
+
+    def __init__(self, model: nn.Module, name: str, c: float):
+        super().__init__()
+        self.inner, self.name, self.c = model, name, c
+        self.phi = nn.Parameter(dict(model.named_parameters())[name].detach().clone() / c)
+
+    def forward(self, x):
+        params = dict(self.inner.named_parameters())
+        params[self.name] = self.c * self.phi
+        return functional_call(self.inner, params, (x,))
+
+
+def check_rescaling(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 1,
+                    c: float = 2.5, rtol: float = 1e-9, result=None) -> None:
+    """θ_i = c·φ_i multiplies I by c² and V₁, V₂ by c⁴, so V₂/V₁ and √V/I are invariant (THEORY §6.4)."""
+    r = result or _stats(model, x, family, n_samples)
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        rs = _stats(_Rescaled(model, name, c), x, family, n_samples, path="generic", prob_negative=False)
+        for key, power in (("fisher", 2), ("var1", 4), ("var2", 4)):
+            _compare(f"rescaling: {key}(phi) = c^{power} {key}(theta), c = {c}", model, x,
+                     {name: rs[key]["phi"]}, {name: c ** power * r[key][name]},
+                     (f"{key}(phi)", f"c^{power} * {key}(theta)"), rtol)
+
+
+def check_n_scaling(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 7,
+                    rtol: float = 1e-12, result=None) -> None:
+    """V₁, V₂ scale as 1/N; I does not depend on N (THEORY §6.5)."""
+    r1 = _stats(model, x, family, 1, prob_negative=False)
+    rn = result if result is not None and result.n_samples == n_samples else _stats(model, x, family, n_samples,
+                                                                                     prob_negative=False)
+    for key in ("var1", "var2"):
+        _compare(f"{key}(N) = {key}(1)/N, N = {n_samples}", model, x, {n: v * n_samples for n, v in rn[key].items()},
+                 r1[key], (f"N * {key}(N)", f"{key}(1)"), rtol)
+    _compare("I independent of N", model, x, rn["fisher"], r1["fisher"], ("I(N)", "I(1)"), rtol)
+
+
+def check_nonnegative(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 1,
+                      result=None) -> None:
+    """I ≥ 0, V₁ ≥ 0, V₂ ≥ 0 (THEORY §6.5)."""
+    r = result or _stats(model, x, family, n_samples)
+    for key in STAT_KEYS:
+        for name, v in r[key].items():
+            if bool((v < 0).any()):
+                flat = int((v < 0).reshape(-1).nonzero()[0])
+                per = v[0].numel()
+                raise _violation(f"{key} >= 0", model, x, name, v.shape[1:], flat % per, flat // per,
+                                 (key, float(v.reshape(-1)[flat])), ("0", 0.0), 0.0)
+
+
+class _Shifted(nn.Module):
+    def __init__(self, model: nn.Module, c: float):
+        super().__init__()
+        self.inner, self.c = model, c
+
+    def forward(self, x):
+        return self.inner(x) + self.c
+
+
+def check_shift_invariance(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 1,
+                           c: float = 3.0, rtol: float = 1e-9, result=None) -> None:
+    """Adding a constant to all softmax logits changes nothing (THEORY §6.6)."""
+    if not family.shift_invariant:
+        raise NotApplicable(f"{family.name} is not shift-invariant (softmax only)")
+    r = result or _stats(model, x, family, n_samples)
+    rs = _stats(_Shifted(model, c), x, family, n_samples, path="generic")
+    for key in STAT_KEYS + ("var1_upper", "var2_upper"):
+        _compare(f"softmax shift by {c}: {key}", model, x, {f"inner.{n}": v for n, v in r[key].items()},
+                 {n: v for n, v in rs[key].items()}, (f"{key}(h)", f"{key}(h + c)"), rtol)
+
+
+def check_fast_generic(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 1,
+                       rtol: float = 1e-10, result=None) -> None:
+    """The factored MLP path (THEORY §7) equals the generic torch.func path."""
+    from ..numeric.mlp import plan_mlp
+    plan, reason = plan_mlp(model, family)
+    if plan is None:
+        raise NotApplicable(f"fast path not applicable: {reason}")
+    rf = _stats(model, x, family, n_samples, path="fast")
+    rg = _stats(model, x, family, n_samples, path="generic")
+    for key in STAT_KEYS + ("var1_upper", "var2_upper", "fisher_upper"):
+        _compare(f"fast path = generic path: {key}", model, x, rf[key], rg[key], ("fast", "generic"), rtol)
+
+
+_SYM_NAMES = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu", nn.Identity: "identity",
+              nn.GELU: "gelu", nn.SiLU: "silu"}
+
+
+def symbolic_spec(model: nn.Module) -> tuple[list[int], list] | None:
+    """(widths, activation specs) when ``model`` is a Sequential MLP the symbolic engine can express."""
+    if not isinstance(model, nn.Sequential) or not isinstance(model[0], nn.Linear):
+        return None
+    widths, acts = [model[0].in_features], []
+    expect_linear = True
+    for m in model:
+        if expect_linear:
+            if not isinstance(m, nn.Linear) or m.bias is None:
+                return None
+            widths.append(m.out_features)
+        else:
+            if isinstance(m, nn.LeakyReLU):
+                acts.append(("leaky_relu", m.negative_slope))
+            elif isinstance(m, nn.Softplus) and m.beta == 1 and m.threshold >= 20:
+                acts.append("softplus")
+            elif isinstance(m, nn.GELU) and m.approximate != "none":
+                return None
+            elif type(m) in _SYM_NAMES:
+                acts.append(_SYM_NAMES[type(m)])
+            else:
+                return None
+        expect_linear = not expect_linear
+    if expect_linear:  # ends in an activation
+        return None
+    return widths, acts
+
+
+def check_symbolic_numeric(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 1,
+                           rtol: float = 1e-10, result=None, max_params: int = 40) -> None:
+    """SymPy's closed forms (fishersym.symbolic) evaluated at the model equal the numeric engine."""
+    spec = symbolic_spec(model)
+    if spec is None:
+        raise NotApplicable("the symbolic engine expresses nn.Sequential MLPs of Linear and supported activations")
+    P = sum(p.numel() for p in model.parameters())
+    if P > max_params:
+        raise NotApplicable(f"{P} parameters > {max_params}: symbolic derivation skipped (size)")
+    from .. import symbolic
+    widths, acts = spec
+    net = symbolic.mlp(widths, acts if acts else "identity")
+    D = symbolic.derive(net, family, n_samples=n_samples)
+    sym = D.evaluate(model, x, n_samples=n_samples, optimise=False)
+    r = result or _stats(model, x, family, n_samples)
+    for key in STAT_KEYS + ("fisher_upper", "var1_upper", "var2_upper"):
+        _compare(f"symbolic = numeric: {key}", model, x, sym[key], r[key], ("symbolic", "numeric"), rtol)
+
+
+#: name → (check, needs a float64 model) in the order check_model runs them
+PROPERTIES: dict[str, Callable] = {
+    "closed_forms": check_closed_forms,
+    "unbiased": check_unbiased_exact,
+    "monte_carlo": check_monte_carlo,
+    "bounds": check_bounds,
+    "structural": check_structural,
+    "rescaling": check_rescaling,
+    "n_scaling": check_n_scaling,
+    "nonnegative": check_nonnegative,
+    "shift_invariance": check_shift_invariance,
+    "fast_generic": check_fast_generic,
+    "symbolic_numeric": check_symbolic_numeric,
+}

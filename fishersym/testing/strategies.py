@@ -1,0 +1,174 @@
+"""Hypothesis strategies for the property suite (composable, shrinkable).
+
+    from hypothesis import given
+    from fishersym.testing import strategies as fst
+
+    @given(fst.cases(depth=(1, 3), widths=(1, 5)))
+    def test_mine(case):
+        model, family, x = case.model, case.family, case.inputs
+
+Families come with valid parameters; architectures are MLPs (depth, widths,
+per-layer activations) of the fast path's layer types (THEORY §7); parameter
+values and inputs are bounded, finite float64 arrays drawn element by
+element (so hypothesis shrinks them towards 0).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from torch import nn
+
+from .. import families as _families
+from ..families.base import ExponentialFamily
+
+__all__ = ["ACTIVATIONS", "SMOOTH", "PIECEWISE_LINEAR", "family_specs", "families", "activations",
+           "Architecture", "architectures", "parameter_values", "inputs", "n_samples", "Case", "cases",
+           "build_mlp"]
+
+#: activation name → module factory (the fast path's elementwise activations)
+ACTIVATIONS = {
+    "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.1),
+    "elu": nn.ELU, "softplus": nn.Softplus, "gelu": nn.GELU, "silu": nn.SiLU, "identity": nn.Identity,
+}
+#: activations with σ'' ≠ 0 somewhere (V₂ > 0 in hidden layers in general, THEORY §6.3)
+SMOOTH = ("sigmoid", "tanh", "elu", "softplus", "gelu", "silu")
+#: piecewise-linear activations: every diagonal second derivative vanishes a.e. (THEORY §6.3)
+PIECEWISE_LINEAR = ("relu", "leaky_relu", "identity")
+
+
+def family_specs(names: Sequence[str] | None = None, max_classes: int = 5) -> st.SearchStrategy[tuple[str, dict]]:
+    """(name, params) of a family with valid parameters."""
+    specs = {
+        "gaussian": st.fixed_dictionaries({"C": st.integers(1, 2), "sigma2": st.sampled_from([0.5, 1.0, 2.0])}),
+        "bernoulli": st.just({}),
+        "categorical": st.fixed_dictionaries({"C": st.integers(2, max_classes)}),
+        "poisson": st.fixed_dictionaries({"C": st.integers(1, 2)}),
+        "gaussian_meanvar": st.just({}),
+    }
+    names = list(names) if names is not None else list(specs)
+    unknown = set(names) - set(specs)
+    if unknown:
+        raise ValueError(f"unknown families {sorted(unknown)}; available: {sorted(specs)}")
+    return st.sampled_from(names).flatmap(lambda n: specs[n].map(lambda p: (n, p)))
+
+
+def families(names: Sequence[str] | None = None, max_classes: int = 5) -> st.SearchStrategy[ExponentialFamily]:
+    """Family instances (see :func:`family_specs`)."""
+    return family_specs(names, max_classes).map(lambda s: _families.get(s[0], **s[1]))
+
+
+def activations(names: Sequence[str] | None = None) -> st.SearchStrategy[str]:
+    names = list(names) if names is not None else list(ACTIVATIONS)
+    unknown = set(names) - set(ACTIVATIONS)
+    if unknown:
+        raise ValueError(f"unknown activations {sorted(unknown)}; available: {sorted(ACTIVATIONS)}")
+    return st.sampled_from(names)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """An MLP in_dim → widths… → out_dim with one activation after every hidden Linear."""
+
+    in_dim: int
+    widths: tuple[int, ...]
+    out_dim: int
+    activations: tuple[str, ...] = field(default=())
+
+    @property
+    def n_params(self) -> int:
+        dims = (self.in_dim, *self.widths, self.out_dim)
+        return sum(dims[i] * dims[i + 1] + dims[i + 1] for i in range(len(dims) - 1))
+
+    def shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        dims = (self.in_dim, *self.widths, self.out_dim)
+        out = []
+        for i in range(len(dims) - 1):
+            idx = 2 * i
+            out += [(f"{idx}.weight", (dims[i + 1], dims[i])), (f"{idx}.bias", (dims[i + 1],))]
+        return out
+
+
+def architectures(in_dim: int | st.SearchStrategy[int] = st.integers(1, 4), out_dim: int = 1,
+                  depth: tuple[int, int] = (1, 4), widths: tuple[int, int] = (1, 6),
+                  activation_names: Sequence[str] | None = None) -> st.SearchStrategy[Architecture]:
+    """MLPs with ``depth`` Linear layers (depth − 1 hidden layers), per-layer activations."""
+    in_s = in_dim if isinstance(in_dim, st.SearchStrategy) else st.just(in_dim)
+
+    @st.composite
+    def build(draw):
+        d = draw(st.integers(*depth))
+        ws = tuple(draw(st.lists(st.integers(*widths), min_size=d - 1, max_size=d - 1)))
+        acts = tuple(draw(st.lists(activations(activation_names), min_size=d - 1, max_size=d - 1)))
+        return Architecture(draw(in_s), ws, out_dim, acts)
+    return build()
+
+
+def build_mlp(arch: Architecture, values: dict[str, np.ndarray] | None = None,
+              dtype: torch.dtype = torch.float64) -> nn.Sequential:
+    """The nn.Sequential(Linear, act, …, Linear) of ``arch`` with the given parameter values."""
+    dims = (arch.in_dim, *arch.widths, arch.out_dim)
+    layers: list[nn.Module] = []
+    for i in range(len(dims) - 1):
+        layers.append(nn.Linear(dims[i], dims[i + 1]))
+        if i < len(dims) - 2:
+            layers.append(ACTIVATIONS[arch.activations[i]]())
+    model = nn.Sequential(*layers).to(dtype)
+    if values is not None:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(torch.as_tensor(values[n], dtype=dtype))
+    return model
+
+
+def parameter_values(arch: Architecture, bound: float = 2.0) -> st.SearchStrategy[dict[str, np.ndarray]]:
+    """Bounded finite values for every parameter of ``arch``."""
+    elems = st.floats(-bound, bound, allow_nan=False, allow_infinity=False, width=64)
+    return st.fixed_dictionaries({n: arrays(np.float64, s, elements=elems) for n, s in arch.shapes()})
+
+
+def inputs(shape: Sequence[int], bound: float = 2.0, batch: tuple[int, int] = (1, 3)) -> st.SearchStrategy[torch.Tensor]:
+    """A batch of bounded finite inputs of per-input ``shape``."""
+    elems = st.floats(-bound, bound, allow_nan=False, allow_infinity=False, width=64)
+    return st.integers(*batch).flatmap(
+        lambda b: arrays(np.float64, (b, *shape), elements=elems).map(torch.from_numpy))
+
+
+def n_samples(max_n: int = 1000) -> st.SearchStrategy[int]:
+    """Label sample sizes N."""
+    return st.integers(1, max_n)
+
+
+@dataclass
+class Case:
+    """A generated test case: model, family, inputs, N."""
+
+    arch: Architecture
+    model: nn.Sequential
+    family: ExponentialFamily
+    inputs: torch.Tensor
+    n_samples: int
+
+    def __repr__(self) -> str:
+        return (f"Case(family={self.family!r}, arch={self.arch}, n_samples={self.n_samples},\n"
+                f"     model={self.model},\n     inputs={self.inputs.tolist()})")
+
+
+def cases(family_names: Sequence[str] | None = None, depth: tuple[int, int] = (1, 4),
+          widths: tuple[int, int] = (1, 6), activation_names: Sequence[str] | None = None,
+          batch: tuple[int, int] = (1, 2), max_n: int = 50, bound: float = 1.5,
+          max_classes: int = 5) -> st.SearchStrategy[Case]:
+    """Family + MLP architecture + parameter values + inputs + N, consistent with each other."""
+
+    @st.composite
+    def build(draw):
+        fam = draw(families(family_names, max_classes))
+        arch = draw(architectures(st.integers(1, 3), fam.out_dim, depth, widths, activation_names))
+        vals = draw(parameter_values(arch, bound))
+        x = draw(inputs((arch.in_dim,), bound, batch))
+        return Case(arch, build_mlp(arch, vals), fam, x, draw(n_samples(max_n)))
+    return build()
