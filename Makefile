@@ -27,7 +27,7 @@ derivations: $(STAMP)
 	$(VENV)/bin/fishersym derive --catalogue derivations
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_mlp.py
+	$(PY) benchmarks/bench_mlp.py --threads 1
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

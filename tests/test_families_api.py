@@ -11,7 +11,6 @@ from fishersym import families
 from fishersym.cli import main
 from fishersym.families.links import Identity, MeanLogVar, Scale
 
-torch.set_default_dtype(torch.float64)
 
 
 def test_registry_lists_families_and_rejects_unknown():

@@ -22,7 +22,6 @@ from fishersym import families
 from fishersym.families.constants import (family_constants, lambda_tilde_opt, ones_perp_basis,
                                           sigma_spectrum, sym_basis)
 
-torch.set_default_dtype(torch.float64)
 TOL = 1e-10
 
 FAMS = [("gaussian", {"C": 2, "sigma2": 0.5}), ("bernoulli", {}), ("categorical", {"C": 3}),

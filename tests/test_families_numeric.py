@@ -29,7 +29,6 @@ from fishersym.families.base import ExponentialFamily
 
 from _brute import moments
 
-torch.set_default_dtype(torch.float64)
 
 CASES = [("gaussian", {"C": 2, "sigma2": 0.7}), ("gaussian", {"C": 1}), ("bernoulli", {}),
          ("categorical", {"C": 2}), ("categorical", {"C": 4}), ("poisson", {"C": 1}), ("poisson", {"C": 2}),

@@ -30,7 +30,7 @@ import torch
 
 from .base import ExponentialFamily
 
-__all__ = ["FamilyConstants", "family_constants", "sigma_spectrum", "ones_perp_basis",
+__all__ = ["FamilyConstants", "family_constants", "sigma_spectrum", "ones_perp_basis", "eig_margin",
            "sym_basis", "restricted_extremes", "lambda_tilde_opt", "MAX_C_EIG"]
 
 #: above this C the C²×C² matrix M̄ is not formed (closed forms must certify)
@@ -67,13 +67,15 @@ def _basis(family: ExponentialFamily, restricted: bool, dtype, device) -> torch.
     return ones_perp_basis(family.C, dtype, device)
 
 
-def sigma_spectrum(family: ExponentialFamily, h: torch.Tensor, restricted: bool = False) -> torch.Tensor:
-    """Eigenvalues of Σ(h) in increasing order, (..., C); on 𝟙^⊥ those of QᵀΣQ, (..., C−1)."""
+def _sigma_matrix(family: ExponentialFamily, h: torch.Tensor, restricted: bool) -> torch.Tensor:
     S = family.sigma(h)
     Q = _basis(family, restricted, h.dtype, h.device)
-    if Q is not None:
-        S = Q.T @ S @ Q
-    return torch.linalg.eigvalsh(S)
+    return S if Q is None else Q.T @ S @ Q
+
+
+def sigma_spectrum(family: ExponentialFamily, h: torch.Tensor, restricted: bool = False) -> torch.Tensor:
+    """Eigenvalues of Σ(h) in increasing order, (..., C); on 𝟙^⊥ those of QᵀΣQ, (..., C−1)."""
+    return torch.linalg.eigvalsh(_sigma_matrix(family, h, restricted))
 
 
 def restricted_extremes(family: ExponentialFamily, h: torch.Tensor, tensor: str = "M",
@@ -86,14 +88,33 @@ def restricted_extremes(family: ExponentialFamily, h: torch.Tensor, tensor: str 
     C = family.C
     if C > MAX_C_EIG:
         raise ValueError(f"{family.name}: C = {C} > {MAX_C_EIG}; the C²×C² matrix is not formed")
-    mat = family.mbar(h) if tensor == "M" else family.m4_tensor(h).reshape(*h.shape[:-1], C * C, C * C)
+    S = family.sigma(h)
+    k4 = family.kappa4_tensor(h)
+    SS = lambda eq: torch.einsum(eq, S, S)  # noqa: E731
+    m4 = k4 + SS("...ab,...cd->...abcd") + SS("...ac,...bd->...abcd") + SS("...ad,...bc->...abcd")
+    mat = m4.reshape(*h.shape[:-1], C * C, C * C)
+    if tensor == "M":  # M̄ = mat(M₄) − vec(Σ)vec(Σ)ᵀ
+        vs = S.reshape(*h.shape[:-1], C * C)
+        mat = mat - vs.unsqueeze(-1) * vs.unsqueeze(-2)
     Q = _basis(family, restricted, h.dtype, h.device)
     if Q is None:
         W = sym_basis(C, h.dtype, h.device)
     else:
         W = torch.kron(Q, Q) @ sym_basis(C - 1, h.dtype, h.device)
-    ev = torch.linalg.eigvalsh(W.T @ mat @ W)
-    return ev[..., 0], ev[..., -1]
+    A = W.T @ mat @ W
+    ev = torch.linalg.eigvalsh(A)
+    # rounding: forming mat cancels terms of size ‖κ₄‖ + 4‖Σ‖², then the eigensolver errs by ~d·ε·‖A‖
+    scale = torch.linalg.vector_norm(k4.flatten(-4), dim=-1) + 4 * torch.linalg.matrix_norm(S) ** 2
+    delta = eig_margin(A) + 16 * C * C * torch.finfo(h.dtype).eps * scale
+    return ev[..., 0] - delta, ev[..., -1] + delta
+
+
+def eig_margin(A: torch.Tensor) -> torch.Tensor:
+    """Rounding margin of a computed symmetric eigenvalue: |λ̂ − λ| ≤ c·d·ε·‖A‖₂ (backward
+    stability of the symmetric eigensolver + Weyl); we take 8·d·ε·‖A‖_F ≥ that, so that
+    eigenvalue-based certificates also hold in floating point."""
+    d = A.shape[-1]
+    return 8 * d * torch.finfo(A.dtype).eps * torch.linalg.matrix_norm(A)
 
 
 def lambda_tilde_opt(family: ExponentialFamily, h: torch.Tensor, tensor: str, which: str,
@@ -181,8 +202,10 @@ def family_constants(family: ExponentialFamily, h: torch.Tensor, restricted: boo
     """All constants of THEORY §5 for natural parameters h (..., C)."""
     h = family.check_h(h)
     closed = family.closed_form_constants(h, restricted=restricted)
-    spec = sigma_spectrum(family, h, restricted)
+    S = _sigma_matrix(family, h, restricted)
+    spec = torch.linalg.eigvalsh(S)
     s_min, s_max = spec[..., 0], spec[..., -1]
+    s_margin = eig_margin(S)  # the certified Σ constants widen the computed eigenvalues by it
     src: dict[str, str] = {}
 
     def cands(key: str, upper: bool, extra: list[tuple[str, torch.Tensor]]):
@@ -197,9 +220,9 @@ def family_constants(family: ExponentialFamily, h: torch.Tensor, restricted: boo
         src[f"{key}_{'max' if upper else 'min'}"] = name
         return val
 
-    # Σ: the eigenvalues are computed directly; closed forms, where exact, are used as given.
-    sigma_min_cert = closed.get("sigma_min", s_min)
-    sigma_max_cert = cands("sigma", True, [("eigvalsh", s_max)])
+    # Σ: computed eigenvalues widened by their rounding margin; closed forms, where exact, as given.
+    sigma_min_cert = closed.get("sigma_min", (s_min - s_margin).clamp_min(0))
+    sigma_max_cert = cands("sigma", True, [("eigvalsh", s_max + s_margin)])
 
     if use_eig is None:
         use_eig = family.C <= MAX_C_EIG

@@ -49,11 +49,13 @@ def _hardtanh(m, z):
 
 
 def _elu(m, z):
+    # σ'' jumps at z = 0 (α on the left, 0 on the right); torch's autograd (forward and
+    # reverse, hence the generic path and the label-space oracle) takes σ''(0) = 0.
     al = m.alpha
     ez = al * torch.exp(torch.clamp(z, max=0))
     pos = z > 0
     return (torch.where(pos, z, ez - al), torch.where(pos, torch.ones_like(z), ez),
-            torch.where(pos, torch.zeros_like(z), ez))
+            torch.where(z >= 0, torch.zeros_like(z), ez))
 
 
 def _softplus(m, z):

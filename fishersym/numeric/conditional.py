@@ -131,7 +131,8 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
     (batch, *param.shape).  ``result.path`` says which exact path ran and
     ``result.info["path_reason"]`` why.  ``use_eig=False`` certifies the
     constants by closed forms only (Theorem 5.2 for the softmax: faster, looser;
-    default: the tightest available).  ``group_bounds=True`` adds Theorem D.1
+    default: the tightest available, which adds a batched C(C+1)/2-dimensional
+    eigendecomposition per input; see :func:`dataset_stats` for the measured trade-off).  ``group_bounds=True`` adds Theorem D.1
     and Corollary 4.6 per group (``result.groups``).  Use float64 to verify:
     ``result.precision_lost`` flags V₁'s cancellation (THEORY §3).
     """

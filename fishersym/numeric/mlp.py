@@ -98,6 +98,14 @@ def mlp_engine(model: nn.Module, x: torch.Tensor, family: ExponentialFamily, pla
         return _run(model, x, family, plan, params, grams, pneg_samples)
 
 
+def _compose(mods: list[nn.Module], z: torch.Tensor, link=None) -> tuple:
+    """:func:`compose` of the modules (and link); one module is returned as is (same values:
+    compose's first step is s2·1·1 + s1·0 = s2, s1·1 = s1)."""
+    if link is None and len(mods) == 1:
+        return derivs(mods[0], z)
+    return compose(_block(mods, link), z)
+
+
 def _run(model, x, family, plan, params, grams, pneg_samples) -> EngineOutput:
     a = x
     for m in plan.pre:
@@ -112,39 +120,30 @@ def _run(model, x, family, plan, params, grams, pneg_samples) -> EngineOutput:
         z = torch.nn.functional.linear(a, lin.weight, lin.bias)
         mods = plan.acts[l]
         if l < L - 1:
-            a, d1, d2 = compose(_block(mods), z)
+            a, d1, d2 = _compose(mods, z)
         else:
-            o = compose(_block(mods), z)[0]
+            o = _compose(mods, z)[0] if mods else z
             h = family.natural(o)
-            _, d1, d2 = compose(_block(mods, family.link), z)
+            _, d1, d2 = _compose(mods, z, family.link)
         curved.append(bool((d2 != 0).any()))  # R^l ≡ 0 on this batch otherwise
         d1s.append(d1)
         d2s.append(d2)
     B, C = h.shape
     W = [lin.weight for _, lin in plan.linears]
-    # backward for G^l and R^l (THEORY §7)
+    # backward for G^l and R^l (THEORY §7), all (B, C, n_l); G^L, R^L are diagonal, so
+    # G^L W^L is a row scaling (the same sums: the off-diagonal terms are exact zeros)
     G: list[torch.Tensor] = [None] * L  # type: ignore[list-item]
     R: list[torch.Tensor | None] = [None] * L
     G[L - 1] = torch.diag_embed(d1s[L - 1])
     R[L - 1] = torch.diag_embed(d2s[L - 1]) if curved[L - 1] else None
     for l in range(L - 2, -1, -1):
-        P = G[l + 1] @ W[l + 1]                      # ∂h/∂a^l, (B, C, n_l)
+        if l == L - 2:
+            P = d1s[L - 1].unsqueeze(-1) * W[L - 1]          # ∂h/∂a^l, (B, C, n_l)
+        else:
+            P = G[l + 1] @ W[l + 1]
         G[l] = P * d1s[l].unsqueeze(1)
         R[l] = P * d2s[l].unsqueeze(1) if curved[l] else None
-    # D^l = Σ_{m ≥ l} R^m (J^{m←l})²
-    D: list[torch.Tensor | None] = [None] * L
-    D[L - 1] = R[L - 1]
-    Js: dict[int, torch.Tensor] = {}
-    for l in range(L - 2, -1, -1):
-        A = W[l + 1] * d1s[l].unsqueeze(1)           # J^{l+1←l}, (B, n_{l+1}, n_l)
-        Js = {m: J @ A for m, J in Js.items()}
-        if R[l + 1] is not None:
-            Js[l + 1] = A
-        acc = R[l]
-        for m, J in Js.items():
-            term = R[m] @ (J * J)
-            acc = term if acc is None else acc + term
-        D[l] = acc
+    D = _second_derivatives(W, R, d1s, B, C)
     parts: dict[str, dict[str, Part]] = {}
     gram_out = {} if grams else None
     pneg = {} if pneg_samples else None
@@ -152,7 +151,7 @@ def _run(model, x, family, plan, params, grams, pneg_samples) -> EngineOutput:
     for l, (_, lin) in enumerate(plan.linears):
         Gc = G[l].transpose(1, 2)                    # (B, n_l, C): u of the biases
         Dc = None if D[l] is None else D[l].transpose(1, 2)
-        base = base_quantities(family, h, Gc, Dc)
+        base = base_quantities(family, h, G[l], D[l], cdim=1)
         pn = prob_negative(family, h, base["fisher"], Dc, pneg_samples) if pneg is not None else None
         if pn is None:
             pneg = None
@@ -183,6 +182,70 @@ def _run(model, x, family, plan, params, grams, pneg_samples) -> EngineOutput:
             layer_of[names.get(id(lin.bias))] = (l, "bias")
     return EngineOutput(h=h, parts=parts, path="fast", grams=gram_out, pneg=pneg,
                         info={"G": G, "D": D, "a_in": a_in, "layer_of": layer_of})
+
+
+#: largest number of elements of one temporary K^{m←l} block (the batch is chunked to stay below)
+_K_BLOCK = 1 << 20
+
+
+def _second_derivatives(W: list[torch.Tensor], R: list[torch.Tensor | None], d1s: list[torch.Tensor],
+                        B: int, C: int) -> list[torch.Tensor | None]:
+    """D^l = Σ_{m ≥ l} R^m (J^{m←l} ∘ J^{m←l}) for every layer, (B, C, n_l) or None when ≡ 0.
+
+    Write J^{m←l} = K^{m←l} diag(σ'_l) with K^{m←l} = J^{m←l+1} W^{l+1}; then
+    R^m (J^{m←l})² = (R^m (K^{m←l})²) diag(σ'_l²), so the column scaling is done once per layer:
+
+    * m = l+1: K = W^{l+1} is shared by all inputs: one plain product R^{l+1} (W^{l+1})²;
+    * m = l+2: K_b = W^{l+2} diag(σ'_{l+1,b}) W^{l+1} = Σ_k σ'_{l+1,b,k} W^{l+2}[:,k] W^{l+1}[k,:], so all
+      inputs' K are one product σ'_{l+1} · O with O the n_{l+1} outer products (when n_{l+1} ≤ B,
+      O is no larger than K itself);
+    * m ≥ l+3: K_b = J^{m←l+1}_b W^{l+1}, one plain product over all inputs and rows.
+
+    K is squared in place and contracted with R^m in batch chunks of at most ``_K_BLOCK`` elements.
+    """
+    L = len(W)
+    D: list[torch.Tensor | None] = [None] * L
+    D[L - 1] = R[L - 1]
+    Js: dict[int, torch.Tensor] = {}                        # m → J^{m←l+1} for m ≥ l+3, (B, n_m, n_{l+1})
+    for l in range(L - 2, -1, -1):
+        Wn = W[l + 1]
+        n_l = Wn.shape[1]
+        acc = None
+        if R[l + 1] is not None:
+            acc = (R[l + 1].reshape(B * C, -1) @ (Wn * Wn)).view(B, C, n_l)
+        deeper = [m for m in range(l + 2, L) if R[m] is not None]
+        new_Js: dict[int, torch.Tensor] = {}
+        for m in deeper:
+            n_m = W[m].shape[0]
+            keep = l > 0                                    # J^{m←l} is needed one layer down
+            outer = None
+            if m == l + 2 and Wn.shape[0] <= B:
+                outer = (W[m].T.unsqueeze(-1) * Wn.unsqueeze(1)).reshape(Wn.shape[0], n_m * n_l)
+            term = torch.empty(B, C, n_l, dtype=Wn.dtype, device=Wn.device)
+            Jkeep = torch.empty(B, n_m, n_l, dtype=Wn.dtype, device=Wn.device) if keep else None
+            step = max(1, _K_BLOCK // (n_m * n_l))
+            for i in range(0, B, step):
+                sl = slice(i, min(i + step, B))
+                if outer is not None:
+                    K = (d1s[l + 1][sl] @ outer).view(-1, n_m, n_l)
+                else:
+                    J = Js[m][sl]
+                    K = (J.reshape(-1, J.shape[-1]) @ Wn).view(-1, n_m, n_l)
+                if keep:
+                    torch.mul(K, d1s[l][sl].unsqueeze(1), out=Jkeep[sl])
+                K.square_()
+                torch.bmm(R[m][sl], K, out=term[sl])
+            acc = term if acc is None else acc.add_(term)
+            if keep:
+                new_Js[m] = Jkeep
+        if l > 0 and R[l + 1] is not None and n_l > B:     # J^{l+1←l}, (B, n_{l+1}, n_l), for m = l+1
+            new_Js[l + 1] = Wn * d1s[l].unsqueeze(1)        # one layer down when O is not used there
+        Js = new_Js
+        if acc is not None:
+            s = d1s[l]
+            acc.mul_((s * s).unsqueeze(1))
+        D[l] = acc if R[l] is None else (R[l] if acc is None else acc.add_(R[l]))
+    return D
 
 
 def _power(key: str) -> int:

@@ -18,7 +18,9 @@ __all__ = ["Part", "batch_sums"]
 
 def batch_sums(parts: dict[str, "Part"]) -> dict[str, torch.Tensor]:
     """Σ_b of many parts at once: parts sharing an input factor and power are stacked into one
-    matrix product fᵀ a^p (THEORY §7), with a^p computed once."""
+    matrix product fᵀ a^p (THEORY §7), with a^p computed once.  Parts whose per-row factor is
+    identically zero (e.g. a lower bound with a zero constant) are left out of the product: their
+    sum is exactly zero when a^p is finite."""
     out: dict[str, torch.Tensor] = {}
     groups: dict[tuple, list[str]] = {}
     for k, part in parts.items():
@@ -26,13 +28,25 @@ def batch_sums(parts: dict[str, "Part"]) -> dict[str, torch.Tensor]:
             out[k] = part.batch_sum()
         else:
             groups.setdefault((id(part.a), part.p), []).append(k)
-    for keys in groups.values():
+    powers: dict[tuple, torch.Tensor] = {}
+    for (aid, p), keys in sorted(groups.items(), key=lambda kv: kv[0][1]):
         first = parts[keys[0]]
-        F = torch.cat([parts[k].f for k in keys], 1)               # (B, K·n)
-        S = F.T @ first._ap()                                        # (K·n, m)
-        for k, blk in zip(keys, torch.split(S, [parts[k].f.shape[1] for k in keys], 0)):
+        ap = powers[(aid, p)] = (powers[(aid, p // 2)].square() if p % 2 == 0 and (aid, p // 2) in powers
+                                 else first._ap())
+        live = [k for k in keys if bool(parts[k].f.any())]
+        # 0·inf is not 0: keep the product unless a^p is finite (a non-finite entry makes the sum so)
+        if len(live) < len(keys) and not bool(torch.isfinite(ap.sum())):
+            live = keys
+        for k in keys:
+            if k not in live:
+                out[k] = ap.new_zeros(parts[k].f.shape[1], ap.shape[1])
+        if not live:
+            continue
+        F = parts[live[0]].f if len(live) == 1 else torch.cat([parts[k].f for k in live], 1)  # (B, K·n)
+        S = F.T @ ap                                                 # (K·n, m)
+        for k, blk in zip(live, torch.split(S, [parts[k].f.shape[1] for k in live], 0)):
             out[k] = blk
-    return out
+    return {k: out[k] for k in parts}
 
 
 @dataclass

@@ -34,17 +34,27 @@ def _key_power(key: str) -> int:
 
 def per_input_keys(eng: EngineOutput, consts: FamilyConstants, sharp: FamilyConstants | None,
                    n_samples: int) -> dict[str, dict[str, Part]]:
-    """parameter → key → Part of the per-input statistics and Theorem 4.1 bounds (THEORY §3, §5)."""
+    """parameter → key → Part of the per-input statistics and Theorem 4.1 bounds (THEORY §3, §5).
+
+    Parameters whose base parts share per-row factors (the weight and bias of one Linear layer on
+    the fast path) share the per-row factors of every key, computed once."""
     N = float(n_samples)
     out: dict[str, dict[str, Part]] = {}
+    memo: dict[tuple, dict[str, torch.Tensor]] = {}
     for name, base in eng.parts.items():
-        d = {"fisher": base["fisher"], "var1": base["nv1"].with_f(base["nv1"].f / N),
-             "var2": base["nv2"].with_f(base["nv2"].f / N)}
-        u2, w2 = base["u2"], base["w2"]
-        for k, v in theorem41_bounds(u2.f, w2.f, consts, n_samples).items():
-            d[k] = u2.with_f(v, _key_power(k))
-        if sharp is not None:
-            for k, v in theorem41_bounds(base["u2s"].f, base["w2s"].f, sharp, n_samples, "_sharp").items():
+        sig = tuple(id(base[k].f) for k in sorted(base))
+        fs = memo.get(sig)
+        if fs is None:
+            fs = {"fisher": base["fisher"].f, "var1": base["nv1"].f / N, "var2": base["nv2"].f / N}
+            fs.update(theorem41_bounds(base["u2"].f, base["w2"].f, consts, n_samples))
+            if sharp is not None:
+                fs.update(theorem41_bounds(base["u2s"].f, base["w2s"].f, sharp, n_samples, "_sharp"))
+            memo[sig] = fs
+        u2 = base["u2"]
+        d = {"fisher": base["fisher"], "var1": base["nv1"].with_f(fs["var1"]),
+             "var2": base["nv2"].with_f(fs["var2"])}
+        for k, v in fs.items():
+            if k not in d:
                 d[k] = u2.with_f(v, _key_power(k))
         out[name] = d
     return out
@@ -55,16 +65,19 @@ def cancellation_ratio(eng: EngineOutput) -> float:
 
     The moment form N·V₁ = M₄ − I² loses about log₁₀ of this ratio in
     significant digits; the factored parts share the input factor a_k⁴, so
-    the ratio is computed on the per-row factors.
+    the ratio is computed on the per-row factors (once per distinct factor).
     """
     worst = 1.0
+    seen = set()
     for base in eng.parts.values():
         nv1, fi = base["nv1"].f, base["fisher"].f
-        live = fi != 0
-        if not bool(live.any()):
+        if (id(nv1), id(fi)) in seen or fi.numel() == 0:
             continue
-        r = (nv1[live].clamp_min(0) + fi[live] ** 2) / nv1[live].clamp_min(torch.finfo(nv1.dtype).tiny)
-        worst = max(worst, float(r.max()))
+        seen.add((id(nv1), id(fi)))
+        live = fi != 0
+        r = (nv1.clamp_min(0) + fi * fi) / nv1.clamp_min(torch.finfo(nv1.dtype).tiny)
+        # entries with I = 0 do not count (as 1, the floor); a NaN among the others drops the part
+        worst = max(worst, float(torch.where(live, r, torch.ones_like(r)).max()))
     return worst
 
 
@@ -97,14 +110,15 @@ def add_derived(values: dict[str, dict[str, torch.Tensor]]) -> None:
     """Relative spreads √V/I and Cantelli's bound on P(Î₂ < 0) (THEORY §6 item 5, §10)."""
     fisher = values["fisher"]
     for k in ("1", "2"):
-        values[f"rel_sd{k}"] = {n: values[f"var{k}"][n].sqrt() / fisher[n] for n in fisher}
+        values[f"rel_sd{k}"] = {n: values[f"var{k}"][n].sqrt().div_(fisher[n]) for n in fisher}
     values["prob_neg2_upper"] = {n: _cantelli(values["var2"][n], fisher[n]) for n in fisher}
 
 
 def _cantelli(v: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
     """P(X ≤ E X − I) ≤ V/(V + I²) (one-sided Chebyshev); 0 when V = 0 and I > 0."""
-    den = v + i * i
-    return torch.where(den > 0, v / den.where(den > 0, torch.ones_like(den)), torch.ones_like(den))
+    den = (i * i).add_(v)
+    pos = den > 0
+    return torch.div(v, den.masked_fill_(~pos, 1.0), out=den).masked_fill_(~pos, 1.0)
 
 
 class StatsResult(Mapping):

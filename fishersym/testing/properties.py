@@ -9,7 +9,10 @@ need a structure (an MLP, a shift-invariant family, a small model) raise
 :class:`NotApplicable` otherwise.
 
 Tolerances: exact comparisons use a normwise relative tolerance ``rtol``
-(|a − b| ≤ rtol·max|b| over the key, float64); Monte Carlo comparisons use a
+(|a − b| ≤ rtol·max|b| over the key, float64) with a floor at the key's
+natural scale (rtol·max fisher_upper for I, rtol·max fisher_upper²/N for V₁,
+rtol·max(var2_upper, fisher_upper²/N) for V₂: a quantity that is exactly 0, such as V₁ of a
+Bernoulli at p = ½, otherwise has no scale of its own); Monte Carlo comparisons use a
 CLT tolerance z·sd with sd from the *exact* variance (and exact fourth
 moment, for sample variances) and z from a stated false-alarm probability
 ``alpha`` (default 1e-6 per check, Bonferroni over the comparisons made).
@@ -70,8 +73,31 @@ def _violation(prop: str, model, x, name: str, shape, flat: int, b: int | None, 
     inp = f" at input #{b} = {x[b].flatten().tolist()}" if b is not None else ""
     msg = (f"[{prop}] {where}{inp}:\n    {lhs[0]} = {lhs[1]:.17g}\n    {rhs[0]} = {rhs[1]:.17g}\n"
            f"    |difference| = {abs(lhs[1] - rhs[1]):.3g}, tolerance {tol:.3g}"
-           + (f"\n    {note}" if note else "") + f"\n  model: {model}")
+           + (f"\n    {note}" if note else "") + f"\n  model: {model}" + _param_values(model))
     return PropertyViolation(msg)
+
+
+def natural_floor(result, key: str, rtol: float) -> float:
+    """rtol × the natural scale of ``key`` in a result (see the module docstring)."""
+    def mx(k):
+        if k not in result:
+            return 0.0
+        return max((float(v.abs().max()) for v in result[k].values() if v.numel()), default=0.0)
+    if key.startswith("fisher"):
+        return rtol * mx("fisher_upper")
+    if key.startswith("var1"):
+        return rtol * mx("fisher_upper") ** 2 / result.n_samples
+    if key.startswith("var2"):  # Var(Î₂) of an estimator of I: I² is its absolute scale too
+        return rtol * max(mx("var2_upper"), mx("fisher_upper") ** 2 / result.n_samples)
+    return 0.0
+
+
+def _param_values(model, limit: int = 60) -> str:
+    """The parameter values, when the model is small enough to print them."""
+    ps = [(n, p) for n, p in model.named_parameters()]
+    if sum(p.numel() for _, p in ps) > limit:
+        return ""
+    return "\n  parameters: " + ", ".join(f"{n}={p.detach().tolist()}" for n, p in ps)
 
 
 def _compare(prop: str, model, x, a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor],
@@ -106,7 +132,8 @@ def check_closed_forms(model: nn.Module, family: ExponentialFamily, x: torch.Ten
         for key in STAT_KEYS:
             _compare(f"{key} = definition", model, x[b:b + 1], {n: v[b:b + 1] for n, v in r[key].items()},
                      {n: v.unsqueeze(0) for n, v in getattr(bf, key).items()},
-                     (f"{key} (closed form)", f"{key} (enumeration/quadrature)"), rtol)
+                     (f"{key} (closed form)", f"{key} (enumeration/quadrature)"), rtol,
+                     atol=natural_floor(r, key, rtol))
         if bf.prob_neg2 is not None and "prob_neg2" in r and n_samples == 1:
             _compare("P(I2 < 0) = definition", model, x[b:b + 1], {n: v[b:b + 1] for n, v in r["prob_neg2"].items()},
                      {n: v.unsqueeze(0) for n, v in bf.prob_neg2.items()}, ("prob_neg2", "enumeration"), 1e-12,
@@ -121,10 +148,11 @@ def check_unbiased_exact(model: nn.Module, family: ExponentialFamily, x: torch.T
     for b in range(x.shape[0]):
         bf = brute_force(model, x[b:b + 1], family, n_samples)
         closed = {n: v[b:b + 1] for n, v in r["fisher"].items()}
+        fl = natural_floor(r, "fisher", rtol)
         _compare("E[I1] = I", model, x[b:b + 1], {n: v.unsqueeze(0) for n, v in bf.fisher.items()}, closed,
-                 ("E[squared score]", "u^T Sigma u"), rtol)
+                 ("E[squared score]", "u^T Sigma u"), rtol, atol=fl)
         _compare("E[I2] = I", model, x[b:b + 1], {n: v.unsqueeze(0) for n, v in bf.fisher_hessian.items()}, closed,
-                 ("E[negative Hessian]", "u^T Sigma u"), rtol)
+                 ("E[negative Hessian]", "u^T Sigma u"), rtol, atol=fl)
 
 
 def _small(model):
@@ -162,7 +190,7 @@ def check_monte_carlo(model: nn.Module, family: ExponentialFamily, x: torch.Tens
             V = r[f"var{k}"][name][0]
             mean, var = d.mean(0), d.var(0)
             # mean of R draws: sd = sqrt(V/R)
-            tol_m = z * (V / R).sqrt() + 1e-12 * I.abs().max()
+            tol_m = z * (V / R).sqrt() + natural_floor(r, "fisher", 1e-10)
             bad = (mean - I).abs() > tol_m
             if bool(bad.any()):
                 f = int(bad.reshape(-1).nonzero()[0])
@@ -173,7 +201,7 @@ def check_monte_carlo(model: nn.Module, family: ExponentialFamily, x: torch.Tens
             # with per-label variance σ² = N·V and fourth central moment m4: μ₄(Î) = m4/N³ + 3(N−1)σ⁴/N³
             s2 = N * V
             mu4_hat = mu4[name] / N ** 3 + 3 * (N - 1) * s2 ** 2 / N ** 3
-            tol_v = z * ((mu4_hat - V ** 2).clamp_min(0) / R).sqrt() + 1e-12 * V.abs().max()
+            tol_v = z * ((mu4_hat - V ** 2).clamp_min(0) / R).sqrt() + natural_floor(r, f"var{k}", 1e-10)
             bad = (var - V).abs() > tol_v
             if bool(bad.any()):
                 f = int(bad.reshape(-1).nonzero()[0])
@@ -199,7 +227,7 @@ def check_bounds(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n
                 for name, val in r[key].items():
                     bnd = r[bk][name]
                     scale = float(max(val.abs().max(), bnd.abs().max()))
-                    tol = rtol * scale
+                    tol = rtol * scale + natural_floor(r, key, rtol)
                     bad = (bnd > val + tol) if side == "lower" else (val > bnd + tol)
                     if bool(bad.any()):
                         flat = int(bad.reshape(-1).nonzero()[0])
@@ -278,7 +306,7 @@ def check_rescaling(model: nn.Module, family: ExponentialFamily, x: torch.Tensor
         for key, power in (("fisher", 2), ("var1", 4), ("var2", 4)):
             _compare(f"rescaling: {key}(phi) = c^{power} {key}(theta), c = {c}", model, x,
                      {name: rs[key]["phi"]}, {name: c ** power * r[key][name]},
-                     (f"{key}(phi)", f"c^{power} * {key}(theta)"), rtol)
+                     (f"{key}(phi)", f"c^{power} * {key}(theta)"), rtol, atol=c ** power * natural_floor(r, key, rtol))
 
 
 def check_n_scaling(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 7,
@@ -289,8 +317,9 @@ def check_n_scaling(model: nn.Module, family: ExponentialFamily, x: torch.Tensor
                                                                                      prob_negative=False)
     for key in ("var1", "var2"):
         _compare(f"{key}(N) = {key}(1)/N, N = {n_samples}", model, x, {n: v * n_samples for n, v in rn[key].items()},
-                 r1[key], (f"N * {key}(N)", f"{key}(1)"), rtol)
-    _compare("I independent of N", model, x, rn["fisher"], r1["fisher"], ("I(N)", "I(1)"), rtol)
+                 r1[key], (f"N * {key}(N)", f"{key}(1)"), rtol, atol=natural_floor(r1, key, rtol))
+    _compare("I independent of N", model, x, rn["fisher"], r1["fisher"], ("I(N)", "I(1)"), rtol,
+             atol=natural_floor(r1, "fisher", rtol))
 
 
 def check_nonnegative(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 1,
@@ -324,7 +353,8 @@ def check_shift_invariance(model: nn.Module, family: ExponentialFamily, x: torch
     rs = _stats(_Shifted(model, c), x, family, n_samples, path="generic")
     for key in STAT_KEYS + ("var1_upper", "var2_upper"):
         _compare(f"softmax shift by {c}: {key}", model, x, {f"inner.{n}": v for n, v in r[key].items()},
-                 {n: v for n, v in rs[key].items()}, (f"{key}(h)", f"{key}(h + c)"), rtol)
+                 {n: v for n, v in rs[key].items()}, (f"{key}(h)", f"{key}(h + c)"), rtol,
+                 atol=natural_floor(r, key, rtol))
 
 
 def check_fast_generic(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 1,
@@ -337,7 +367,8 @@ def check_fast_generic(model: nn.Module, family: ExponentialFamily, x: torch.Ten
     rf = _stats(model, x, family, n_samples, path="fast")
     rg = _stats(model, x, family, n_samples, path="generic")
     for key in STAT_KEYS + ("var1_upper", "var2_upper", "fisher_upper"):
-        _compare(f"fast path = generic path: {key}", model, x, rf[key], rg[key], ("fast", "generic"), rtol)
+        _compare(f"fast path = generic path: {key}", model, x, rf[key], rg[key], ("fast", "generic"), rtol,
+                 atol=natural_floor(rg, key, rtol))
 
 
 _SYM_NAMES = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu", nn.Identity: "identity",
@@ -388,7 +419,8 @@ def check_symbolic_numeric(model: nn.Module, family: ExponentialFamily, x: torch
     sym = D.evaluate(model, x, n_samples=n_samples, optimise=False)
     r = result or _stats(model, x, family, n_samples)
     for key in STAT_KEYS + ("fisher_upper", "var1_upper", "var2_upper"):
-        _compare(f"symbolic = numeric: {key}", model, x, sym[key], r[key], ("symbolic", "numeric"), rtol)
+        _compare(f"symbolic = numeric: {key}", model, x, sym[key], r[key], ("symbolic", "numeric"), rtol,
+                 atol=natural_floor(r, key, rtol))
 
 
 #: name → (check, needs a float64 model) in the order check_model runs them
