@@ -79,6 +79,9 @@ def test_demo_runs_twice_and_protects_foreign_folders(tmp_path, capsys):
     assert main(args) == 0                                  # replaces its own previous output
     text = capsys.readouterr().out
     assert "replacing the previous demo output" in text and "report.html" in text
+    for fam in ("bernoulli", "categorical", "gaussian", "gaussian_meanvar", "poisson"):  # the family table
+        assert f"== {fam}" in text
+    assert text.count("Sigma (numeric)") == 2 * 5 and "kappa4(u,u,u,u)" in text
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep")

@@ -80,7 +80,7 @@ class BatchAnalysis:
 def analyse_batch(engine: Engine, model: nn.Module, x: torch.Tensor, family: ExponentialFamily, n_samples: int,
                   *, optimised: bool = False, use_eig: bool | None = None, grams: bool = False,
                   pneg: bool = False, chunk_size: int | None = None,
-                  max_params: int = GENERIC_MAX_PARAMS) -> BatchAnalysis:
+                  max_params: int = GENERIC_MAX_PARAMS, sharpened: bool = True) -> BatchAnalysis:
     """Base quantities, family constants and per-input keys for one batch (THEORY §3, §5)."""
     dtype = next(iter(engine.params.values())).dtype
     x = check_inputs(x, dtype)
@@ -89,7 +89,7 @@ def analyse_batch(engine: Engine, model: nn.Module, x: torch.Tensor, family: Exp
     h = eng.h.detach()
     consts = family_constants(family, h, restricted=False, optimise=optimised, use_eig=use_eig)
     sharp = (family_constants(family, h, restricted=True, optimise=optimised, use_eig=use_eig)
-             if family.shift_invariant else None)
+             if family.shift_invariant and sharpened else None)
     return BatchAnalysis(eng, per_input_keys(eng, consts, sharp, n_samples), consts, sharp)
 
 
@@ -121,7 +121,8 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
                       n_samples: int = 1, *, path: str = "auto", optimised: bool = False,
                       use_eig: bool | None = None, groups: Mapping[str, Iterable[str] | str] | None = None,
                       group_bounds: bool = False, prob_negative: bool = True,
-                      chunk_size: int | None = None, max_params: int = GENERIC_MAX_PARAMS) -> StatsResult:
+                      chunk_size: int | None = None, max_params: int = GENERIC_MAX_PARAMS,
+                      sharpened: bool = True) -> StatsResult:
     """Exact I(θ_i|x), V₁, V₂ and the bounds of THEORY §5 for every parameter and input.
 
     Returns a :class:`StatsResult` whose mappings (``fisher``, ``var1``, ``var2``,
@@ -140,7 +141,8 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
     n_samples = _check_n(n_samples)
     engine = select_engine(model, family, path)
     ba = analyse_batch(engine, model, inputs, family, n_samples, optimised=optimised, use_eig=use_eig,
-                       grams=group_bounds, pneg=prob_negative, chunk_size=chunk_size, max_params=max_params)
+                       grams=group_bounds, pneg=prob_negative, chunk_size=chunk_size, max_params=max_params,
+                       sharpened=sharpened)
     values: dict[str, dict[str, torch.Tensor]] = {}
     for name, d in ba.keys.items():
         for k, part in d.items():

@@ -65,7 +65,7 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | Iterable, family: str |
                   optimised: bool = False, use_eig: bool | None = None,
                   groups: Mapping[str, Iterable[str] | str] | None = None, group_bounds: bool = False,
                   batch_size: int = 256, progress: bool | None = None, chunk_size: int | None = None,
-                  max_params: int = GENERIC_MAX_PARAMS) -> StatsResult:
+                  max_params: int = GENERIC_MAX_PARAMS, sharpened: bool = True) -> StatsResult:
     """Many-input I(θ_i), Var Î₁, Var Î₂ and bounds per parameter (shape param.shape), THEORY §8.
 
     ``data``: a tensor of inputs or an iterable of batches (a DataLoader yielding
@@ -73,7 +73,8 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | Iterable, family: str |
     in :func:`conditional_stats` (no exact ``prob_neg2``; Cantelli's
     ``prob_neg2_upper`` is given) plus ``input_var`` and ``input_var_upper``.
     ``result.groups`` sums every key over each module's parameters and over
-    user ``groups``; ``group_bounds=True`` adds Theorem D.1 / Corollary 4.6.
+    user ``groups``; ``group_bounds=True`` adds Theorem D.1 / Corollary 4.6;
+    ``sharpened=False`` skips the 𝟙^⊥ keys (THEORY §5 [beyond]).
 
     Certification cost (``use_eig``): the default (None: True when C ≤ 24) also certifies
     λ̃(M), λ̃(K) by the extreme eigenvalues on Sym²(ℝ^C), a batched eigendecomposition of
@@ -95,7 +96,7 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | Iterable, family: str |
                if progress is not None else None, desc="dataset_stats", unit="batch", leave=False)
     for x in bar:
         ba = analyse_batch(engine, model, x, family, n_samples, optimised=optimised, use_eig=use_eig,
-                           grams=group_bounds, chunk_size=chunk_size, max_params=max_params)
+                           grams=group_bounds, chunk_size=chunk_size, max_params=max_params, sharpened=sharpened)
         M += ba.eng.h.shape[0]
         if mquad_cancels(family):
             canc = max(canc, cancellation_ratio(ba.eng))

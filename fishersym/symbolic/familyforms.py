@@ -186,12 +186,7 @@ def _lambda_constants(fam, F: "FamilyForms") -> tuple[dict, bool]:
         "M_min": (r"\tilde\lambda_{\min}(M)", "lambdat_min_M"),
         "M_max": (r"\tilde\lambda_{\max}(M)", "lambdat_max_M"),
     }
-    out = {}
-    for k, (tex, nm) in names.items():
-        sym = sp.Symbol(nm, nonnegative=True)
-        NAMED_LATEX[sym] = tex
-        out[k] = sym
-    return out, True
+    return _named(names), True
 
 
 #: LaTeX names of the named constants (symbol → TeX)
@@ -206,6 +201,11 @@ def sharp_constants() -> dict:
         "M_min": (r"\tilde\lambda_{\min}(M|_{\mathbf{1}^\perp})", "lambdat_min_M_perp"),
         "M_max": (r"\tilde\lambda_{\max}(M|_{\mathbf{1}^\perp})", "lambdat_max_M_perp"),
     }
+    return _named(names)
+
+
+def _named(names: dict[str, tuple[str, str]]) -> dict[str, sp.Symbol]:
+    """Nonnegative symbols for named constants (key → (TeX, symbol name)), registered in NAMED_LATEX."""
     out = {}
     for k, (tex, nm) in names.items():
         sym = sp.Symbol(nm, nonnegative=True)
