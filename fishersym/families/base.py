@@ -241,6 +241,18 @@ class ExponentialFamily:
         """M(u,u,u,u) = M₄(u,u,u,u) − (uᵀΣu)² = κ₄(u,u,u,u) + 2(uᵀΣu)² = N·V₁ (THEORY §3)."""
         return self.kappa4(h, u) + 2 * self.sigma_quad(h, u) ** 2
 
+    def quad_forms(self, h: torch.Tensor, u: torch.Tensor, cdim: int = -1,
+                   moments: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(uᵀΣu, M(u,u,u,u) = N·V₁) for many directions at once (THEORY §3).
+
+        ``cdim=1`` takes u in the layout (B, C, K) (directions as columns, as the fast MLP
+        path produces them) instead of (B, K, C); ``moments=False`` skips M (returns None).
+        Families with a fused closed form override this (one pass for both forms).
+        """
+        if cdim == 1:
+            u = u.transpose(-1, -2)
+        return self.sigma_quad(h, u), (self.mquad(h, u) if moments else None)
+
     def _directional(self, h: torch.Tensor, u: torch.Tensor, order: int) -> torch.Tensor:
         f: Callable = self.log_partition
         for _ in range(order):

@@ -70,28 +70,50 @@ class Categorical(ExponentialFamily):
         p = torch.softmax(h, dim=-1)
         return torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)
 
-    def _pd(self, h: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        p = torch.softmax(h, dim=-1)
-        if u.dim() == h.dim() + 1:
-            p = p.unsqueeze(-2)
-        d = u - (p * u).sum(-1, keepdim=True)
-        return p, d
+    def quad_forms(self, h: torch.Tensor, u: torch.Tensor, cdim: int = -1,
+                   moments: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The one definition of the softmax's directional forms (THEORY §4 row 3): with
+        d = u − ū, ū = Σ_a p_a u_a,
+
+            uᵀΣu = Σ_a p_a d_a²,    M(u,u,u,u) = Σ_a p_a d_a⁴ − (Σ_a p_a d_a²)²,
+
+        evaluated for all K directions at once as batched products p·(d²), p·(d⁴) in the
+        (…, C, K) layout (``cdim=1``; (…, K, C) is transposed as a view).  Temporaries are
+        squared in place unless autograd needs them."""
+        single = u.dim() == h.dim()
+        if single:
+            u = u.unsqueeze(-1 if cdim == 1 else -2)
+        if cdim != 1:
+            u = u.transpose(-1, -2)
+        pr = torch.softmax(h, dim=-1).unsqueeze(-2)          # (…, 1, C)
+        inplace = not (torch.is_grad_enabled() and (u.requires_grad or h.requires_grad))
+        d = u - pr @ u
+        d2 = d.square_() if inplace else d * d
+        sq = (pr @ d2).squeeze(-2)
+        mq = None
+        if moments:
+            d4 = d2.square_() if inplace else d2 * d2
+            mq = (pr @ d4).squeeze(-2) - sq * sq
+        if single:
+            sq = sq.squeeze(-1)
+            mq = None if mq is None else mq.squeeze(-1)
+        return sq, mq
 
     def sigma_quad(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        p, d = self._pd(h, u)
-        return (p * d * d).sum(-1).expand(batch_shape(h, u))
-
-    def m4(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        p, d = self._pd(h, u)
-        return (p * d ** 4).sum(-1).expand(batch_shape(h, u))
-
-    def kappa4(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        p, d = self._pd(h, u)
-        return ((p * d ** 4).sum(-1) - 3 * (p * d * d).sum(-1) ** 2).expand(batch_shape(h, u))
+        return self.quad_forms(h, u, moments=False)[0].expand(batch_shape(h, u))
 
     def mquad(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        p, d = self._pd(h, u)
-        return ((p * d ** 4).sum(-1) - (p * d * d).sum(-1) ** 2).expand(batch_shape(h, u))
+        return self.quad_forms(h, u)[1].expand(batch_shape(h, u))
+
+    def m4(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """M₄(u,u,u,u) = Σ_a p_a d_a⁴ = M(u,u,u,u) + (uᵀΣu)²."""
+        sq, mq = self.quad_forms(h, u)
+        return (mq + sq * sq).expand(batch_shape(h, u))
+
+    def kappa4(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """κ₄(u,u,u,u) = M(u,u,u,u) − 2(uᵀΣu)²."""
+        sq, mq = self.quad_forms(h, u)
+        return (mq - 2 * sq * sq).expand(batch_shape(h, u))
 
     def sample(self, h: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         h = self.check_h(h)

@@ -50,94 +50,28 @@ def mquad_cancels(family: ExponentialFamily) -> bool:
     return bool(family.shift_invariant or type(family).mquad is ExponentialFamily.mquad)
 
 
-def _is_softmax(family: ExponentialFamily) -> bool:
-    return type(family).__name__ == "Categorical" and family.name == "categorical"
-
-
 def base_quantities(family: ExponentialFamily, h: torch.Tensor, u: torch.Tensor,
                     w: torch.Tensor | None, cdim: int = -1) -> dict[str, torch.Tensor]:
     """Base quantities for directions u, w of shape (B, K, C) at h (B, C); each (B, K).
 
-    fisher = uᵀΣu, nv1 = M(u,u,u,u) = N·V₁, nv2 = wᵀΣw = N·V₂ (THEORY §3), u2 = ‖u‖²,
-    w2 = ‖w‖², and for shift-invariant families u2s, w2s = squared norms of the
-    projections onto 𝟙^⊥ (THEORY §5 [beyond]).  ``w = None`` means w ≡ 0.
-    ``cdim=1`` takes u, w in the layout (B, C, K) instead (the fast path's G, D),
+    fisher = uᵀΣu, nv1 = M(u,u,u,u) = N·V₁, nv2 = wᵀΣw = N·V₂ (THEORY §3; the family's
+    ``quad_forms``), u2 = ‖u‖², w2 = ‖w‖², and for shift-invariant families u2s, w2s =
+    squared norms of the projections onto 𝟙^⊥ (THEORY §5 [beyond]).  ``w = None`` means
+    w ≡ 0.  ``cdim=1`` takes u, w in the layout (B, C, K) instead (the fast path's G, D),
     reducing over the outcome axis without a transposed copy.
     """
     if cdim not in (-1, 1):
         raise ValueError(f"cdim must be -1 or 1, got {cdim}")
-    if _is_softmax(family):
-        return _softmax_quantities(h, u, w, cdim)
-    if cdim == 1:
-        u = u.transpose(1, 2)
-        w = None if w is None else w.transpose(1, 2)
-    out = {"fisher": family.sigma_quad(h, u), "nv1": family.mquad(h, u), "u2": (u * u).sum(-1)}
+    fi, nv1 = family.quad_forms(h, u, cdim)
+    out = {"fisher": fi, "nv1": nv1, "u2": (u * u).sum(cdim)}
     if w is None:
-        zero = torch.zeros_like(out["u2"])
+        zero = torch.zeros_like(fi)
         out.update(nv2=zero, w2=zero)
     else:
-        out.update(nv2=family.sigma_quad(h, w), w2=(w * w).sum(-1))
+        out.update(nv2=family.quad_forms(h, w, cdim, moments=False)[0], w2=(w * w).sum(cdim))
     if family.shift_invariant:
-        uc = u - u.mean(-1, keepdim=True)
-        out["u2s"] = (uc * uc).sum(-1)
-        if w is None:
-            out["w2s"] = torch.zeros_like(out["u2"])
-        else:
-            wc = w - w.mean(-1, keepdim=True)
-            out["w2s"] = (wc * wc).sum(-1)
-    return out
-
-
-def _softmax_quantities(h: torch.Tensor, u: torch.Tensor, w: torch.Tensor | None,
-                        cdim: int) -> dict[str, torch.Tensor]:
-    """The closed forms of Categorical.sigma_quad / .mquad (THEORY §4 row 3) for all K directions
-    at once: softmax p computed once, d = u − ū shared, p·d² and p·d⁴ as one batched product each:
-
-        I = Σ_a p_a d_a²,   N·V₁ = Σ_a p_a d_a⁴ − I²,   N·V₂ = Σ_a p_a (w_a − w̄)²,
-
-    and the squared norms of u, w and of their projections onto 𝟙^⊥ (THEORY §5 [beyond])."""
-    if u.dim() != 3:
-        return _softmax_quantities_nd(h, u, w, cdim)
-    if cdim == -1:                                   # (B, K, C) → the (B, C, K) layout, as a view
-        u = u.transpose(1, 2)
-        w = None if w is None else w.transpose(1, 2)
-    pr = torch.softmax(h, dim=-1).unsqueeze(1)       # (B, 1, C): Σ_a p_a x_a as a batched product
-    d = u - pr @ u
-    d2 = d.square_()
-    fi = (pr @ d2).squeeze(1)
-    out = {"fisher": fi, "nv1": (pr @ d2.square_()).squeeze(1).sub_(fi * fi), "u2": (u * u).sum(1)}
-    out["u2s"] = (u - u.mean(1, keepdim=True)).square_().sum(1)
-    if w is None:
-        zero = torch.zeros_like(fi)
-        out.update(nv2=zero, w2=zero, w2s=zero)
-    else:
-        out["nv2"] = (pr @ (w - pr @ w).square_()).squeeze(1)
-        out["w2"] = (w * w).sum(1)
-        out["w2s"] = (w - w.mean(1, keepdim=True)).square_().sum(1)
-    return out
-
-
-def _softmax_quantities_nd(h: torch.Tensor, u: torch.Tensor, w: torch.Tensor | None,
-                           cdim: int) -> dict[str, torch.Tensor]:
-    """:func:`_softmax_quantities` for directions of any rank (elementwise form)."""
-    p = torch.softmax(h, dim=-1)
-    p = p.unsqueeze(-1) if cdim == 1 else p.unsqueeze(-2)       # broadcast against u
-    d = u - (p * u).sum(cdim, keepdim=True)
-    d2 = d * d
-    pd2 = p * d2
-    fi = pd2.sum(cdim)
-    out = {"fisher": fi, "nv1": (pd2 * d2).sum(cdim) - fi * fi, "u2": (u * u).sum(cdim)}
-    uc = u - u.mean(cdim, keepdim=True)
-    out["u2s"] = (uc * uc).sum(cdim)
-    if w is None:
-        zero = torch.zeros_like(fi)
-        out.update(nv2=zero, w2=zero, w2s=zero)
-    else:
-        dw = w - (p * w).sum(cdim, keepdim=True)
-        out["nv2"] = (p * dw * dw).sum(cdim)
-        out["w2"] = (w * w).sum(cdim)
-        wc = w - w.mean(cdim, keepdim=True)
-        out["w2s"] = (wc * wc).sum(cdim)
+        out["u2s"] = (u - u.mean(cdim, keepdim=True)).square_().sum(cdim)
+        out["w2s"] = torch.zeros_like(fi) if w is None else (w - w.mean(cdim, keepdim=True)).square_().sum(cdim)
     return out
 
 
