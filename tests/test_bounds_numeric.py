@@ -63,7 +63,7 @@ def test_dataset_bounds_hold_both_schemes():
                     assert d[f"trace_{q}_lower_{v}"] <= d[q] + tol and d[q] <= d[f"trace_{q}_upper_{v}"] + tol
 
 
-@pytest.mark.parametrize("fam", ["categorical", "poisson", "gaussian"])
+@pytest.mark.parametrize("fam", ["categorical", "poisson", "gaussian", "gaussian_meanvar"])
 def test_offdiag_exact_and_bounds(fam):
     """Theorem C.1 / Corollary C.3: exact off-diagonal variances against enumeration (products of
     per-label scores, mixed second derivatives by autograd of log_prob); the bounds hold."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from ..families.constants import FamilyConstants, sym_basis
+from ..families.constants import FamilyConstants, eig_margin, sym_basis
 
 __all__ = ["ruhe_bounds", "theorem_d1", "corollary46", "TRACE_KEYS"]
 
@@ -37,10 +37,14 @@ TRACE_KEYS = ("trace_fisher", "trace_var1", "trace_var2")
 
 
 def ruhe_bounds(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(lower, upper) of tr(AB) for symmetric A, B (..., n, n) by Ruhe's inequality."""
+    """(lower, upper) of tr(AB) for symmetric A, B (..., n, n) by Ruhe's inequality, widened by
+    the computed eigenvalues' error bounds δa, δb (n·(δa·max|b| + max|a|·δb)) so they hold in
+    floating point."""
     a = torch.linalg.eigvalsh(A).flip(-1)   # decreasing
     b = torch.linalg.eigvalsh(B)            # increasing
-    return (a * b).sum(-1), (a * b.flip(-1)).sum(-1)
+    n = A.shape[-1]
+    slack = n * (eig_margin(A) * b.abs().amax(-1) + a.abs().amax(-1) * eig_margin(B))
+    return (a * b).sum(-1) - slack, (a * b.flip(-1)).sum(-1) + slack
 
 
 def theorem_d1(JJ: torch.Tensor, UU: torch.Tensor | None, WW: torch.Tensor, sigma: torch.Tensor,

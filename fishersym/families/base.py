@@ -273,21 +273,31 @@ class ExponentialFamily:
         """The full κ₄ = ∇⁴F(h), shape (..., C, C, C, C).  Only for small C."""
         return self._per_point(jacfwd(jacfwd(hessian(self._F1))), h, (self.C,) * 4)
 
-    def m4_tensor(self, h: torch.Tensor) -> torch.Tensor:
-        """M₄ = κ₄ + Σ_ab Σ_cd + Σ_ac Σ_bd + Σ_ad Σ_bc, shape (..., C, C, C, C)."""
+    def moment_tensors(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Σ, κ₄, M₄) at h, with M₄ = κ₄ + Σ_ab Σ_cd + Σ_ac Σ_bd + Σ_ad Σ_bc (THEORY §1);
+        shapes (..., C, C), (..., C, C, C, C) twice.  The one construction of M₄."""
         S = self.sigma(h)
         k4 = self.kappa4_tensor(h)
-        return (k4 + torch.einsum("...ab,...cd->...abcd", S, S)
-                + torch.einsum("...ac,...bd->...abcd", S, S)
-                + torch.einsum("...ad,...bc->...abcd", S, S))
+        m4 = (k4 + torch.einsum("...ab,...cd->...abcd", S, S)
+              + torch.einsum("...ac,...bd->...abcd", S, S)
+              + torch.einsum("...ad,...bc->...abcd", S, S))
+        return S, k4, m4
+
+    def m4_tensor(self, h: torch.Tensor) -> torch.Tensor:
+        """M₄ (..., C, C, C, C), see :meth:`moment_tensors`."""
+        return self.moment_tensors(h)[2]
+
+    @staticmethod
+    def mbar_from(S: torch.Tensor, m4: torch.Tensor) -> torch.Tensor:
+        """M̄ = mat(M₄) − vec(Σ)vec(Σ)ᵀ (..., C², C²) from Σ and M₄ (THEORY §3)."""
+        C = S.shape[-1]
+        vs = S.reshape(*S.shape[:-2], C * C)
+        return m4.reshape(*S.shape[:-2], C * C, C * C) - vs.unsqueeze(-1) * vs.unsqueeze(-2)
 
     def mbar(self, h: torch.Tensor) -> torch.Tensor:
         """M̄ = mat(M₄) − vec(Σ)vec(Σ)ᵀ = Cov[vec(r rᵀ)], shape (..., C², C²) (THEORY §3)."""
-        C = self.C
-        S = self.sigma(h)
-        m4 = self.m4_tensor(h).reshape(*h.shape[:-1], C * C, C * C)
-        vs = S.reshape(*h.shape[:-1], C * C)
-        return m4 - vs.unsqueeze(-1) * vs.unsqueeze(-2)
+        S, _, m4 = self.moment_tensors(h)
+        return self.mbar_from(S, m4)
 
     # ------------------------------------------------------------------ numeric: distribution
     def sample(self, h: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -31,6 +31,7 @@ import torch
 from .base import ExponentialFamily
 
 __all__ = ["FamilyConstants", "family_constants", "sigma_spectrum", "ones_perp_basis", "eig_margin",
+           "formation_margin",
            "sym_basis", "restricted_extremes", "lambda_tilde_opt", "MAX_C_EIG"]
 
 #: above this C the C²×C² matrix M̄ is not formed (closed forms must certify)
@@ -88,14 +89,8 @@ def restricted_extremes(family: ExponentialFamily, h: torch.Tensor, tensor: str 
     C = family.C
     if C > MAX_C_EIG:
         raise ValueError(f"{family.name}: C = {C} > {MAX_C_EIG}; the C²×C² matrix is not formed")
-    S = family.sigma(h)
-    k4 = family.kappa4_tensor(h)
-    SS = lambda eq: torch.einsum(eq, S, S)  # noqa: E731
-    m4 = k4 + SS("...ab,...cd->...abcd") + SS("...ac,...bd->...abcd") + SS("...ad,...bc->...abcd")
-    mat = m4.reshape(*h.shape[:-1], C * C, C * C)
-    if tensor == "M":  # M̄ = mat(M₄) − vec(Σ)vec(Σ)ᵀ
-        vs = S.reshape(*h.shape[:-1], C * C)
-        mat = mat - vs.unsqueeze(-1) * vs.unsqueeze(-2)
+    S, k4, m4 = family.moment_tensors(h)
+    mat = family.mbar_from(S, m4) if tensor == "M" else m4.reshape(*h.shape[:-1], C * C, C * C)
     Q = _basis(family, restricted, h.dtype, h.device)
     if Q is None:
         W = sym_basis(C, h.dtype, h.device)
@@ -103,10 +98,16 @@ def restricted_extremes(family: ExponentialFamily, h: torch.Tensor, tensor: str 
         W = torch.kron(Q, Q) @ sym_basis(C - 1, h.dtype, h.device)
     A = W.T @ mat @ W
     ev = torch.linalg.eigvalsh(A)
-    # rounding: forming mat cancels terms of size ‖κ₄‖ + 4‖Σ‖², then the eigensolver errs by ~d·ε·‖A‖
-    scale = torch.linalg.vector_norm(k4.flatten(-4), dim=-1) + 4 * torch.linalg.matrix_norm(S) ** 2
-    delta = eig_margin(A) + 16 * C * C * torch.finfo(h.dtype).eps * scale
+    delta = eig_margin(A) + formation_margin(S, k4)
     return ev[..., 0] - delta, ev[..., -1] + delta
+
+
+def formation_margin(S: torch.Tensor, k4: torch.Tensor) -> torch.Tensor:
+    """Rounding in forming mat(M₄) or M̄ = mat(M₄) − vec(Σ)vec(Σ)ᵀ: terms of size ‖κ₄‖ + 4‖Σ‖²
+    cancel, so entries (and hence eigenvalues) may be off by 16·C²·ε·(‖κ₄‖_F + 4‖Σ‖_F²)."""
+    C = S.shape[-1]
+    scale = torch.linalg.vector_norm(k4.flatten(-4), dim=-1) + 4 * torch.linalg.matrix_norm(S) ** 2
+    return 16 * C * C * torch.finfo(S.dtype).eps * scale
 
 
 def eig_margin(A: torch.Tensor) -> torch.Tensor:
@@ -234,7 +235,7 @@ def family_constants(family: ExponentialFamily, h: torch.Tensor, restricted: boo
     kmax_extra = [("Sym² eig", eigK[1])] if eigK else []
     B = family.support_radius_sq(h)
     if B is not None:
-        kmax_extra.append(("Prop. 4.3", B * s_max))
+        kmax_extra.append(("Prop. 4.3", B * sigma_max_cert))
     if not kmax_extra and "K_max" not in closed and "K_max_upper" not in closed:
         raise ValueError(f"{family.name}: no certified bound for λ̃_max(K) at C = {family.C}")
     K_max_cert = cands("K", True, kmax_extra)
@@ -247,7 +248,7 @@ def family_constants(family: ExponentialFamily, h: torch.Tensor, restricted: boo
     if eigM:
         mmax_extra.append(("Sym² eig", eigM[1]))
     M_max_cert = cands("M", True, mmax_extra)
-    mmin_extra = [("M ⪰ 0", zero), ("Cor. 4.2", K_min_cert - s_max ** 2)]
+    mmin_extra = [("M ⪰ 0", zero), ("Cor. 4.2", K_min_cert - sigma_max_cert ** 2)]
     if eigM:
         mmin_extra.append(("Sym² eig", eigM[0]))
     M_min_cert = cands("M", False, mmin_extra)

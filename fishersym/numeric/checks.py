@@ -61,7 +61,10 @@ def check_inputs(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         raise TypeError(f"inputs must be a torch.Tensor (batch, ...), got {type(x).__name__}")
     if x.dim() == 0:
         raise ValueError("inputs need a leading batch dimension")
-    if x.is_floating_point() or x.is_complex():
+    if x.is_complex():
+        raise TypeError(f"inputs are complex ({x.dtype}); the engines analyse real-valued models — "
+                        "pass real inputs (e.g. torch.view_as_real(x) with a model built for it)")
+    if x.is_floating_point():
         if not torch.isfinite(x).all():
             raise ValueError(f"the inputs contain non-finite values (NaN or inf), shape {tuple(x.shape)}")
         x = x.to(dtype)

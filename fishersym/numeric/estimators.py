@@ -127,7 +127,10 @@ def estimate(model: nn.Module, data, family: str | ExponentialFamily, estimator:
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     family = resolve_family(family)
-    n_samples = 1 if estimator == "empirical" else _check_n(n_samples)
+    if estimator == "empirical" and n_samples != 1:
+        raise ValueError("the empirical Fisher uses the one observed label per input; n_samples must be 1 "
+                         f"(got {n_samples!r}); use estimator='I1' or 'I2' for sampled labels")
+    n_samples = _check_n(n_samples)
     engine = select_engine(model, family, path)
     dtype = next(iter(engine.params.values())).dtype
     if isinstance(data, torch.Tensor):

@@ -79,7 +79,8 @@ def generic_engine(model: nn.Module, x: torch.Tensor, family: ExponentialFamily,
         k = chunk_size or _auto_chunk(x, n)
         acc: dict[str, list[torch.Tensor]] = {}
         pn: list[torch.Tensor] = []
-        G = {"JJ": h.new_zeros(B, C, C), "UU": h.new_zeros(B, C * C, C * C), "WW": h.new_zeros(B, C, C)}
+        G = ({"JJ": h.new_zeros(B, C, C), "UU": h.new_zeros(B, C * C, C * C), "WW": h.new_zeros(B, C, C)}
+             if grams else None)
         for start in range(0, n, k):
             idx = torch.arange(start, min(n, start + k), device=p.device)
             U, W = directions(model, x, family, name, idx)

@@ -15,7 +15,7 @@ from torch.func import functional_call, jvp
 
 from ..bounds.offdiag import offdiag_bounds
 from ..families.base import ExponentialFamily
-from ..families.constants import MAX_C_EIG
+from ..families.constants import MAX_C_EIG, eig_margin, family_constants, formation_margin
 from .checks import check_inputs, check_model, check_params
 from .conditional import _check_n, resolve_family
 
@@ -48,10 +48,13 @@ def offdiag_stats(model: nn.Module, inputs: torch.Tensor, family: str | Exponent
         e[name][idx] = 1.0
         return e
 
-    h = family.natural(hfun({}))
-    S = family.sigma(h)
-    mbar_max = torch.linalg.eigvalsh(family.mbar(h))[..., -1]
-    sig_max = torch.linalg.eigvalsh(S)[..., -1]
+    with torch.no_grad():
+        h = family.natural(functional_call(model, {**params, **buffers}, (x,)))  # the link applied once
+    S, k4, m4 = family.moment_tensors(h)
+    mb = family.mbar_from(S, m4)
+    # certified (floating-point-sound) constants: computed eigenvalues widened by their error bounds
+    mbar_max = torch.linalg.eigvalsh(mb)[..., -1] + eig_margin(mb) + formation_margin(S, k4)
+    sig_max = family_constants(family, h, optimise=False).sigma_max_cert
     rows = {k: [] for k in ("fisher_ij", "var1_ij", "var2_ij", "offdiag_var1_upper", "offdiag_var2_upper")}
     for (ni, ii), (nj, ij) in pairs:
         ei, ej = unit(ni, ii), unit(nj, ij)

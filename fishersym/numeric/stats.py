@@ -170,7 +170,11 @@ class StatsResult(Mapping):
              reduce: str = "mean") -> list[dict]:
         """Table rows: one per parameter (values reduced by ``reduce`` = mean/sum/max over entries and
         inputs) or, with ``by="group"``, one per group (group sums, averaged over inputs)."""
-        keys = [k for k in keys if k in self._values or by == "group"]
+        keys = list(keys)
+        known = set(self._values) | {k for d in self.groups.values() for k in d}
+        unknown = [k for k in keys if k not in known]
+        if unknown:
+            raise KeyError(f"unknown keys {unknown}; available: {', '.join(sorted(known))}")
         rows = []
         if by == "group":
             for g, d in self.groups.items():
