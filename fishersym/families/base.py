@@ -321,8 +321,12 @@ class ExponentialFamily:
         return None
 
     # ------------------------------------------------------------------ constants hooks (THEORY §5)
-    def closed_form_constants(self, h: torch.Tensor, restricted: bool = False) -> dict[str, torch.Tensor]:
+    def closed_form_constants(self, h: torch.Tensor, restricted: bool = False,
+                              sigma_max: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Certified closed-form constants where the paper has them.
+
+        ``sigma_max``: a certified upper bound of λ_max(Σ) the caller already has (forms such
+        as Corollary R.1 use it; computed here when None).
 
         Keys (each a tensor of shape h.shape[:-1]): ``M_max_upper`` (≥ λ̃_max(M)),
         ``M_min_lower`` (≤ λ̃_min(M)), ``K_max_upper``, ``K_min_lower``, and

@@ -85,7 +85,8 @@ class Bernoulli(ExponentialFamily):
         p = torch.sigmoid(h[..., 0])
         return torch.maximum(p, 1 - p) ** 2
 
-    def closed_form_constants(self, h: torch.Tensor, restricted: bool = False) -> dict[str, torch.Tensor]:
+    def closed_form_constants(self, h: torch.Tensor, restricted: bool = False,
+                              sigma_max: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if restricted:
             return {}
         p = torch.sigmoid(h[..., 0])

@@ -138,24 +138,14 @@ class Categorical(ExponentialFamily):
         p = torch.softmax(h, dim=-1)
         return torch.minimum(p.max(-1).values, 1 - (p * p).sum(-1))
 
-    def _lam_max(self, h: torch.Tensor) -> torch.Tensor:
-        """λ_max(Σ(h)) by eigvalsh, remembered for the last h (the restricted and unrestricted
-        constants of one batch ask for the same value; the cache holds h itself, so its identity
-        and version counter identify the values)."""
-        try:
-            version = h._version
-        except RuntimeError:                       # inference tensors have no version counter
-            return torch.linalg.eigvalsh(self.sigma(h))[..., -1]
-        cached = getattr(self, "_lam_cache", None)
-        if cached is not None and cached[0] is h and cached[1] == version:
-            return cached[2]
-        lam = torch.linalg.eigvalsh(self.sigma(h))[..., -1]
-        self._lam_cache = (h, version, lam)
-        return lam
-
-    def closed_form_constants(self, h: torch.Tensor, restricted: bool = False) -> dict[str, torch.Tensor]:
+    def closed_form_constants(self, h: torch.Tensor, restricted: bool = False,
+                              sigma_max: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         m = self.theorem52_m(h)
-        lam_max = self._lam_max(h)
+        if sigma_max is None:  # λ_max(Σ), widened by the eigensolver's error bound
+            from .constants import eig_margin
+            S = self.sigma(h)
+            sigma_max = torch.linalg.eigvalsh(S)[..., -1] + eig_margin(S)
+        lam_max = sigma_max
         out = {"M_max_upper": 2 * m, "sigma_max_upper": m, "K_max_upper": 2 * lam_max}
         if not restricted:
             zero = torch.zeros_like(m)

@@ -80,16 +80,18 @@ def sigma_spectrum(family: ExponentialFamily, h: torch.Tensor, restricted: bool 
 
 
 def restricted_extremes(family: ExponentialFamily, h: torch.Tensor, tensor: str = "M",
-                        restricted: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                        restricted: bool = False, moments: tuple | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """(λ_min, λ_max) of M̄ (tensor "M") or mat(K) (tensor "K") on Sym²(ℝ^d).
 
     For a unit vector v, v⊗v is a unit vector of the symmetric subspace and
     𝒯(v,v,v,v) = (v⊗v)ᵀ mat(𝒯) (v⊗v), so these enclose [λ̃_min, λ̃_max].
+    ``moments``: ``family.moment_tensors(h)`` when the caller already has them.
     """
     C = family.C
     if C > MAX_C_EIG:
         raise ValueError(f"{family.name}: C = {C} > {MAX_C_EIG}; the C²×C² matrix is not formed")
-    S, k4, m4 = family.moment_tensors(h)
+    S, k4, m4 = moments if moments is not None else family.moment_tensors(h)
     mat = family.mbar_from(S, m4) if tensor == "M" else m4.reshape(*h.shape[:-1], C * C, C * C)
     Q = _basis(family, restricted, h.dtype, h.device)
     if Q is None:
@@ -199,14 +201,18 @@ def _tightest(cands: list[tuple[str, torch.Tensor]], upper: bool) -> tuple[torch
 
 def family_constants(family: ExponentialFamily, h: torch.Tensor, restricted: bool = False,
                      optimise: bool = True, use_eig: bool | None = None, n_starts: int = 16,
-                     n_iter: int = 300, seed: int = 0) -> FamilyConstants:
-    """All constants of THEORY §5 for natural parameters h (..., C)."""
+                     n_iter: int = 300, seed: int = 0, moments: tuple | None = None) -> FamilyConstants:
+    """All constants of THEORY §5 for natural parameters h (..., C).
+
+    ``moments``: ``family.moment_tensors(h)`` when the caller already has them (the restricted
+    and unrestricted constants of one batch share them; they are the costly part of use_eig)."""
     h = family.check_h(h)
-    closed = family.closed_form_constants(h, restricted=restricted)
     S = _sigma_matrix(family, h, restricted)
     spec = torch.linalg.eigvalsh(S)
     s_min, s_max = spec[..., 0], spec[..., -1]
     s_margin = eig_margin(S)  # the certified Σ constants widen the computed eigenvalues by it
+    # closed forms that need λ_max(Σ) (Corollary R.1) get the certified, widened value
+    closed = family.closed_form_constants(h, restricted=restricted, sigma_max=s_max + s_margin)
     src: dict[str, str] = {}
 
     def cands(key: str, upper: bool, extra: list[tuple[str, torch.Tensor]]):
@@ -227,8 +233,10 @@ def family_constants(family: ExponentialFamily, h: torch.Tensor, restricted: boo
 
     if use_eig is None:
         use_eig = family.C <= MAX_C_EIG
-    eigM = restricted_extremes(family, h, "M", restricted) if use_eig else None
-    eigK = restricted_extremes(family, h, "K", restricted) if use_eig else None
+    if use_eig and moments is None:
+        moments = family.moment_tensors(h)
+    eigM = restricted_extremes(family, h, "M", restricted, moments) if use_eig else None
+    eigK = restricted_extremes(family, h, "K", restricted, moments) if use_eig else None
     zero = torch.zeros_like(s_min)
 
     # K = M₄

@@ -65,7 +65,8 @@ class Gaussian(ExponentialFamily):
     def log_base_measure(self, t: torch.Tensor) -> torch.Tensor:
         return -(t * t).sum(-1) / (2 * self.sigma2) - 0.5 * self.C * math.log(2 * math.pi * self.sigma2)
 
-    def closed_form_constants(self, h: torch.Tensor, restricted: bool = False) -> dict[str, torch.Tensor]:
+    def closed_form_constants(self, h: torch.Tensor, restricted: bool = False,
+                              sigma_max: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if restricted:
             return {}
         one = torch.ones(h.shape[:-1], dtype=h.dtype, device=h.device)

@@ -85,7 +85,8 @@ class Poisson(ExponentialFamily):
         logp = self.log_prob(t, h.unsqueeze(-2))
         return Support(t, logp, tail)
 
-    def closed_form_constants(self, h: torch.Tensor, restricted: bool = False) -> dict[str, torch.Tensor]:
+    def closed_form_constants(self, h: torch.Tensor, restricted: bool = False,
+                              sigma_max: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if restricted:
             return {}
         lam = torch.exp(h)

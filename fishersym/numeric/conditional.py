@@ -87,8 +87,10 @@ def analyse_batch(engine: Engine, model: nn.Module, x: torch.Tensor, family: Exp
     eng = engine.run(model, x, family, grams=grams, pneg_samples=n_samples if pneg else None,
                      chunk_size=chunk_size, max_params=max_params)
     h = eng.h.detach()
-    consts = family_constants(family, h, restricted=False, optimise=optimised, use_eig=use_eig)
-    sharp = (family_constants(family, h, restricted=True, optimise=optimised, use_eig=use_eig)
+    eig = use_eig if use_eig is not None else family.C <= MAX_C_EIG
+    moments = family.moment_tensors(h) if eig else None  # shared by both calls (the costly part)
+    consts = family_constants(family, h, restricted=False, optimise=optimised, use_eig=use_eig, moments=moments)
+    sharp = (family_constants(family, h, restricted=True, optimise=optimised, use_eig=use_eig, moments=moments)
              if family.shift_invariant and sharpened else None)
     return BatchAnalysis(eng, per_input_keys(eng, consts, sharp, n_samples), consts, sharp)
 

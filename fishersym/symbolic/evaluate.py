@@ -15,7 +15,7 @@ import sympy as sp
 import torch
 
 from ..bounds.theorem41 import theorem41_bounds
-from ..families.constants import family_constants
+from ..families.constants import MAX_C_EIG, family_constants
 
 __all__ = ["evaluate", "numeric_modules"]
 
@@ -119,9 +119,11 @@ def evaluate(D, model, x, n_samples=None, optimise: bool = True, extra: bool = F
 
     # Theorem 4.1 bounds with the numeric family constants (THEORY §5)
     h = torch.from_numpy(np.stack([np.array(vals[s]) for s in fam.h_sym], axis=-1)).to(torch.float64)
-    consts = family_constants(fam, h, restricted=False, optimise=optimise)
+    moments = fam.moment_tensors(h) if fam.C <= MAX_C_EIG else None  # shared by both calls
+    consts = family_constants(fam, h, restricted=False, optimise=optimise, moments=moments)
     result = {k: out[k] for k in ("fisher", "var1", "var2")}
-    cr = family_constants(fam, h, restricted=True, optimise=optimise) if fam.shift_invariant else None
+    cr = (family_constants(fam, h, restricted=True, optimise=optimise, moments=moments)
+          if fam.shift_invariant else None)
     per_param = {}
     for pname in out["fisher"]:
         b = theorem41_bounds(out["u_sq"][pname], out["w_sq"][pname], consts, N)
