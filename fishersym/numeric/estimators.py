@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 from ..families.base import ExponentialFamily
 from .checks import GENERIC_MAX_PARAMS, check_inputs
 from .conditional import _check_n, resolve_family, select_engine
-from .core import base_quantities
 from .generic import _auto_chunk
 from .parts import Part
 from .safe_ad import composite_norms
@@ -93,23 +92,27 @@ def _generic(model, x, family, params, T, chunk_size):
     return out1, out2
 
 
-def _fast(eng, family, params, T):
-    """Per-input Î₁, Î₂ parts from the MLP factors (THEORY §7)."""
+def _fast(eng, family, params, T, estimator):
+    """Per-input parts of the requested estimator from the MLP factors (THEORY §7): the score
+    ∂ℓ/∂W_jk = (G_jᵀr)a_k and −∂²ℓ/∂W_jk² = (G_jᵀΣG_j − D_jᵀr)a_k², computed once per layer
+    (shared by its weight and bias) and only for the estimator asked for."""
     h = eng.h
     r = T - family.mean(h).unsqueeze(0)                     # (N, B, C)
-    out1, out2 = {}, {}
+    per_layer: dict[int, torch.Tensor] = {}
+    out = {}
     for name in params:
         l, kind = eng.info["layer_of"][name]
-        G, D, a = eng.info["G"][l], eng.info["D"][l], eng.info["a_in"][l]
-        score = torch.einsum("nbc,bcj->nbj", r, G)
-        f1 = (score * score).mean(0)
-        fI = base_quantities(family, h, G.transpose(1, 2), None)["fisher"]
-        f2 = fI if D is None else fI - torch.einsum("nbc,bcj->nbj", r, D).mean(0)
-        if kind == "weight":
-            out1[name], out2[name] = Part(f1, a, 2), Part(f2, a, 2)
-        else:
-            out1[name], out2[name] = Part(f1), Part(f2)
-    return out1, out2
+        if l not in per_layer:
+            G, D = eng.info["G"][l], eng.info["D"][l]       # (B, C, n_l)
+            if estimator == "I2":
+                fI = family.quad_forms(h, G, cdim=1, moments=False)[0]
+                per_layer[l] = fI if D is None else fI - torch.einsum("nbc,bcj->nbj", r, D).mean(0)
+            else:                                           # I1 and the empirical Fisher: squared score
+                score = torch.einsum("nbc,bcj->nbj", r, G)
+                per_layer[l] = (score * score).mean(0)
+        f = per_layer[l]
+        out[name] = Part(f, eng.info["a_in"][l], 2) if kind == "weight" else Part(f)
+    return out
 
 
 def estimate(model: nn.Module, data, family: str | ExponentialFamily, estimator: str = "I1",
@@ -160,10 +163,10 @@ def estimate(model: nn.Module, data, family: str | ExponentialFamily, estimator:
         else:
             T = family.sample(h, n_samples, generator)
         if engine.path == "fast":
-            p1, p2 = _fast(eng, family, engine.params, T)
+            parts = _fast(eng, family, engine.params, T, estimator)
         else:
-            p1, p2 = _generic(model, xb, family, engine.params, T, chunk_size)
-        parts = p2 if estimator == "I2" else p1
+            p1, p2 = _generic(model, xb, family, engine.params, T, chunk_size)  # one nested jvp gives both
+            parts = p2 if estimator == "I2" else p1
         M += h.shape[0]
         for n, part in parts.items():
             if per_input:
