@@ -1,0 +1,12 @@
+"""Per-layer rules of the fast exact engine (THEORY.md §7, §12), one file per layer type.
+
+The protocol (:class:`~.base.LayerRule`) is specified in ``base.py``; the rules register
+themselves in :data:`~.base.RULES` on import.  :func:`~.sequential.layer_quantities` runs them
+over an ``nn.Sequential`` and returns exact u = ∂h/∂θ and w = ∂²h/∂θ² for every parameter.
+"""
+from .base import RULES, Factored, LayerRule, ProvedZero, dense, register, rule_for
+from . import flatten, linear, elementwise, conv, pooling, batchnorm  # noqa: F401,E402  (register the rules)
+from .sequential import DEFAULT_MAX_BYTES, ParamQuantities, SequentialPlan, layer_quantities, plan_sequential
+
+__all__ = ["RULES", "Factored", "LayerRule", "ProvedZero", "dense", "register", "rule_for", "ParamQuantities",
+           "SequentialPlan", "layer_quantities", "plan_sequential", "DEFAULT_MAX_BYTES"]
