@@ -96,7 +96,7 @@ def test_dataset_all_scheme_matches_average_of_conditionals():
     family = make_family("poisson")
     model = small_mlp(1, seed=4, act=nn.Softplus, widths=(3,), scale=0.5)
     data = torch.randn(7, 2, dtype=torch.float64)
-    ds = dataset_stats(model, [data[:3], (data[3:], None)], family, n_samples=2, progress=False)
+    ds = dataset_stats(model, [(data[:3], None), (data[3:], None)], family, n_samples=2, progress=False)
     cs = conditional_stats(model, data, family, n_samples=2)
     for n in ds.fisher:
         assert torch.allclose(ds.fisher[n], cs.fisher[n].mean(0), rtol=1e-12)

@@ -5,30 +5,129 @@ the model returned by the factory (an nn.Module, a (module, inputs) pair or a
 dict with model/inputs/family), with hypothesis perturbing its parameters and
 inputs, and prints the report: which properties held, failed (with a
 counterexample) or do not apply, and V2/V1 per parameter group.  Exit code 0
-when all applicable properties held, 1 when one failed, 2 on bad input.
+when all applicable properties held, 1 when one failed, 2 on bad input —
+including errors raised by your own code (importing your module, calling your
+factory, running your model on the inputs), which are reported as yours; add
+``--debug`` to see their traceback.
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import importlib
+import os
 import sys
 
 from ..families import available
+from ._util import UserCodeError, nonneg_int, positive_int
+
+FACTORY_RESULT = ("an nn.Module, a (module, inputs) pair, or a dict {'model': module, 'inputs': tensor (optional), "
+                  "'family': name (optional)}")
+
+
+def _import_user_module(mod_name: str, spec: str):
+    """Import the user's module; a module that is not there is a ValueError, one that raises is theirs."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(mod_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing == mod_name or mod_name.startswith(missing + "."):
+            raise ValueError(f"cannot import module {mod_name!r} (from {spec!r}): {exc}") from None
+        raise UserCodeError(f"error while importing {mod_name}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - the user's module raised while being imported
+        raise UserCodeError(f"error while importing {mod_name}: {type(exc).__name__}: {exc}") from exc
+
+
+def load_factory(spec: str):
+    """'package.module:factory' → (model, inputs or None, family or None), user errors named as theirs."""
+    import torch.nn as nn
+    if ":" not in spec:
+        raise ValueError(f"model spec {spec!r} must look like 'package.module:factory'")
+    mod_name, attr = spec.split(":", 1)
+    if not mod_name or not attr:
+        raise ValueError(f"model spec {spec!r} must look like 'package.module:factory'")
+    obj = _import_user_module(mod_name, spec)
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"module {mod_name!r} has no attribute {attr!r} (from {spec!r})")
+        obj = getattr(obj, part)
+    if isinstance(obj, nn.Module):
+        made = obj
+    elif callable(obj):
+        try:
+            made = obj()
+        except Exception as exc:  # noqa: BLE001 - the user's factory raised
+            raise UserCodeError(f"error in the factory {spec}: {type(exc).__name__}: {exc}") from exc
+    else:
+        raise ValueError(f"{spec!r} is neither an nn.Module nor a callable factory")
+    inputs = family = None
+    if isinstance(made, dict):
+        if "model" not in made:
+            raise ValueError(f"the factory {spec} returned a dict without a 'model' entry (keys: "
+                             f"{sorted(map(str, made))}); it must return {FACTORY_RESULT}")
+        unknown = set(made) - {"model", "inputs", "family"}
+        if unknown:
+            raise ValueError(f"the factory {spec} returned a dict with unknown keys {sorted(map(str, unknown))}; "
+                             f"it must return {FACTORY_RESULT}")
+        model, inputs, family = made["model"], made.get("inputs"), made.get("family")
+    elif isinstance(made, (tuple, list)):
+        if not 1 <= len(made) <= 2:
+            raise ValueError(f"the factory {spec} returned a {type(made).__name__} of length {len(made)}; "
+                             f"it must return {FACTORY_RESULT}")
+        model, inputs = made[0], (made[1] if len(made) > 1 else None)
+    else:
+        model = made
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"the factory {spec} gave a model of type {type(model).__name__}, not a torch.nn.Module; "
+                        f"it must return {FACTORY_RESULT}")
+    return model, inputs, family
+
+
+def probe_inputs(model, inputs, shape, seed: int):
+    """The inputs ``check_model`` will use, and one forward pass of a float64 copy on them (user code)."""
+    import torch
+    from ..testing.check import _infer_input_shape
+    if inputs is None:
+        if shape is not None:
+            where, hint = f"inputs of shape {tuple(shape)} (--input-shape)", \
+                " Check --input-shape: the shape of one input, without the batch dimension."
+        else:
+            shape = _infer_input_shape(model)
+            where, hint = f"inputs of shape {tuple(shape)} (inferred from its first nn.Linear)", \
+                " Pass --input-shape: the shape of one input, without the batch dimension."
+        inputs = torch.randn((2, *shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    else:
+        if not isinstance(inputs, torch.Tensor) or inputs.dim() < 2:
+            got = f"a tensor of shape {tuple(inputs.shape)}" if isinstance(inputs, torch.Tensor) \
+                else type(inputs).__name__
+            raise ValueError(f"the factory's inputs must be a tensor with a batch dimension (batch, ...), got {got}")
+        where, hint = f"the factory's inputs (shape {tuple(inputs.shape)})", ""
+    try:
+        m = copy.deepcopy(model).to(torch.float64).eval()
+        with torch.no_grad():
+            m(inputs[:1].to(torch.float64))
+    except Exception as exc:  # noqa: BLE001 - the user's model raised
+        raise UserCodeError(f"the model raised on {where}: {type(exc).__name__}: {exc}.{hint}") from exc
+    return inputs
 
 
 def run(args: argparse.Namespace) -> int:
     from ..testing.check import check_model
     from ..testing.pytest_plugin import parse_params
-    shape = tuple(int(x) for x in args.input_shape) if args.input_shape else None
     try:
         params = parse_params(args.param)
-        report = check_model(args.model, args.family, input_shape=shape, n_samples=args.n_samples,
-                             max_examples=args.examples, family_params=params, seed=args.seed,
-                             properties=args.properties.split(",") if args.properties else None)
-    except Exception as exc:  # noqa: BLE001 - bad input is reported, not traced
-        if type(exc).__name__ == "UsageError" or isinstance(exc, (ValueError, TypeError)):
-            print(f"fishersym check: error: {exc}", file=sys.stderr)
-            return 2
+    except Exception as exc:  # noqa: BLE001 - pytest.UsageError: a malformed KEY=VALUE
+        if type(exc).__name__ == "UsageError":
+            raise ValueError(str(exc)) from None
         raise
+    model, inputs, fam_from = load_factory(args.model)
+    inputs = probe_inputs(model, inputs, args.input_shape, args.seed)
+    report = check_model(model, args.family or fam_from, inputs, n_samples=args.n_samples,
+                         max_examples=args.examples, family_params=params, seed=args.seed,
+                         properties=args.properties.split(",") if args.properties else None)
+    report.model = args.model
     print(report)
     return 0 if report.ok else 1
 
@@ -40,9 +139,10 @@ def register(sub) -> None:
     p.add_argument("--family", required=True, help=f"output family: {', '.join(available())}")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="family parameter (repeatable), e.g. --param C=10")
-    p.add_argument("--input-shape", nargs="+", metavar="D", help="per-input shape if the factory gives no inputs")
-    p.add_argument("--n-samples", type=int, default=1, help="label samples N (default 1)")
-    p.add_argument("--examples", type=int, default=5, help="hypothesis examples per property (default 5)")
+    p.add_argument("--input-shape", nargs="+", type=positive_int, metavar="D",
+                   help="per-input shape if the factory gives no inputs, e.g. --input-shape 1 28 28")
+    p.add_argument("--n-samples", type=positive_int, default=1, help="label samples N (default 1)")
+    p.add_argument("--examples", type=positive_int, default=5, help="hypothesis examples per property (default 5)")
     p.add_argument("--properties", default=None, help="comma-separated subset of the properties")
-    p.add_argument("--seed", type=int, default=0, help="seed of the default inputs")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the default inputs")
     p.set_defaults(func=run)

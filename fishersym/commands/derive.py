@@ -8,8 +8,13 @@ THEORY.md §1–§7; see :mod:`fishersym.symbolic`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
+
+from ..experiments.io import ExperimentError, atomic_write_text
+from ._util import positive_float, positive_int, print_error
 
 
 def _family(args, out_width: int):
@@ -35,35 +40,65 @@ def _family(args, out_width: int):
     return get(args.family, **params)
 
 
+def check_out_file(out: str) -> Path:
+    """Refuse an ``--out`` that cannot be written, before any (possibly long) derivation."""
+    path = Path(out)
+    if path.is_dir():
+        raise ExperimentError(f"--out {out}: is a directory; give the name of the .tex file to write, "
+                              f"e.g. --out {path / 'derivation.tex'}")
+    for parent in [path.parent, *path.parent.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ExperimentError(f"--out {out}: {parent} is a file, not a folder; choose another --out")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ExperimentError(f"--out {out}: the folder {parent} is not writable; choose another --out")
+            break
+    return path
+
+
+def write_out_file(path: Path, text: str) -> None:
+    """Write the document atomically (umask permissions); OSError → ExperimentError naming ``--out``."""
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        raise ExperimentError(f"--out {path}: cannot write the file ({exc.strerror or exc})") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from ..symbolic import derive, mlp
     from ..symbolic.catalogue import write_catalogue
     from ..symbolic.derive import SizeError
     try:
         if args.catalogue:
+            cat = Path(args.catalogue)
+            if cat.exists() and not cat.is_dir():
+                raise ExperimentError(f"--catalogue {cat}: exists and is not a directory")
             t0 = time.perf_counter()
-            timings = write_catalogue(args.catalogue)
+            try:
+                timings = write_catalogue(args.catalogue)
+            except OSError as exc:
+                raise ExperimentError(f"--catalogue {cat}: cannot write ({exc.strerror or exc}"
+                                      f"{': ' + str(exc.filename) if exc.filename else ''})") from None
             print(f"catalogue: {len(timings)} derivations in {time.perf_counter() - t0:.1f} s -> {args.catalogue}")
             return 0
         if not args.widths or not args.family:
-            print("fishersym derive: give --widths and --family (or --catalogue DIR)", file=sys.stderr)
+            print("fishersym derive: error: give --widths and --family (or --catalogue DIR)", file=sys.stderr)
             return 2
+        out = check_out_file(args.out) if args.out else None
         acts = args.activation
         net = mlp(args.widths, acts if len(acts) > 1 else acts[0], bias=not args.no_bias)
         fam = _family(args, net.widths[-1])
         t0 = time.perf_counter()
         D = derive(net, fam, n_samples=args.samples, force=args.force)
         text = D.to_latex()
-        if args.out:
-            from pathlib import Path
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(text, encoding="utf-8")
+        if out is not None:
+            write_out_file(out, text)
             print(f"wrote {args.out} ({len(D)} parameters, {time.perf_counter() - t0:.1f} s)")
         else:
             sys.stdout.write(text)
         return 0
-    except (ValueError, KeyError, SizeError) as exc:
-        print(f"fishersym derive: error: {exc}", file=sys.stderr)
+    except (ValueError, KeyError, SizeError, ExperimentError) as exc:
+        print_error("fishersym derive", exc, getattr(args, "debug", False))
         return 2
 
 
@@ -85,10 +120,10 @@ def register(sub) -> None:
                    help="hidden activation, or one per hidden layer (sigmoid, tanh, softplus, relu, leaky_relu, "
                         "identity, gelu, silu; leaky_relu:0.2 sets the slope)")
     p.add_argument("--family", help="output family (gaussian, bernoulli, categorical, poisson, gaussian_meanvar)")
-    p.add_argument("--classes", type=int, default=None, help="number of classes for the categorical family")
-    p.add_argument("--sigma2", type=float, default=None, help="variance of the gaussian family")
-    p.add_argument("--link", default=None, help="link name passed to the family (e.g. 'mean' for the gaussian)")
-    p.add_argument("--samples", type=int, default=None, help="number of label samples N (default: symbolic N)")
+    p.add_argument("--classes", type=positive_int, default=None, help="number of classes for the categorical family")
+    p.add_argument("--sigma2", type=positive_float, default=None, help="variance of the gaussian family (> 0)")
+    p.add_argument("--link", default=None, help="link name passed to the family (the gaussian's default is 'mean': the network outputs μ; 'natural' makes it output h = μ/σ²)")
+    p.add_argument("--samples", type=positive_int, default=None, help="number of label samples N (default: symbolic N)")
     p.add_argument("--no-bias", action="store_true", help="layers without biases")
     p.add_argument("--force", action="store_true", help="derive even networks whose expressions would blow up")
     p.add_argument("--out", help="output .tex file (default: stdout)")

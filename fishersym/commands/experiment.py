@@ -10,25 +10,31 @@ Subcommands:
 
 Every experiment takes ``--out DIR``, ``--seed``, ``--epochs`` and ``--force``,
 writes its numbers (CSV/JSON, with ``settings.json``) next to its PNG figures,
-refuses to overwrite a non-empty ``--out`` without ``--force`` and writes
-every file atomically.
+refuses to overwrite a non-empty ``--out`` without ``--force`` (and never replaces a
+folder that fishersym did not write), and writes the whole run into a staging folder
+that replaces ``--out`` in one step at the end: an interrupted or failed run leaves
+``--out`` as it was (see :mod:`fishersym.experiments.io`).
 """
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-from ..experiments.io import ExperimentError
+from ..experiments.io import ExperimentError, output_run
+from ._util import dropout_rate, fail, nonneg_int, positive_float, positive_int, relocate
 
 
-def _common(p: argparse.ArgumentParser, name: str, epochs: int | None, epochs_help: str) -> None:
+def _common(p: argparse.ArgumentParser, name: str, epochs: int | None, epochs_help: str,
+            min_epochs=positive_int) -> None:
     g = p.add_argument_group("common options")
     g.add_argument("--out", default=f"out/{name}", metavar="DIR",
                    help=f"output folder (default: out/{name}); refused if it exists and is not empty, "
                         "unless --force")
-    g.add_argument("--seed", type=int, default=0, help="random seed; runs are reproducible from it (default: 0)")
-    g.add_argument("--epochs", type=int, default=epochs, help=epochs_help)
-    g.add_argument("--force", action="store_true", help="overwrite the files of an existing --out folder")
+    g.add_argument("--seed", type=nonneg_int, default=0, help="random seed; runs are reproducible from it (default: 0)")
+    g.add_argument("--epochs", type=min_epochs, default=epochs, help=epochs_help)
+    g.add_argument("--force", action="store_true",
+                   help="replace an existing --out folder written by fishersym (as a whole, at the end of the run)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -38,23 +44,25 @@ def _done(out, paths: dict, started: float) -> None:
         print(f"  {k:18} {v}")
 
 
-def _fail(args, exc: Exception) -> int:
-    args._parser.exit(2, f"{args._parser.prog}: error: {exc}\n")
-    return 2  # pragma: no cover
+def _staged(args, command: str, run_fn) -> dict:
+    """Run ``run_fn(stage)`` inside :func:`output_run` on ``--out``; the result's paths point to ``--out``."""
+    try:
+        with output_run(args.out, command, force=args.force) as run:
+            r = run_fn(run.stage)
+    except (ExperimentError, ValueError, TypeError, OSError) as exc:
+        fail(args, exc)
+    return relocate(r, run.stage, Path(args.out))
 
 
 # ---------------------------------------------------------------------- toy-ngd
 def run_toy(args: argparse.Namespace) -> int:
     from ..experiments.toy_ngd import ToySettings, run_toy_ngd
     started = time.time()
-    try:
-        s = ToySettings(seed=args.seed, epochs=args.epochs, n_seeds=args.seeds, n_train=args.n_train,
-                        n_test=args.n_test, batch_size=args.batch_size, lr=args.lr, damping=args.damping,
-                        theta0=tuple(args.theta0), models=tuple(args.models), check_every=args.check_every,
-                        progress=False if args.quiet else None)
-        r = run_toy_ngd(args.out, s, force=args.force)
-    except (ExperimentError, ValueError) as exc:
-        return _fail(args, exc)
+    s = ToySettings(seed=args.seed, epochs=args.epochs, n_seeds=args.seeds, n_train=args.n_train,
+                    n_test=args.n_test, batch_size=args.batch_size, lr=args.lr, damping=args.damping,
+                    theta0=tuple(args.theta0), models=tuple(args.models), check_every=args.check_every,
+                    progress=False if args.quiet else None)
+    r = _staged(args, "experiment toy-ngd", lambda stage: run_toy_ngd(stage, s, force=True))
     for k, v in r["final"].items():
         print(f"{k:28} final test NLL {v['test_nll_mean']:.4f} ± {v['test_nll_sd']:.4f}   "
               f"summed V1 {v['var1_trace_mean']:.4g}   summed V2 {v['var2_trace_mean']:.4g}")
@@ -66,14 +74,11 @@ def run_toy(args: argparse.Namespace) -> int:
 def run_mlp_cmd(args: argparse.Namespace) -> int:
     from ..experiments.mlp import MLPSettings, run_mlp
     started = time.time()
-    try:
-        s = MLPSettings(seed=args.seed, epochs=args.epochs, data=args.data, n_train=args.n_train, n_test=args.n_test,
-                        widths=tuple(args.widths), activation=args.activation, dropout=args.dropout, lr=args.lr,
-                        batch_size=args.batch_size, n_samples=args.n_samples, n_inputs=args.n_inputs,
-                        optimised=args.optimised, progress=False if args.quiet else None)
-        r = run_mlp(args.out, s, force=args.force)
-    except (ExperimentError, ValueError) as exc:
-        return _fail(args, exc)
+    s = MLPSettings(seed=args.seed, epochs=args.epochs, data=args.data, n_train=args.n_train, n_test=args.n_test,
+                    widths=tuple(args.widths), activation=args.activation, dropout=args.dropout, lr=args.lr,
+                    batch_size=args.batch_size, n_samples=args.n_samples, n_inputs=args.n_inputs,
+                    optimised=args.optimised, progress=False if args.quiet else None)
+    r = _staged(args, "experiment mlp", lambda stage: run_mlp(stage, s, force=True))
     print()
     print((r["out"] / "findings.md").read_text(encoding="utf-8"))
     _done(r["out"], r["paths"], started)
@@ -84,15 +89,19 @@ def run_mlp_cmd(args: argparse.Namespace) -> int:
 def run_table_cmd(args: argparse.Namespace) -> int:
     from ..experiments.table import TableSettings, run_table
     started = time.time()
-    try:
-        s = TableSettings(seed=args.seed, n_points=args.points, classes=tuple(args.classes),
-                          sigma2=tuple(args.sigma2))
-        r = run_table(args.out, s, force=args.force, echo=True)
-    except (ExperimentError, ValueError) as exc:
-        return _fail(args, exc)
+    s = TableSettings(seed=args.seed, n_points=args.points, classes=tuple(args.classes),
+                      sigma2=tuple(args.sigma2))
+    r = _staged(args, "experiment table", lambda stage: run_table(stage, s, force=True, echo=True))
     print("\n" + r["latex"])
     _done(r["out"], r["paths"], started)
     return 0
+
+
+def _classes(s: str) -> int:
+    v = positive_int(s)
+    if v < 2:
+        raise argparse.ArgumentTypeError(f"expected at least 2 classes (a categorical), got {s!r}")
+    return v
 
 
 def register(sub) -> None:
@@ -106,18 +115,18 @@ def register(sub) -> None:
                                     "diagonal Fisher estimated by Î₁ or Î₂ (one sampled label per input) on a 2-D "
                                     "toy set; Î₂ is exact for these linear models (THEORY §6.2).")
     _common(t, "toy-ngd", 256, "NGD epochs (default: 256, the paper's)")
-    t.add_argument("--seeds", type=int, default=5, help="repetitions with different sampling seeds (default: 5)")
-    t.add_argument("--n-train", type=int, default=256, help="training points (default: 256)")
-    t.add_argument("--n-test", type=int, default=4096, help="test points (default: 4096)")
-    t.add_argument("--batch-size", type=int, default=4, help="inputs per NGD step (default: 4)")
-    t.add_argument("--lr", type=float, default=0.01, help="learning rate (default: 0.01)")
-    t.add_argument("--damping", type=float, default=1e-4,
-                   help="added to the estimated Fisher before dividing (default: 1e-4; not in the paper)")
+    t.add_argument("--seeds", type=positive_int, default=5, help="repetitions with different sampling seeds (default: 5)")
+    t.add_argument("--n-train", type=positive_int, default=256, help="training points (default: 256)")
+    t.add_argument("--n-test", type=positive_int, default=4096, help="test points (default: 4096)")
+    t.add_argument("--batch-size", type=positive_int, default=4, help="inputs per NGD step (default: 4)")
+    t.add_argument("--lr", type=positive_float, default=0.01, help="learning rate (default: 0.01)")
+    t.add_argument("--damping", type=positive_float, default=1e-4,
+                   help="added to the estimated Fisher before dividing; must be > 0 (default: 1e-4; not in the paper)")
     t.add_argument("--theta0", type=float, nargs=2, default=(-1.0, 0.0), metavar=("T1", "T2"),
                    help="common starting point (default: -1 0)")
     t.add_argument("--models", nargs="+", choices=("regression", "classification"),
                    default=["regression", "classification"], help="which models (default: both)")
-    t.add_argument("--check-every", type=int, default=64,
+    t.add_argument("--check-every", type=positive_int, default=64,
                    help="cross-check the closed-form variance with dataset_stats every K epochs (default: 64)")
     t.set_defaults(func=run_toy, _parser=t)
 
@@ -127,24 +136,24 @@ def register(sub) -> None:
                                     "samples) and the Theorem 4.1 bounds (paper-style and sharpened) at random test "
                                     "input(s). Writes mlp.csv (one row per epoch and layer), mlp_figure2.png, "
                                     "findings.md/json and settings.json.")
-    _common(m, "mlp", 20, "training epochs (default: 20, the paper's)")
+    _common(m, "mlp", 20, "training epochs (default: 20, the paper's)", nonneg_int)
     m.add_argument("--data", default=None, metavar="PATH",
                    help="MNIST from a local file: an .npz with arrays x (n,28,28)/(n,784) and y (n,), or IDX "
                         "files (train-images-idx3-ubyte[.gz] or the folder holding them). "
                         "Default: scikit-learn's bundled 8x8 digits")
-    m.add_argument("--n-train", type=int, default=None, help="use a seeded subset of the training set")
-    m.add_argument("--n-test", type=int, default=None, help="use a seeded subset of the test set")
-    m.add_argument("--widths", type=int, nargs="+", default=[128, 64, 32],
+    m.add_argument("--n-train", type=positive_int, default=None, help="use a seeded subset of the training set")
+    m.add_argument("--n-test", type=positive_int, default=None, help="use a seeded subset of the test set")
+    m.add_argument("--widths", type=positive_int, nargs="+", default=[128, 64, 32],
                    help="hidden widths (default: 128 64 32, i.e. 4 dense layers)")
     from ..experiments.mlp import ACTIVATIONS
     m.add_argument("--activation", choices=sorted(ACTIVATIONS), default="sigmoid",
                    help="hidden activation (default: sigmoid, the paper's)")
-    m.add_argument("--dropout", type=float, default=0.1, help="dropout after each hidden layer (default: 0.1)")
-    m.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default: 3e-3)")
-    m.add_argument("--batch-size", type=int, default=32, help="training batch size (default: 32)")
-    m.add_argument("--n-samples", "-N", type=int, default=5000,
+    m.add_argument("--dropout", type=dropout_rate, default=0.1, help="dropout after each hidden layer (default: 0.1)")
+    m.add_argument("--lr", type=positive_float, default=3e-3, help="Adam learning rate (default: 3e-3)")
+    m.add_argument("--batch-size", type=positive_int, default=32, help="training batch size (default: 32)")
+    m.add_argument("--n-samples", "-N", type=positive_int, default=5000,
                    help="label samples N of the estimators; V₁, V₂ scale as 1/N (default: 5000, the paper's)")
-    m.add_argument("--n-inputs", type=int, default=1,
+    m.add_argument("--n-inputs", type=positive_int, default=1,
                    help="random test inputs analysed after each epoch, averaged (default: 1, the paper's)")
     m.add_argument("--optimised", action="store_true",
                    help="also the paper's bounds with multi-start optimised λ̃ (var1_*_opt; slow)")
@@ -154,9 +163,9 @@ def register(sub) -> None:
                         description="The family constants of Theorem 4.1 (THEORY.md §5, the paper's Table 1) for "
                                     "Gaussian and categorical outputs, symbolically and evaluated numerically at "
                                     "seeded random points; writes table.tex, table_standalone.tex, table.csv/json.")
-    _common(b, "table", None, "accepted for a uniform interface; the table involves no training (no effect)")
-    b.add_argument("--points", type=int, default=4, help="random softmax points per C (default: 4)")
-    b.add_argument("--classes", type=int, nargs="+", default=[3, 10], help="numbers of classes C (default: 3 10)")
-    b.add_argument("--sigma2", type=float, nargs="+", default=[1.0, 0.5],
+    _common(b, "table", None, "accepted for a uniform interface; the table involves no training (no effect)", nonneg_int)
+    b.add_argument("--points", type=positive_int, default=4, help="random softmax points per C (default: 4)")
+    b.add_argument("--classes", type=_classes, nargs="+", default=[3, 10], help="numbers of classes C (default: 3 10)")
+    b.add_argument("--sigma2", type=positive_float, nargs="+", default=[1.0, 0.5],
                    help="Gaussian variances for the numeric check (default: 1 0.5)")
     b.set_defaults(func=run_table_cmd, _parser=b)

@@ -8,6 +8,7 @@ import torch
 
 from ..families import available, get
 from ..families.constants import family_constants
+from ._util import nonneg_int
 
 DEFAULT_PARAMS = {"gaussian": {"C": 1}, "bernoulli": {}, "categorical": {"C": 3}, "poisson": {"C": 1},
                   "gaussian_meanvar": {}}
@@ -43,6 +44,10 @@ def family_report(name: str, params: dict, seed: int = 0) -> str:
 
 def run(args: argparse.Namespace) -> int:
     names = args.family or available()
+    unknown = [n for n in names if n not in available()]
+    if unknown:
+        raise ValueError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))}; "
+                         f"available: {', '.join(available())}")
     for n in names:
         print(family_report(n, DEFAULT_PARAMS.get(n, {}), seed=args.seed))
         print()
@@ -53,5 +58,5 @@ def register(sub) -> None:
     p = sub.add_parser("families", help="print the family table (F, eta, Sigma, kappa4) derived by SymPy",
                        description=__doc__)
     p.add_argument("family", nargs="*", help=f"families to show (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the numeric sample point")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the numeric sample point")
     p.set_defaults(func=run)

@@ -10,28 +10,32 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-from ..experiments.io import ExperimentError
+from ..experiments.io import ExperimentError, output_run
+from ._util import fail, nonneg_int, positive_float, positive_int, relocate
 
 
 def add_report_options(p: argparse.ArgumentParser, default_out: str = "out/report") -> None:
     p.add_argument("--out", default=default_out, metavar="DIR",
-                   help=f"output folder (default: {default_out}); refused if it exists and is not empty, unless --force")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs of the small MLP (default: 10)")
-    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default: 1e-2)")
-    p.add_argument("--force", action="store_true", help="overwrite the files of an existing --out folder")
+                   help=f"output folder (default: {default_out}); refused if it exists and is not empty, unless --force; "
+                        "written in one piece at the end of the run")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default: 0)")
+    p.add_argument("--epochs", type=nonneg_int, default=10, help="training epochs of the small MLP (default: 10)")
+    p.add_argument("--lr", type=positive_float, default=1e-2, help="Adam learning rate (default: 1e-2)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --out folder written by fishersym (as a whole, at the end of the run)")
     p.add_argument("--data", default=None, metavar="PATH",
                    help="MNIST from a local .npz / IDX file instead of the bundled 8x8 digits (see "
                         "'fishersym experiment mlp --help')")
-    p.add_argument("--widths", type=int, nargs="+", default=[64, 32, 16], help="hidden widths (default: 64 32 16)")
+    p.add_argument("--widths", type=positive_int, nargs="+", default=[64, 32, 16], help="hidden widths (default: 64 32 16)")
     from ..experiments.mlp import ACTIVATIONS
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="sigmoid",
                    help="hidden activation (default: sigmoid)")
-    p.add_argument("--n-samples", "-N", type=int, default=5000,
+    p.add_argument("--n-samples", "-N", type=positive_int, default=5000,
                    help="label samples N of the per-epoch Figure 2 analysis (default: 5000)")
-    p.add_argument("--n-inputs", type=int, default=4, help="test inputs analysed per epoch (default: 4)")
-    p.add_argument("--target", type=float, default=0.10,
+    p.add_argument("--n-inputs", type=positive_int, default=4, help="test inputs analysed per epoch (default: 4)")
+    p.add_argument("--target", type=positive_float, default=0.10,
                    help="target relative standard deviation of the recommendation (default: 0.10)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -56,13 +60,27 @@ def print_summary(r: dict, started: float) -> None:
     print(f"  open {out / 'report.html'}  (self-contained; Markdown: {out / 'report.md'})")
 
 
-def run(args: argparse.Namespace) -> int:
+def run_staged_report(args: argparse.Namespace, command: str, replace_own: bool = False, before=None) -> dict:
+    """``run_report`` written through :func:`~fishersym.experiments.io.output_run` on ``--out``.
+
+    ``before(run)`` is called once the folder checks have passed and before the report is run
+    (the demo prints its family table there); errors exit 2 with ``error: …``.
+    """
     from ..experiments.report import run_report
-    started = time.time()
     try:
-        r = run_report(args.out, settings_from(args), force=args.force)
-    except (ExperimentError, ValueError) as exc:
-        args._parser.exit(2, f"{args._parser.prog}: error: {exc}\n")
+        settings = settings_from(args)
+        with output_run(args.out, command, force=args.force, replace_own=replace_own) as run:
+            if before is not None:
+                before(run)
+            r = run_report(run.stage, settings, force=True)
+    except (ExperimentError, ValueError, TypeError, OSError) as exc:
+        fail(args, exc)
+    return relocate(r, run.stage, Path(args.out))
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.time()
+    r = run_staged_report(args, "report")
     print_summary(r, started)
     return 0
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +64,16 @@ def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tup
     return x[tr], y[tr], x[te], y[te]
 
 
-def _subset(x: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def _subset(x: np.ndarray, y: np.ndarray, n: int | None, seed: int, what: str = "n") -> tuple[np.ndarray, np.ndarray]:
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+        raise ExperimentError(f"{what} must be a positive integer (or None for all), got {n!r}")
     if n is None or n >= len(y):
         return x, y
     idx = np.sort(np.random.default_rng(seed).choice(len(y), size=n, replace=False))
@@ -79,7 +90,7 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0, n_train: int | None =
     x = (d.data / 16.0).astype(np.float32)
     y = d.target.astype(np.int64)
     xtr, ytr, xte, yte = _split(x, y, test_fraction, seed)
-    xtr, ytr = _subset(xtr, ytr, n_train, seed)
+    xtr, ytr = _subset(xtr, ytr, n_train, seed, "n_train")
     return Dataset("digits", xtr, ytr, xte, yte, 10, "sklearn.datasets.load_digits (8x8)")
 
 
@@ -103,7 +114,7 @@ def read_idx(path: str | Path) -> np.ndarray:
             dims = struct.unpack(f">{ndim}I", f.read(4 * ndim))
             dt = np.dtype(codes[magic[2]])
             data = f.read()
-    except (OSError, EOFError, struct.error) as exc:
+    except (OSError, EOFError, struct.error, zlib.error) as exc:
         raise ExperimentError(f"{path}: cannot read as an IDX file ({exc}); expected {MNIST_FORMAT}") from None
     n = int(np.prod(dims)) if dims else 0
     if len(data) < n * dt.itemsize:
@@ -188,8 +199,10 @@ def _read_mnist_arrays(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray |
                 if {"x_train", "y_train"} <= keys:
                     te = (z["x_test"], z["y_test"]) if {"x_test", "y_test"} <= keys else (None, None)
                     return z["x_train"], z["y_train"], *te
-        except (OSError, ValueError) as exc:
-            raise ExperimentError(f"{path}: cannot read as .npz ({exc}); expected {MNIST_FORMAT}") from None
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+            why = "the file is empty" if _is_empty(path) else f"{type(exc).__name__}: {exc}"
+            raise ExperimentError(f"{path}: cannot read as .npz ({why}; truncated or corrupt?); "
+                                  f"expected {MNIST_FORMAT}") from None
         raise ExperimentError(f"{path}: the archive holds arrays {sorted(keys)}; expected {MNIST_FORMAT}")
     return read_idx(path), read_idx(_labels_for(path)), None, None
 
@@ -210,8 +223,8 @@ def load_mnist(path: str | Path, test_fraction: float = 1 / 7, seed: int = 0, n_
         xtr, ytr, xte, yte = _split(xtr, ytr, test_fraction, seed)
     else:
         xte, yte = _check_xy(xte, yte, path, "test")
-    xtr, ytr = _subset(xtr, ytr, n_train, seed)
-    xte, yte = _subset(xte, yte, n_test, seed + 1)
+    xtr, ytr = _subset(xtr, ytr, n_train, seed, "n_train")
+    xte, yte = _subset(xte, yte, n_test, seed + 1, "n_test")
     return Dataset("mnist", xtr, ytr, xte, yte, 10, str(path))
 
 
@@ -220,6 +233,6 @@ def load_dataset(data: str | None, seed: int = 0, n_train: int | None = None, n_
     if data is None or data == "digits":
         ds = load_digits(seed=seed, n_train=n_train)
         if n_test is not None:
-            ds.x_test, ds.y_test = _subset(ds.x_test, ds.y_test, n_test, seed + 1)
+            ds.x_test, ds.y_test = _subset(ds.x_test, ds.y_test, n_test, seed + 1, "n_test")
         return ds
     return load_mnist(data, seed=seed, n_train=n_train, n_test=n_test)

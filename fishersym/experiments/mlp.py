@@ -45,7 +45,8 @@ from tqdm.auto import tqdm
 
 from .. import families
 from .data import Dataset, load_dataset
-from .io import ExperimentError, atomic_write_text, prepare_out, write_csv, write_json, write_settings
+from .io import (ExperimentError, atomic_write_bytes, atomic_write_text, output_run, write_csv, write_json,
+                 write_settings)
 
 __all__ = ["MLPSettings", "ACTIVATIONS", "build_mlp", "train_epoch", "evaluate", "layer_stats", "run_mlp",
            "findings", "CSV_COLUMNS", "group_names"]
@@ -266,51 +267,58 @@ def _select_inputs(ds: Dataset, n: int, seed: int) -> tuple[torch.Tensor, list[i
 
 def run_mlp(out: str | Path, settings: MLPSettings | None = None, force: bool = False,
             dataset: Dataset | None = None) -> dict:
-    """Train, analyse after every epoch, write CSV, figures, findings and settings into ``out``."""
+    """Train, analyse after every epoch, write CSV, figures, findings, model and settings into ``out``.
+
+    The run is staged (:func:`~fishersym.experiments.io.output_run`, command ``"experiment mlp"``):
+    ``out`` holds either its previous complete contents or this complete run, never a mix; an
+    existing non-empty ``out`` is replaced only with ``force``.  Settings and data are validated
+    before ``out`` is touched.  Returned paths lie in ``out``.
+    """
     s = settings or MLPSettings()
     s.validate()
     started = time.time()
     ds = dataset if dataset is not None else load_dataset(s.data, seed=s.seed, n_train=s.n_train, n_test=s.n_test)
-    out = prepare_out(out, force, "mlp experiment")      # data validated before anything is written
-    torch.manual_seed(s.seed)
-    model = build_mlp(ds.n_features, s.widths, ds.n_classes, s.activation, s.dropout, s.seed)
-    xtr, ytr = torch.from_numpy(ds.x_train).float(), torch.from_numpy(ds.y_train)
-    xte, yte = torch.from_numpy(ds.x_test).float(), torch.from_numpy(ds.y_test)
-    xsel, idx = _select_inputs(ds, s.n_inputs, s.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=s.lr)
-    gen = torch.Generator().manual_seed(s.seed)
-    rows, history = [], []
-    train_loss = float("nan")
-    bar = tqdm(range(s.epochs + 1), desc=f"mlp ({ds.name}, {s.activation})", unit="epoch",
-               disable=s.progress is False if s.progress is not None else None)
-    for epoch in bar:
-        if epoch > 0:
-            train_loss = train_epoch(model, xtr, ytr, opt, s.batch_size, gen)
-        test_nll, test_acc = evaluate(model, xte, yte)
-        history.append({"epoch": epoch, "train_loss": train_loss, "test_nll": test_nll, "test_acc": test_acc})
-        for r in layer_stats(model, xsel, s.n_samples, s.optimised):
-            rows.append({"epoch": epoch, **r, "train_loss": train_loss, "test_nll": test_nll, "test_acc": test_acc})
-        bar.set_postfix(acc=f"{test_acc:.3f}", loss=f"{train_loss:.3f}")
-    groups = list(linear_groups(model))
-    paths = {"csv": write_csv(out / "mlp.csv", rows, [c for c in CSV_COLUMNS if any(c in r for r in rows)])}
-    from .plots import plot_mlp_grid, plot_mlp_training
-    arch = f"{ds.n_features}-{'-'.join(map(str, s.widths))}-{ds.n_classes}"
-    title = (f"{ds.name}: {s.activation} MLP {arch}, N = {s.n_samples}, {len(idx)} random test input(s); "
-             "means over each layer's parameters (dashed: Theorem 4.1, dotted: sharpened)")
-    paths["figure"] = plot_mlp_grid(rows, groups, out / "mlp_figure2.png", title)
-    paths["training_figure"] = plot_mlp_training(history, out / "mlp_training.png")
-    f = findings(rows)
-    paths["findings"] = write_json(out / "findings.json", f)
-    paths["findings_md"] = atomic_write_text(out / "findings.md", findings_markdown(f, s, ds.summary()))
-    model_path = out / "model.pt"
-    import io as _io
-    buf = _io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    from .io import atomic_write_bytes
-    paths["model"] = atomic_write_bytes(model_path, buf.getvalue())
-    paths["settings"] = write_settings(out, "mlp", asdict(s), started, extra={
-        "dataset": ds.summary(), "architecture": arch, "groups": {g: m for g, m in linear_groups(model).items()},
-        "analysed_test_indices": idx, "final": history[-1], "findings": f,
-        "files": {k: Path(v).name for k, v in paths.items()}})
-    return {"out": out, "paths": paths, "rows": rows, "history": history, "findings": f, "model": model,
-            "dataset": ds, "inputs": xsel}
+    with output_run(out, "experiment mlp", force=force) as run:
+        stage = run.stage
+        torch.manual_seed(s.seed)
+        model = build_mlp(ds.n_features, s.widths, ds.n_classes, s.activation, s.dropout, s.seed)
+        xtr, ytr = torch.from_numpy(ds.x_train).float(), torch.from_numpy(ds.y_train)
+        xte, yte = torch.from_numpy(ds.x_test).float(), torch.from_numpy(ds.y_test)
+        xsel, idx = _select_inputs(ds, s.n_inputs, s.seed)
+        opt = torch.optim.Adam(model.parameters(), lr=s.lr)
+        gen = torch.Generator().manual_seed(s.seed)
+        rows, history = [], []
+        train_loss = float("nan")
+        bar = tqdm(range(s.epochs + 1), desc=f"mlp ({ds.name}, {s.activation})", unit="epoch",
+                   disable=s.progress is False if s.progress is not None else None)
+        for epoch in bar:
+            if epoch > 0:
+                train_loss = train_epoch(model, xtr, ytr, opt, s.batch_size, gen)
+            test_nll, test_acc = evaluate(model, xte, yte)
+            history.append({"epoch": epoch, "train_loss": train_loss, "test_nll": test_nll, "test_acc": test_acc})
+            for r in layer_stats(model, xsel, s.n_samples, s.optimised):
+                rows.append({"epoch": epoch, **r, "train_loss": train_loss, "test_nll": test_nll,
+                             "test_acc": test_acc})
+            bar.set_postfix(acc=f"{test_acc:.3f}", loss=f"{train_loss:.3f}")
+        groups = list(linear_groups(model))
+        paths = {"csv": write_csv(stage / "mlp.csv", rows, [c for c in CSV_COLUMNS if any(c in r for r in rows)])}
+        from .plots import plot_mlp_grid, plot_mlp_training
+        arch = f"{ds.n_features}-{'-'.join(map(str, s.widths))}-{ds.n_classes}"
+        title = (f"{ds.name}: {s.activation} MLP {arch}, N = {s.n_samples}, {len(idx)} random test input(s); "
+                 "means over each layer's parameters (dashed: Theorem 4.1, dotted: sharpened)")
+        paths["figure"] = plot_mlp_grid(rows, groups, stage / "mlp_figure2.png", title)
+        paths["training_figure"] = plot_mlp_training(history, stage / "mlp_training.png")
+        f = findings(rows)
+        paths["findings"] = write_json(stage / "findings.json", f)
+        paths["findings_md"] = atomic_write_text(stage / "findings.md", findings_markdown(f, s, ds.summary()))
+        import io as _io
+        buf = _io.BytesIO()
+        torch.save(model.state_dict(), buf)
+        paths["model"] = atomic_write_bytes(stage / "model.pt", buf.getvalue())
+        paths["settings"] = write_settings(stage, "mlp", asdict(s), started, extra={
+            "dataset": ds.summary(), "architecture": arch, "groups": {g: m for g, m in linear_groups(model).items()},
+            "analysed_test_indices": idx, "final": history[-1], "findings": f,
+            "files": {k: Path(v).name for k, v in paths.items()}})
+    out = Path(out)
+    return {"out": out, "paths": {k: out / Path(v).relative_to(run.stage) for k, v in paths.items()},
+            "rows": rows, "history": history, "findings": f, "model": model, "dataset": ds, "inputs": xsel}

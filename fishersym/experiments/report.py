@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from .. import families
-from .io import atomic_write_text, prepare_out, write_csv, write_json, write_settings
+from .io import atomic_write_text, display_path, output_run, write_csv, write_json, write_settings
 from .mlp import MLPSettings, linear_groups, run_mlp
 
 __all__ = ["ReportSettings", "run_report", "recommend", "layer_table"]
@@ -156,7 +156,6 @@ def _derivation(s: ReportSettings, out: Path) -> dict:
         D = symbolic.derive(net, fam, n_samples=None)
         tex = D.to_latex(title=f"fishersym report: derivation for an MLP {list(s.derivation_widths)} "
                                f"({s.derivation_activation}, {s.derivation_family} output)")
-        atomic_write_text(out / "derivation.tex", tex)
         info["latex"] = tex
         info["n_params"] = len(D)
         model = net.torch_module(seed=s.seed)
@@ -170,6 +169,8 @@ def _derivation(s: ReportSettings, out: Path) -> dict:
         info["v2_zero_last_layer_symbolic"] = all(pd.w_is_zero for pd in D if pd.entry.layer == net.L)
     except Exception as exc:  # the symbolic engine is optional for the rest of the report
         info["error"] = f"{type(exc).__name__}: {exc}"
+    if "latex" in info:     # written outside the try: a failed write is an error of the run, not of the engine
+        atomic_write_text(out / "derivation.tex", info["latex"])
     info["runtime_s"] = round(time.time() - t0, 2)
     return info
 
@@ -216,14 +217,31 @@ th{background:#f3f3f3}td:first-child{text-align:left}pre{background:#f7f7f7;padd
 
 
 def run_report(out: str | Path = "out/report", settings: ReportSettings | None = None, force: bool = False) -> dict:
+    """Train and analyse the small MLP, write the HTML/Markdown report, CSV, JSON, LaTeX and settings into ``out``.
+
+    The run is staged (:func:`~fishersym.experiments.io.output_run`, command ``"report"``): ``out``
+    holds either its previous complete contents or this complete run, never a mix; an existing
+    non-empty ``out`` is replaced only with ``force``.  Data and settings are validated before
+    ``out`` is touched.  Returned paths lie in ``out``; the report names ``out`` (never the staging
+    folder) as where it was written.
+    """
     s = settings or ReportSettings()
     started = time.time()
     from .data import load_dataset
     ds = load_dataset(s.data, seed=s.seed, n_train=s.n_train, n_test=s.n_test)
-    out = prepare_out(out, force, "report")
     ms = MLPSettings(seed=s.seed, epochs=s.epochs, lr=s.lr, data=s.data, widths=tuple(s.widths), activation=s.activation,
                      n_samples=s.n_samples, n_inputs=s.n_inputs, progress=s.progress)
-    mlp = run_mlp(out / "mlp", ms, force=True, dataset=ds)
+    ms.validate()
+    with output_run(out, "report", force=force) as run:
+        paths, rows, summary = _write_report(run.stage, s, ms, ds, started)
+    out = Path(out)
+    return {"out": out, "paths": {k: out / Path(v).relative_to(run.stage) for k, v in paths.items()},
+            "rows": rows, "summary": summary}
+
+
+def _write_report(out: Path, s: ReportSettings, ms: MLPSettings, ds, started: float) -> tuple[dict, list, dict]:
+    """Everything :func:`run_report` writes, into the staging folder ``out``: (paths, layer rows, summary)."""
+    mlp = run_mlp(out / "mlp", ms, force=False, dataset=ds)
     t_mlp = time.time() - started
     xte = torch.from_numpy(ds.x_test)
     rows = layer_table(mlp["model"], xte, s.target_rel_sd, progress=s.progress)
@@ -299,7 +317,7 @@ V₂ of the last layer is exactly 0 (Remark 4.4).</p>{_img(out / 'mlp_figure2.pn
 {_html_table(fig_rows, fcols)}
 <h2>4. Family constants (Table 1, §5)</h2>{_html_table(const_rows, const_cols)}
 <h2>5. Symbolic derivation of a small network (§1–§7)</h2>{deriv_html}
-<h2>Files</h2><p>Written to <code>{html.escape(str(out.resolve()))}</code>: report.html (this page), report.md,
+<h2>Files</h2><p>Written to <code>{html.escape(str(display_path(out)))}</code>: report.html (this page), report.md,
 layers.csv, report.json, derivation.tex, the PNG figures, settings.json, and the MLP run (CSV per epoch and layer,
 findings, model) in mlp/.</p></body></html>"""
     md = "\n\n".join([
@@ -321,4 +339,4 @@ findings, model) in mlp/.</p></body></html>"""
         paths["derivation"] = out / "derivation.tex"
     paths["settings"] = write_settings(out, "report", asdict(s), started, extra={
         "dataset": ds.summary(), "architecture": arch, "files": {k: Path(v).name for k, v in paths.items()}})
-    return {"out": out, "paths": paths, "rows": rows, "summary": summary}
+    return paths, rows, summary

@@ -31,7 +31,7 @@ import torch
 
 from .. import families
 from ..families.constants import family_constants
-from .io import atomic_write_text, prepare_out, write_csv, write_json, write_settings
+from .io import atomic_write_text, output_run, write_csv, write_json, write_settings
 
 __all__ = ["TableSettings", "SYMBOLIC", "numeric_rows", "latex_table", "text_table", "run_table"]
 
@@ -160,23 +160,32 @@ def text_table(rows: list[dict]) -> str:
 
 def run_table(out: str | Path, settings: TableSettings | None = None, force: bool = False,
               echo: bool = True) -> dict:
+    """Evaluate the family constants, write the LaTeX/text table, CSV, JSON and settings into ``out``.
+
+    The run is staged (:func:`~fishersym.experiments.io.output_run`, command ``"experiment table"``):
+    ``out`` holds either its previous complete contents or this complete run, never a mix; an
+    existing non-empty ``out`` is replaced only with ``force``.  Returned paths lie in ``out``.
+    """
     s = settings or TableSettings()
     if s.n_points < 1 or any(int(C) < 2 for C in s.classes):
         raise ValueError("n_points must be >= 1 and every C >= 2")
     started = time.time()
-    out = prepare_out(out, force, "table experiment")
-    rows = numeric_rows(s)
-    tex = latex_table(rows)
-    text = text_table(rows)
-    if echo:
-        print(text)
-    paths = {"latex": atomic_write_text(out / "table.tex", tex),
-             "latex_standalone": atomic_write_text(out / "table_standalone.tex", standalone(tex)),
-             "csv": write_csv(out / "table.csv", rows),
-             "text": atomic_write_text(out / "table.txt", text + "\n")}
-    paths["json"] = write_json(out / "table.json", {
-        "symbolic": [{"output": lab, "latex": dict(zip(COLUMNS, lc)), "text": dict(zip(COLUMNS, tc)), "source": src}
-                     for lab, lc, tc, src in SYMBOLIC], "numeric": rows})
-    paths["settings"] = write_settings(out, "table", asdict(s), started,
-                                       extra={"files": {k: Path(v).name for k, v in paths.items()}})
-    return {"out": out, "paths": paths, "rows": rows, "latex": tex, "text": text}
+    with output_run(out, "experiment table", force=force) as run:
+        stage = run.stage
+        rows = numeric_rows(s)
+        tex = latex_table(rows)
+        text = text_table(rows)
+        if echo:
+            print(text)
+        paths = {"latex": atomic_write_text(stage / "table.tex", tex),
+                 "latex_standalone": atomic_write_text(stage / "table_standalone.tex", standalone(tex)),
+                 "csv": write_csv(stage / "table.csv", rows),
+                 "text": atomic_write_text(stage / "table.txt", text + "\n")}
+        paths["json"] = write_json(stage / "table.json", {
+            "symbolic": [{"output": lab, "latex": dict(zip(COLUMNS, lc)), "text": dict(zip(COLUMNS, tc)),
+                          "source": src} for lab, lc, tc, src in SYMBOLIC], "numeric": rows})
+        paths["settings"] = write_settings(stage, "table", asdict(s), started,
+                                           extra={"files": {k: Path(v).name for k, v in paths.items()}})
+    out = Path(out)
+    return {"out": out, "paths": {k: out / Path(v).relative_to(run.stage) for k, v in paths.items()},
+            "rows": rows, "latex": tex, "text": text}

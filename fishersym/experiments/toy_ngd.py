@@ -32,6 +32,7 @@ trajectory insets), ``toy_ngd_variance.png`` (the paper's Figure I) and
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import families
-from .io import prepare_out, write_csv, write_settings
+from .io import output_run, write_csv, write_settings
 
 __all__ = ["ToySettings", "MODELS", "make_data", "ngd_run", "run_toy_ngd", "batch_fisher"]
 
@@ -202,38 +203,59 @@ def _train_all(s: ToySettings, rows: list[dict]) -> None:
 
 
 def run_toy_ngd(out: str | Path, settings: ToySettings | None = None, force: bool = False) -> dict:
-    """Run the experiment, write CSVs, figures and settings into ``out``; returns the paths and a summary."""
+    """Run the experiment, write CSVs, figures and settings into ``out``; returns the paths and a summary.
+
+    The run is staged (:func:`~fishersym.experiments.io.output_run`, command ``"experiment toy-ngd"``):
+    ``out`` holds either its previous complete contents or this complete run, never a mix; an
+    existing non-empty ``out`` is replaced only with ``force``.  Returned paths lie in ``out``.
+    """
     s = settings or ToySettings()
     if s.epochs < 1 or s.n_seeds < 1 or s.batch_size < 1 or s.n_train < s.batch_size or s.n_test < 1:
         raise ValueError("epochs, seeds, batch size and data sizes must be positive (n_train >= batch size)")
+    # issue 13 item 22: θ ← θ − lr·ĝ/(Î + δ) needs Î + δ > 0 for every Î ≥ 0, i.e. δ > 0 (δ = 0 lets one
+    # near-zero Î₁ entry send θ to infinity, δ < 0 divides by zero or flips the step); lr > 0 finite.
+    if not (isinstance(s.damping, (int, float)) and math.isfinite(s.damping) and s.damping > 0):
+        raise ValueError(f"damping must be a finite number > 0 (it is added to the estimated Fisher before "
+                         f"dividing; 0 or less lets the step diverge), got {s.damping!r}")
+    if not (isinstance(s.lr, (int, float)) and math.isfinite(s.lr) and s.lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {s.lr!r}")
+    if s.check_every < 1:
+        raise ValueError(f"check_every must be >= 1, got {s.check_every!r}")
+    if len(s.theta0) != 2 or not all(math.isfinite(float(t)) for t in s.theta0):
+        raise ValueError(f"theta0 must be two finite numbers, got {s.theta0!r}")
     for m in s.models:
         if m not in MODELS:
             raise ValueError(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
     started = time.time()
-    out = prepare_out(out, force, "toy-ngd experiment")
-    rows: list[dict] = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # tiny tensors: thread start-up costs more than it saves
-    try:
-        _train_all(s, rows)
-    finally:
-        torch.set_num_threads(threads)
-    summary = summarise(rows)
-    paths = {"csv": write_csv(out / "toy_ngd.csv", rows), "summary_csv": write_csv(out / "toy_ngd_summary.csv", summary)}
-    from .plots import plot_toy_ngd, plot_toy_variance
-    paths["figure"] = plot_toy_ngd(summary, rows, s, out / "toy_ngd.png")
-    paths["variance_figure"] = plot_toy_variance(summary, rows, s, out / "toy_ngd_variance.png")
-    final = {f"{r['model']}/{r['estimator']}": {"test_nll_mean": r["test_nll_mean"], "test_nll_sd": r["test_nll_sd"],
-                                                "var1_trace_mean": r["var1_trace_mean"],
-                                                "var2_trace_mean": r["var2_trace_mean"]}
-             for r in summary if r["epoch"] == s.epochs}
-    checks = [r for r in rows if "var1_trace_pkg" in r]
-    dev = max((abs(r["var1_trace_pkg"] - r["var1_trace"]) / max(abs(r["var1_trace"]), 1e-300) for r in checks),
-              default=float("nan"))
-    max_v2_pkg = max((abs(r["var2_trace_pkg"]) for r in checks), default=float("nan"))
-    paths["settings"] = write_settings(out, "toy-ngd", asdict(s), started, extra={
-        "final_epoch": final,
-        "package_check": {"max_rel_dev_var1_closed_vs_dataset_stats": dev, "max_abs_var2_dataset_stats": max_v2_pkg,
-                          "n_checkpoints": len(checks)},
-        "files": {k: Path(v).name for k, v in paths.items()}})
-    return {"out": out, "paths": paths, "final": final, "package_check_rel_dev": dev}
+    with output_run(out, "experiment toy-ngd", force=force) as run:
+        stage = run.stage
+        rows: list[dict] = []
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)   # tiny tensors: thread start-up costs more than it saves
+        try:
+            _train_all(s, rows)
+        finally:
+            torch.set_num_threads(threads)
+        summary = summarise(rows)
+        paths = {"csv": write_csv(stage / "toy_ngd.csv", rows),
+                 "summary_csv": write_csv(stage / "toy_ngd_summary.csv", summary)}
+        from .plots import plot_toy_ngd, plot_toy_variance
+        paths["figure"] = plot_toy_ngd(summary, rows, s, stage / "toy_ngd.png")
+        paths["variance_figure"] = plot_toy_variance(summary, rows, s, stage / "toy_ngd_variance.png")
+        final = {f"{r['model']}/{r['estimator']}": {"test_nll_mean": r["test_nll_mean"],
+                                                    "test_nll_sd": r["test_nll_sd"],
+                                                    "var1_trace_mean": r["var1_trace_mean"],
+                                                    "var2_trace_mean": r["var2_trace_mean"]}
+                 for r in summary if r["epoch"] == s.epochs}
+        checks = [r for r in rows if "var1_trace_pkg" in r]
+        dev = max((abs(r["var1_trace_pkg"] - r["var1_trace"]) / max(abs(r["var1_trace"]), 1e-300) for r in checks),
+                  default=float("nan"))
+        max_v2_pkg = max((abs(r["var2_trace_pkg"]) for r in checks), default=float("nan"))
+        paths["settings"] = write_settings(stage, "toy-ngd", asdict(s), started, extra={
+            "final_epoch": final,
+            "package_check": {"max_rel_dev_var1_closed_vs_dataset_stats": dev, "max_abs_var2_dataset_stats": max_v2_pkg,
+                              "n_checkpoints": len(checks)},
+            "files": {k: Path(v).name for k, v in paths.items()}})
+    out = Path(out)
+    return {"out": out, "paths": {k: out / Path(v).relative_to(run.stage) for k, v in paths.items()},
+            "final": final, "package_check_rel_dev": dev}

@@ -40,14 +40,20 @@ def get(name: str | ExponentialFamily, **params) -> ExponentialFamily:
     """Build a family by name, e.g. ``get("categorical", C=10)``, ``get("gaussian", sigma2=0.5)``.
 
     An :class:`ExponentialFamily` instance is returned unchanged (params must then be empty).
+    Anything else (a list, a class, None, …) is refused with a TypeError naming its type.
     """
     if isinstance(name, ExponentialFamily):
         if params:
             raise ValueError("parameters given together with a family instance; pass one or the other")
         return name
+    if not isinstance(name, str):
+        raise TypeError(f"family must be a name (str) or an ExponentialFamily instance, got "
+                        f"{type(name).__name__} ({name!r:.80}); available names: {', '.join(available())}")
     if name not in REGISTRY:
         raise ValueError(f"unknown family {name!r}; available: {', '.join(available())}")
     try:
         return REGISTRY[name](**params)
-    except TypeError as exc:  # unknown keyword
+    except TypeError as exc:
+        if "keyword argument" not in str(exc):  # a parameter of the wrong type: the family's own message
+            raise
         raise ValueError(f"invalid parameters {params} for family {name!r}: {exc}") from None

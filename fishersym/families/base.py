@@ -241,17 +241,50 @@ class ExponentialFamily:
         """M(u,u,u,u) = M₄(u,u,u,u) − (uᵀΣu)² = κ₄(u,u,u,u) + 2(uᵀΣu)² = N·V₁ (THEORY §3)."""
         return self.kappa4(h, u) + 2 * self.sigma_quad(h, u) ** 2
 
-    def quad_forms(self, h: torch.Tensor, u: torch.Tensor, cdim: int = -1,
-                   moments: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    #: Whether N·V₁ = M(u,u,u,u) is evaluated as a difference of larger terms (the autodiff form
+    #: κ₄ + 2(uᵀΣu)², κ₄ of either sign).  None: True exactly when ``mquad`` is this class's
+    #: autodiff form.  Only the default rounding bound of :meth:`quad_forms` reads it.
+    mquad_cancels: bool | None = None
+    #: constant c of the default rounding bound c·C·ε·scale of :meth:`quad_forms`
+    quad_error_factor: float = 64.0
+
+    def quad_forms(self, h: torch.Tensor, u: torch.Tensor, cdim: int = -1, moments: bool = True,
+                   error: bool = False):
         """(uᵀΣu, M(u,u,u,u) = N·V₁) for many directions at once (THEORY §3).
 
         ``cdim=1`` takes u in the layout (B, C, K) (directions as columns, as the fast MLP
         path produces them) instead of (B, K, C); ``moments=False`` skips M (returns None).
         Families with a fused closed form override this (one pass for both forms).
+
+        **Rounding-error interface** (issue 13 items 6, 23; used by ``numeric.core.base_quantities``
+        and the precision flag ``StatsResult.precision_lost``).  ``error=True`` returns a
+        third tensor ``err`` (None when ``moments=False``), of the same shape, dtype and layout as M:
+        a first-order bound on |M_computed − M_exact| where M_exact is N·V₁ at the given h and u
+        taken as exact real numbers (the rounding of p = softmax(h), σ(h), e^h, … *is* included).
+        A family that overrides ``quad_forms`` must accept ``error`` and, when it is True, return
+        ``(sq, mq, err)`` with err ≥ 0 finite wherever mq is, err = 0 only where mq is computed
+        exactly, and err scaling like mq under u ↦ a·u (a⁴), so that the fast path's factored
+        parts (THEORY §7) carry it as they carry mq.  Write the derivation in the docstring.
+        The default here is c·C·ε·|M| for forms without cancellation (``mquad_cancels`` False) and
+        c·C·ε·(|M| + 4(uᵀΣu)²) for the autodiff form κ₄ + 2(uᵀΣu)² (|κ₄| ≤ |M| + 2(uᵀΣu)²; the
+        nested forward-mode κ₄ is accurate to a few ε per operation relative to the size of its
+        terms), c = ``quad_error_factor``.  ``error=False`` (the default) costs nothing extra.
         """
         if cdim == 1:
             u = u.transpose(-1, -2)
-        return self.sigma_quad(h, u), (self.mquad(h, u) if moments else None)
+        sq = self.sigma_quad(h, u)
+        mq = self.mquad(h, u) if moments else None
+        if not error:
+            return sq, mq
+        return sq, mq, (None if mq is None else self.default_mquad_error(sq, mq))
+
+    def default_mquad_error(self, sq: torch.Tensor, mq: torch.Tensor) -> torch.Tensor:
+        """The default rounding bound of :meth:`quad_forms` (see there)."""
+        cancels = self.mquad_cancels
+        if cancels is None:
+            cancels = type(self).mquad is ExponentialFamily.mquad
+        scale = mq.abs() + 4 * sq * sq if cancels else mq.abs()
+        return self.quad_error_factor * self.C * torch.finfo(mq.dtype).eps * scale
 
     def _directional(self, h: torch.Tensor, u: torch.Tensor, order: int) -> torch.Tensor:
         f: Callable = self.log_partition

@@ -13,6 +13,7 @@ everything is invariant to u ↦ u + c𝟙: the sharpened bounds work on 𝟙^�
 """
 from __future__ import annotations
 
+import operator
 from typing import Sequence
 
 import sympy as sp
@@ -30,7 +31,14 @@ class Categorical(ExponentialFamily):
     shift_invariant = True
 
     def __init__(self, C: int = 10, link: str | Link | None = None):
-        if not isinstance(C, int) or C < 2:
+        if isinstance(C, bool):
+            raise TypeError(f"categorical: C must be an integer >= 2, got the bool {C!r}")
+        try:
+            C = operator.index(C)                         # numpy integers accepted (issue 13 item 22)
+        except TypeError:
+            raise ValueError(f"categorical: needs C >= 2 classes (an integer), got {C!r} "
+                             f"({type(C).__name__})") from None
+        if C < 2:
             raise ValueError(f"categorical: needs C >= 2 classes (an integer), got {C!r}; "
                              "for two classes with one logit use 'bernoulli'")
         super().__init__(C, get_link(link, None) if link is not None else None)
@@ -66,20 +74,59 @@ class Categorical(ExponentialFamily):
     def mean(self, h: torch.Tensor) -> torch.Tensor:
         return torch.softmax(h, dim=-1)
 
-    def sigma(self, h: torch.Tensor) -> torch.Tensor:
+    # ------------------------------------------------------------------ stable pieces (issue 13 items 2, 16)
+    @staticmethod
+    def probs_and_complements(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(p, q) with p = softmax(h) and q_a = 1 − p_a computed without cancellation.
+
+        For a class a other than the arg-max, p_a ≤ ½, so 1 − p_a ∈ [½, 1] has relative error ≤ ε;
+        for the arg-max class a*, q_{a*} = Σ_{b≠a*} p_b, a sum of non-negative terms (relative error
+        ≤ (C−1)ε beyond the p_b's own), never 1 − p_{a*}, which rounds to 0 at a saturated softmax."""
         p = torch.softmax(h, dim=-1)
-        return torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)
+        top = torch.nn.functional.one_hot(p.argmax(-1), h.shape[-1]).to(torch.bool)
+        others = p.masked_fill(top, 0.0).sum(-1, keepdim=True)
+        return p, torch.where(top, others, 1 - p)
 
-    def quad_forms(self, h: torch.Tensor, u: torch.Tensor, cdim: int = -1,
-                   moments: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    @staticmethod
+    def softmax_rel_error(h: torch.Tensor) -> torch.Tensor:
+        """η (..., 1): a bound on the relative error of every computed p_a = softmax(h)_a:
+        η = ε·(spread + C + 8), spread = max h − min h (the rounding of h_a − max h becomes a relative
+        error ε·|h_a − max h| after exp; exp itself ≤ 4 ulp; the sum of C terms; the division).
+        Valid while p_a is a normal number; subnormal p_a are handled by absolute terms where used."""
+        eps = torch.finfo(h.dtype).eps
+        spread = h.amax(-1, keepdim=True) - h.amin(-1, keepdim=True)
+        return eps * (spread + h.shape[-1] + 8)
+
+    def sigma(self, h: torch.Tensor) -> torch.Tensor:
+        """Σ = diag(p) − ppᵀ with the diagonal formed as p_a·q_a (q the stable complement), not p − p²."""
+        p, q = self.probs_and_complements(h)
+        S = -(p.unsqueeze(-1) * p.unsqueeze(-2))
+        return torch.diagonal_scatter(S, p * q, dim1=-2, dim2=-1)
+
+    def quad_forms(self, h: torch.Tensor, u: torch.Tensor, cdim: int = -1, moments: bool = True,
+                   error: bool = False):
         """The one definition of the softmax's directional forms (THEORY §4 row 3): with
-        d = u − ū, ū = Σ_a p_a u_a,
+        d = u − ū, ū = Σ_a p_a u_a, s = Σ_a p_a d_a²,
 
-            uᵀΣu = Σ_a p_a d_a²,    M(u,u,u,u) = Σ_a p_a d_a⁴ − (Σ_a p_a d_a²)²,
+            uᵀΣu = s,    M(u,u,u,u) = N·V₁ = Σ_a p_a (d_a² − s)²
 
-        evaluated for all K directions at once as batched products p·(d²), p·(d⁴) in the
-        (…, C, K) layout (``cdim=1``; (…, K, C) is transposed as a view).  Temporaries are
-        squared in place unless autograd needs them."""
+        (a sum of non-negative terms; mathematically Σ_a p_a d_a⁴ − s², the moment form that cancels),
+        evaluated for all K directions at once as batched products p·(d²), p·(e²), e = d² − s, in the
+        (…, C, K) layout (``cdim=1``; (…, K, C) is transposed as a view).  Temporaries are updated in
+        place unless autograd needs them.
+
+        ``error=True`` returns a third tensor: a bound on the absolute rounding error of the computed
+        N·V₁ (u taken as exact, p = softmax(h) computed).  Derivation (ε = the dtype's machine epsilon,
+        γ = η + Cε with η = :meth:`softmax_rel_error`, the error of a p-weighted sum of C terms):
+        |ū' − ū| ≤ E_ū = γ(|ū| + √s) (Σp|u| ≤ |ū| + √s); |d'² − d²| ≤ D_a = 2|d_a|E_ū + 3εd_a² with
+        ‖D‖_p = (Σ p D²)^½ ≤ 2E_ū√s + 3ε(Σ p d⁴)^½, Σ p d⁴ = N·V₁ + s²; |s' − s| ≤ E_s = 2E_ū√s + (3ε + γ)s;
+        |e'_a − e_a| ≤ D_a + E_s + ε|e'_a|.  With A = (N·V₁')^½ = ‖e'‖_p and Δ = ‖D‖_p + E_s + εA ≥ ‖e' − e‖_p,
+        Minkowski gives |‖e‖_p − A| ≤ Δ, so |N·V₁ − N·V₁'| ≤ Δ(2A + Δ) + (γ + 2ε)A² (the last term: the final
+        weighted sum and squaring).  Where some computed p_a is subnormal or zero (logit gaps beyond
+        ≈ 87 in float32, 708 in float64) each p_a also carries an absolute error τ = 4·tiny·ε, adding
+        Cτ·max|u|, 4Cτ·max u² and Cτ(4max u² + s)² to E_ū, E_s and the bound.  First order in ε: the
+        neglected terms are below 1e-3 of the bound whenever the bound is below 1e-3 relative, which
+        is where it is used (the precision flag)."""
         single = u.dim() == h.dim()
         if single:
             u = u.unsqueeze(-1 if cdim == 1 else -2)
@@ -87,17 +134,46 @@ class Categorical(ExponentialFamily):
             u = u.transpose(-1, -2)
         pr = torch.softmax(h, dim=-1).unsqueeze(-2)          # (…, 1, C)
         inplace = not (torch.is_grad_enabled() and (u.requires_grad or h.requires_grad))
-        d = u - pr @ u
+        ubar = pr @ u                                        # (…, 1, K)
+        d = u - ubar
         d2 = d.square_() if inplace else d * d
-        sq = (pr @ d2).squeeze(-2)
+        sq = pr @ d2                                         # (…, 1, K)
         mq = None
         if moments:
-            d4 = d2.square_() if inplace else d2 * d2
-            mq = (pr @ d4).squeeze(-2) - sq * sq
+            e = d2.sub_(sq) if inplace else d2 - sq
+            e2 = e.square_() if inplace else e * e
+            mq = (pr @ e2).squeeze(-2)
+        sq = sq.squeeze(-2)
+        err = self._nv1_error(h, pr, u, ubar.squeeze(-2), sq, mq) if (error and moments) else None
         if single:
             sq = sq.squeeze(-1)
             mq = None if mq is None else mq.squeeze(-1)
-        return sq, mq
+            err = None if err is None else err.squeeze(-1)
+        return (sq, mq, err) if error else (sq, mq)
+
+    def _nv1_error(self, h: torch.Tensor, pr: torch.Tensor, u: torch.Tensor, ubar: torch.Tensor,
+                   s: torch.Tensor, nv1: torch.Tensor) -> torch.Tensor:
+        """The rounding bound of :meth:`quad_forms` (u in the (…, C, K) layout; ubar, s, nv1 (…, K))."""
+        with torch.no_grad():
+            eps = torch.finfo(s.dtype).eps
+            gam = self.softmax_rel_error(h) + h.shape[-1] * eps          # (…, 1)
+            s = s.clamp_min(0)
+            rs, A = s.sqrt(), nv1.clamp_min(0).sqrt()
+            E_u = gam * (ubar.abs() + rs)
+            E_s = 2 * E_u * rs + (3 * eps + gam) * s
+            extra = None
+            pmin = pr.squeeze(-2).amin(-1, keepdim=True)                  # (…, 1)
+            tiny = torch.finfo(s.dtype).tiny
+            if bool((pmin < 2 * tiny).any()):
+                tau = torch.where(pmin < 2 * tiny, 4 * tiny * eps * h.shape[-1], 0.0)   # C·τ per row
+                umax = u.abs().amax(-2)
+                E_u = E_u + tau * umax
+                E_s = E_s + tau * 4 * umax * umax
+                extra = tau * (4 * umax * umax + s) ** 2
+            Dn = 2 * E_u * rs + 3 * eps * (nv1.clamp_min(0) + s * s).sqrt()
+            delta = Dn + E_s + eps * A
+            err = delta * (2 * A + delta) + (gam + 2 * eps) * A * A
+            return err if extra is None else err + extra
 
     def sigma_quad(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return self.quad_forms(h, u, moments=False)[0].expand(batch_shape(h, u))
@@ -129,14 +205,108 @@ class Categorical(ExponentialFamily):
         t = torch.eye(self.C, dtype=h.dtype, device=h.device)
         return Support(t, torch.log_softmax(h, dim=-1), 0.0)
 
+    def _gram_pieces(self, h: torch.Tensor):
+        """Stable inner products t_yz = r_y·r_z of the centred statistics r_y = e_y − p (..., C, C) and an
+        entrywise bound on their rounding error.  With a* the arg-max, p²' the squares with the a*
+        entry set to 0, n₂ = Σ_{b≠a*} p_b² and P = p_{a*}²:
+
+            t_yy = q_y² + Σ_{b≠y} p_b² = q_y² + n₂ + P·[y≠a*] − p²'_y,
+            t_yz = −p_y q_y − p_z q_z + Σ_{b∉{y,z}} p_b²,   Σ_{b∉{y,z}} p_b² = n₂ + P·[y,z≠a*] − p²'_y − p²'_z.
+
+        Every quantity is formed from p and the stable complements q (no 1 − ‖p‖²); the sums subtract
+        only terms they contain, so each is accurate to ρ·(sum of the absolute values of its terms),
+        ρ = 3(η + (C + 8)ε) (η the relative error of p, :meth:`softmax_rel_error`)."""
+        p, q = self.probs_and_complements(h)
+        eps = torch.finfo(h.dtype).eps
+        rho = 3 * (self.softmax_rel_error(h) + (self.C + 8) * eps)           # (..., 1)
+        top = torch.nn.functional.one_hot(p.argmax(-1), self.C).to(torch.bool)
+        nt = (~top).to(p.dtype)
+        p2 = p * p
+        p2m = p2.masked_fill(top, 0.0)
+        n2 = p2m.sum(-1, keepdim=True)
+        P = (p2 * top).sum(-1, keepdim=True)
+        pq = p * q
+        both = nt.unsqueeze(-1) * nt.unsqueeze(-2)
+        rest = n2.unsqueeze(-1) + P.unsqueeze(-1) * both - p2m.unsqueeze(-1) - p2m.unsqueeze(-2)
+        T = rest - pq.unsqueeze(-1) - pq.unsqueeze(-2)
+        mag = (n2.unsqueeze(-1) + P.unsqueeze(-1) * both + p2m.unsqueeze(-1) + p2m.unsqueeze(-2)
+               + pq.unsqueeze(-1) + pq.unsqueeze(-2))
+        diag = q * q + n2 + P * nt - p2m
+        T = torch.diagonal_scatter(T, diag, dim1=-2, dim2=-1)
+        mag = torch.diagonal_scatter(mag, q * q + n2 + P * nt + p2m, dim1=-2, dim2=-1)
+        return p, T, rho.unsqueeze(-1) * mag
+
     def support_radius_sq(self, h: torch.Tensor) -> torch.Tensor:
-        p = torch.softmax(h, dim=-1)
-        return 1 - 2 * p.min(-1).values + (p * p).sum(-1)
+        """B(h) = max_y ‖e_y − p‖² = max_y t_yy (Proposition 4.3), from the stable diagonal of
+        :meth:`_gram_pieces` (no 1 − 2p_min + ‖p‖²)."""
+        p, q = self.probs_and_complements(h)
+        top = torch.nn.functional.one_hot(p.argmax(-1), self.C).to(torch.bool)
+        p2 = p * p
+        p2m = p2.masked_fill(top, 0.0)
+        n2 = p2m.sum(-1, keepdim=True)
+        P = (p2 * top).sum(-1, keepdim=True)
+        return (q * q + n2 + P * (~top).to(p.dtype) - p2m).amax(-1)
 
     def theorem52_m(self, h: torch.Tensor) -> torch.Tensor:
-        """m(x) = min(max_k p_k, 1 − ‖p‖²) of Theorem 5.2."""
-        p = torch.softmax(h, dim=-1)
-        return torch.minimum(p.max(-1).values, 1 - (p * p).sum(-1))
+        """m(x) = min(max_k p_k, 1 − ‖p‖²) of Theorem 5.2, with 1 − ‖p‖² = Σ_a p_a q_a (q the stable
+        complement): a sum of non-negative terms, never rounded to 0 at a saturated softmax."""
+        p, q = self.probs_and_complements(h)
+        return torch.minimum(p.amax(-1), (p * q).sum(-1))
+
+    def sym2_extremes(self, h: torch.Tensor, tensor: str = "M", restricted: bool = False
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Certified (λ_min, λ_max) of mat(K) or M̄ on Sym²(ℝ^C) (or Sym²(𝟙^⊥)) from C × C Gram matrices.
+
+        Identity (THEORY §3, §5).  M₄ = E[r⊗r⊗r⊗r] = Σ_y p_y r_y^{⊗4} with r_y = e_y − p, so
+        mat(K) = Σ_y p_y x_y x_yᵀ = A Aᵀ with x_y = vec(r_y r_yᵀ) and A = [√p_y x_y]_y (C² × C).  The
+        columns lie in Sym² (and in Sym²(𝟙^⊥): Σ_a r_ya = 1 − Σp = 0).  A Aᵀ and AᵀA have the same
+        non-zero eigenvalues, and (AᵀA)_yz = √(p_y p_z) x_y·x_z = √(p_y p_z) t_yz², t_yz = r_y·r_z.
+        M̄ = Cov[vec(r rᵀ)] = Σ_y p_y (x_y − x̄)(x_y − x̄)ᵀ with x̄ = vec(Σ) has the Gram matrix
+        √(p_y p_z)[t_yz² − r_yᵀΣr_y − r_zᵀΣr_z + ‖Σ‖_F²], with r_yᵀΣr_y = Σ_z p_z t_yz² = v_y and
+        ‖Σ‖_F² = Σ_y p_y v_y (Σ = Σ_z p_z r_z r_zᵀ); its columns satisfy Σ_y √p_y·(√p_y(x_y − x̄)) = 0,
+        so its rank is ≤ C − 1.  On the D-dimensional symmetric space (D = C(C+1)/2, or C(C−1)/2 on
+        𝟙^⊥) the restricted matrix has the non-zero Gram eigenvalues and D − rank zeros, so with r the
+        rank bound (C for K, C − 1 for M̄): λ_max = λ_max(Gram); λ_min = 0 exactly when D > r (every
+        unrestricted case, and C ≥ 4 on 𝟙^⊥; also M̄ at C = 3); otherwise (C ≤ 3 on 𝟙^⊥) the
+        restricted spectrum is the top D Gram eigenvalues, so λ_min = the (C − D + 1)-th smallest.
+
+        Floating point: the entries are built from the stable t_yz (:meth:`_gram_pieces`) and widened
+        by the Frobenius norm of an entrywise first-order rounding bound E (Weyl: |λ(G + E) − λ(G)| ≤
+        ‖E‖₂ ≤ ‖E‖_F) plus the eigensolver margin (:func:`~fishersym.families.constants.eig_margin`).
+        Cost O(C³) per input, no C⁴ tensor, no limit on C beyond that."""
+        from .constants import eig_margin
+        if tensor not in ("M", "K"):
+            raise ValueError(f"tensor must be 'M' or 'K', got {tensor!r}")
+        C = self.C
+        p, T, dT = self._gram_pieces(h)
+        eps = torch.finfo(h.dtype).eps
+        eta = (self.softmax_rel_error(h) + 2 * eps).unsqueeze(-1)           # (..., 1, 1)
+        sp_ = p.sqrt()
+        w = sp_.unsqueeze(-1) * sp_.unsqueeze(-2)
+        T2 = T * T
+        e2 = 2 * T.abs() * dT + dT * dT + 3 * eps * T2                     # |(t')² − t²|
+        if tensor == "K":
+            G = w * T2
+            E = w * (e2 + eta * T2)
+            rank = C
+        else:
+            pc = p.unsqueeze(-1)
+            v = (T2 @ pc).squeeze(-1)                                      # v_y = r_yᵀΣr_y
+            F = (p * v).sum(-1, keepdim=True)                              # ‖Σ‖_F²
+            dv = (e2 @ pc).squeeze(-1) + (C * eps + eta[..., 0]) * v
+            dF = (p * dv).sum(-1, keepdim=True) + (C * eps + eta[..., 0]) * F
+            vy, vz = v.unsqueeze(-1), v.unsqueeze(-2)
+            Fm = F.unsqueeze(-1)
+            G = w * (T2 - vy - vz + Fm)
+            E = w * (e2 + dv.unsqueeze(-1) + dv.unsqueeze(-2) + dF.unsqueeze(-1)
+                     + (4 * eps + eta) * (T2 + vy + vz + Fm))
+            rank = C - 1
+        ev = torch.linalg.eigvalsh(G)
+        margin = torch.linalg.matrix_norm(E) + eig_margin(G)
+        D = C * (C - 1) // 2 if restricted else C * (C + 1) // 2
+        hi = ev[..., -1] + margin
+        lo = torch.zeros_like(hi) if D > rank else ev[..., C - D] - margin
+        return lo, hi
 
     def closed_form_constants(self, h: torch.Tensor, restricted: bool = False,
                               sigma_max: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

@@ -20,6 +20,28 @@ For natural parameters h (batch, C) this computes, per input:
 
 ``restricted=True`` (shift-invariant families only) gives the sharpened
 constants over unit vectors of 𝟙^⊥ ([beyond] in THEORY §5).
+
+Floating-point soundness (issue 13 items 2, 11, 22).  A certificate must bound the true constant
+of the *exact* h given, in any input dtype:
+
+* every certificate is computed in float64 (h is cast up exactly); the results are returned in
+  the input dtype rounded *outward* (upper bounds up, lower bounds down, with ``nextafter``), so
+  casting cannot break a bound; ``sources["arithmetic"]`` says so;
+* no certificate is formed by a cancelling difference: the categorical's 1 − ‖p‖² is Σ_a p_a q_a
+  and diag Σ is p_a q_a with the stable complement q (``Categorical.probs_and_complements``), its
+  Sym² eigen-extremes come from C × C Gram matrices of stable entries
+  (``Categorical.sym2_extremes``), the Bernoulli uses σ(h)σ(−h) and tanh(h/2);
+* computed eigenvalues are widened by :func:`eig_margin` (backward stability + Weyl), matrices
+  formed with cancellation by an entrywise rounding bound (:func:`formation_margin`, the Gram
+  bound of ``sym2_extremes``), closed forms by ``CLOSED_FORM_ROUNDING``·(C + 8 + max|h|)·ε₆₄
+  relative (a closed form of a few stable operations on p = softmax(h), σ(h), e^h, whose relative
+  errors are ≤ ε·(|h| + C + 8));
+* finally every certified constant is widened by ``INPUT_ROUNDING``·(C + 8)·ε relative in the
+  *input* dtype, so that the Theorem 4.1 products ‖u‖²·c and the statistics, computed in the input
+  dtype with relative rounding ≤ (C + 8)ε, keep the computed statistic inside the computed bound
+  even where the bound is attained (C = 1, the Gaussian: "exact" constants are widened too).
+  The cancellation of V₁ itself is not covered by this: it is bounded and flagged separately
+  (``quad_forms(error=True)``, ``StatsResult.precision_lost``).
 """
 from __future__ import annotations
 
@@ -31,11 +53,38 @@ import torch
 from .base import ExponentialFamily
 
 __all__ = ["FamilyConstants", "family_constants", "sigma_spectrum", "ones_perp_basis", "eig_margin",
-           "formation_margin",
+           "formation_margin", "has_gram_form", "check_moment_size", "moment_tensor_bytes",
+           "CLOSED_FORM_ROUNDING", "INPUT_ROUNDING",
            "sym_basis", "restricted_extremes", "lambda_tilde_opt", "MAX_C_EIG"]
 
-#: above this C the C²×C² matrix M̄ is not formed (closed forms must certify)
+#: above this C the C²×C² matrix M̄ is not formed (closed forms must certify) for families that need
+#: the C⁴ moment tensors; families with a Gram form (``sym2_extremes``, the categorical) have no limit
 MAX_C_EIG = 24
+#: relative widening of closed-form certificates, in units of (C + 8 + max|h|)·ε (float64)
+CLOSED_FORM_ROUNDING = 16
+#: relative widening of every certificate in the input dtype, in units of (C + 8)·ε
+INPUT_ROUNDING = 4
+
+
+def has_gram_form(family: ExponentialFamily) -> bool:
+    """Whether the family certifies its Sym² eigen-extremes without C⁴ tensors (``sym2_extremes``)."""
+    return callable(getattr(family, "sym2_extremes", None))
+
+
+def moment_tensor_bytes(family: ExponentialFamily, batch: int) -> int:
+    """Estimated peak bytes of the C⁴ moment tensors (κ₄, M₄, mat(M̄) and the Sym² compression) in
+    float64 for ``batch`` inputs."""
+    C = family.C
+    return int(8 * batch * (4 * C ** 4 + 2 * (C * (C + 1) // 2) ** 2))
+
+
+def check_moment_size(family: ExponentialFamily, batch: int) -> None:
+    """Refuse, before anything is allocated, to build C⁴/C²×C² tensors beyond ``MAX_C_EIG``."""
+    if family.C > MAX_C_EIG:
+        gib = moment_tensor_bytes(family, batch) / 2 ** 30
+        raise ValueError(f"{family.name}: use_eig=True needs C⁴ moment tensors and C²×C² matrices "
+                         f"(C = {family.C} > MAX_C_EIG = {MAX_C_EIG}; about {gib:.3g} GiB for {batch} "
+                         "inputs); use use_eig=False (closed-form certificates) instead")
 
 
 def ones_perp_basis(C: int, dtype=torch.float64, device=None) -> torch.Tensor:
@@ -82,13 +131,21 @@ def sigma_spectrum(family: ExponentialFamily, h: torch.Tensor, restricted: bool 
 def restricted_extremes(family: ExponentialFamily, h: torch.Tensor, tensor: str = "M",
                         restricted: bool = False, moments: tuple | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(λ_min, λ_max) of M̄ (tensor "M") or mat(K) (tensor "K") on Sym²(ℝ^d).
+    """(λ_min, λ_max) of M̄ (tensor "M") or mat(K) (tensor "K") on Sym²(ℝ^d), certified (widened).
 
     For a unit vector v, v⊗v is a unit vector of the symmetric subspace and
     𝒯(v,v,v,v) = (v⊗v)ᵀ mat(𝒯) (v⊗v), so these enclose [λ̃_min, λ̃_max].
-    ``moments``: ``family.moment_tensors(h)`` when the caller already has them.
+    Families with a Gram form (``sym2_extremes``: the categorical) use it, at any C and without
+    C⁴ tensors (``moments`` is then ignored); others build the C²×C² matrix from
+    ``moments`` = ``family.moment_tensors(h)`` (computed when None), refusing C > MAX_C_EIG
+    before allocating.
     """
+    _basis(family, restricted, h.dtype, h.device)  # validates ``restricted``
+    if has_gram_form(family):
+        return family.sym2_extremes(h, tensor, restricted)
     C = family.C
+    if moments is None:
+        check_moment_size(family, int(math.prod(h.shape[:-1])))
     if C > MAX_C_EIG:
         raise ValueError(f"{family.name}: C = {C} > {MAX_C_EIG}; the C²×C² matrix is not formed")
     S, k4, m4 = moments if moments is not None else family.moment_tensors(h)
@@ -120,14 +177,58 @@ def eig_margin(A: torch.Tensor) -> torch.Tensor:
     return 8 * d * torch.finfo(A.dtype).eps * torch.linalg.matrix_norm(A)
 
 
+def _structured_starts(family: ExponentialFamily, h: torch.Tensor, Q: torch.Tensor | None,
+                       signs: bool = True) -> torch.Tensor:
+    """Deterministic starting directions (..., S, d): the axes e_a, the differences (e_a − e_b)/√2
+    (C ≤ 12), sign patterns (``signs``; all for C ≤ 10), the eigenvectors of Σ(h), and for d ≤ 64 the axes of
+    the optimisation space."""
+    C = family.C
+    batch = h.shape[:-1]
+    eye = torch.eye(C, dtype=h.dtype, device=h.device)
+    rows = [eye]
+    if C <= 12:
+        a, b = torch.triu_indices(C, C, 1)
+        rows.append((eye[a] - eye[b]) / math.sqrt(2.0))
+    # sign patterns σ ∈ {±1}^C (σ_0 = +1): at the softmax M(σ) = Var_p(d²) vanishes when Σ_a p_a σ_a = 0,
+    # so λ̃_min(M) is a number-partitioning problem whose near-solutions are narrow basins that random
+    # starts miss; all 2^(C−1) patterns for C ≤ 10, 256 seeded random ones beyond (minimisation only)
+    if signs and C >= 2:
+        if C <= 10:
+            bits = (torch.arange(2 ** (C - 1)).unsqueeze(-1) >> torch.arange(C - 1)) & 1
+        else:
+            bits = torch.randint(0, 2, (256, C - 1), generator=torch.Generator().manual_seed(C))
+        sg = torch.cat([torch.ones(bits.shape[0], 1, dtype=torch.long), 1 - 2 * bits], -1)
+        rows.append(sg.to(dtype=h.dtype, device=h.device) / math.sqrt(C))
+    vecs = torch.cat(rows, 0).expand(*batch, -1, C)
+    try:
+        ev = torch.linalg.eigh(family.sigma(h))[1].transpose(-1, -2)   # (..., C, C), rows = eigenvectors
+        vecs = torch.cat([vecs, ev], -2)
+    except (RuntimeError, NotImplementedError):  # pragma: no cover - a family without Σ in closed form
+        pass
+    x = vecs if Q is None else vecs @ Q
+    d = x.shape[-1]
+    if d <= 64:
+        x = torch.cat([x, torch.eye(d, dtype=h.dtype, device=h.device).expand(*batch, d, d)], -2)
+    return x
+
+
 def lambda_tilde_opt(family: ExponentialFamily, h: torch.Tensor, tensor: str, which: str,
                      shift: torch.Tensor, restricted: bool = False, n_starts: int = 16,
                      n_iter: int = 300, generator: torch.Generator | None = None,
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Optimised λ̃_min or λ̃_max of K or M by multi-start SS-HOPM.
+    """Optimised λ̃_min or λ̃_max of K or M: multi-start SS-HOPM with an adaptive shift.
 
-    Returns (values (...,), maximisers v (..., C), unit vectors).  ``shift``
-    (...,) must bound |𝒯(v,v,x,x)| for unit v, x; ``3·shift`` is used as α.
+    Returns (values (...,), optimisers v (..., C), unit vectors).  ``shift`` (...,) must bound
+    |𝒯(v,v,x,x)| for unit v, x (a certified λ̃_max(K) does).  Each step is the shifted power
+    step x ← normalise(±∇𝒯(x)/4 + αx) (Kolda & Mayo 2011); α starts at |𝒯(x₀)| and is halved
+    after an improving step and quadrupled (up to 3·shift, where the step provably improves)
+    after a rejected one, so the objective is monotone and the iteration is not slowed by a
+    worst-case shift (GEAP, Kolda & Mayo 2014).  Starts: ``n_starts`` random directions plus the
+    structured ones of :func:`_structured_starts` (axes, pairwise differences, sign patterns for
+    minimisation, eigenvectors of Σ); after n_iter/10 steps only the max(8, n_starts) best starts
+    per input are continued.
+    The value is attained at the returned unit vector, so it is an inner bound (≤ λ̃_max,
+    ≥ λ̃_min); :func:`family_constants` checks it against the certified outer bound.
     """
     if tensor not in ("M", "K") or which not in ("min", "max"):
         raise ValueError("tensor must be 'M' or 'K' and which 'min' or 'max'")
@@ -135,25 +236,48 @@ def lambda_tilde_opt(family: ExponentialFamily, h: torch.Tensor, tensor: str, wh
     d = family.C if Q is None else family.C - 1
     batch = h.shape[:-1]
     x0 = torch.randn((*batch, n_starts, d), dtype=h.dtype, device=h.device, generator=generator)
-    if d <= 32:  # also start on every axis
-        eye = torch.eye(d, dtype=h.dtype, device=h.device).expand(*batch, d, d)
-        x0 = torch.cat([x0, eye], dim=-2)
-    x = x0 / x0.norm(dim=-1, keepdim=True)
+    x0 = torch.cat([x0, _structured_starts(family, h, Q, signs=which == "min")], dim=-2)
+    nrm = x0.norm(dim=-1, keepdim=True)
+    x = torch.where(nrm > 0, x0 / nrm.clamp_min(torch.finfo(h.dtype).tiny), x0.new_zeros(()).add_(1.0 / math.sqrt(d)))
     sign = 1.0 if which == "max" else -1.0
-    alpha = (3.0 * shift + 1e-12).unsqueeze(-1).unsqueeze(-1)
     fn = family.mquad if tensor == "M" else family.m4
+    tiny = torch.finfo(h.dtype).tiny
 
     def objective(x):
         v = x if Q is None else x @ Q.T
         return fn(h, v)
 
-    for _ in range(n_iter):
+    amax = (3.0 * shift.abs()).unsqueeze(-1) * (1 + 1e-6) + tiny                    # (..., 1)
+
+    def value_grad(x):
         x = x.detach().requires_grad_(True)
-        val = objective(x)
-        (g,) = torch.autograd.grad(val.sum(), x)
-        x = sign * g / 4 + alpha * x
-        x = x / x.norm(dim=-1, keepdim=True)
+        v = objective(x)
+        (g,) = torch.autograd.grad(v.sum(), x)
+        return v.detach(), g
+
+    val, g = value_grad(x)
+    alpha = torch.minimum(val.abs() + tiny, amax.expand_as(val))
+    prune_at, keep = max(1, n_iter // 10), max(8, n_starts)
+    for it in range(n_iter):
+        if it == prune_at and x.shape[-2] > keep:
+            # after a short phase from every start, continue only the ``keep`` best per input
+            idx = (sign * val).topk(keep, dim=-1).indices
+            ix = idx.unsqueeze(-1).expand(*idx.shape, d)
+            x, g = torch.gather(x, -2, ix), torch.gather(g, -2, ix)
+            val, alpha = torch.gather(val, -1, idx), torch.gather(alpha, -1, idx)
+        with torch.no_grad():
+            y = sign * g / 4 + alpha.unsqueeze(-1) * x
+            yn = y.norm(dim=-1, keepdim=True)
+            y = torch.where(yn > 0, y / yn.clamp_min(tiny), x)
+        fy, gy = value_grad(y)       # the candidate's gradient is the next step's when it is accepted
+        with torch.no_grad():
+            ok = sign * fy >= sign * val
+            okx = ok.unsqueeze(-1)
+            x, g = torch.where(okx, y, x), torch.where(okx, gy, g)
+            val = torch.where(ok, fy, val)
+            alpha = torch.where(ok, alpha / 2, torch.minimum(4 * alpha, amax.expand_as(alpha))).clamp_min(tiny)
     with torch.no_grad():
+        x = x.detach()
         val = objective(x)
         best = val.argmax(-1) if which == "max" else val.argmin(-1)
         vbest = torch.gather(val, -1, best.unsqueeze(-1)).squeeze(-1)
@@ -199,27 +323,62 @@ def _tightest(cands: list[tuple[str, torch.Tensor]], upper: bool) -> tuple[torch
     return best.values, "/".join(sorted({names[int(i)] for i in idx}))
 
 
+def _round_out(v: torch.Tensor, dtype: torch.dtype, up: bool) -> torch.Tensor:
+    """float64 → ``dtype`` rounded toward +∞ (``up``) or −∞, so a bound stays a bound after the cast."""
+    if v.dtype == dtype:
+        return v
+    r = v.to(dtype)
+    back = r.to(v.dtype)
+    bad = (back < v) if up else (back > v)
+    if bool(bad.any()):
+        r = torch.where(bad, torch.nextafter(r, torch.full_like(r, math.inf if up else -math.inf)), r)
+    return r
+
+
 def family_constants(family: ExponentialFamily, h: torch.Tensor, restricted: bool = False,
                      optimise: bool = True, use_eig: bool | None = None, n_starts: int = 16,
                      n_iter: int = 300, seed: int = 0, moments: tuple | None = None) -> FamilyConstants:
     """All constants of THEORY §5 for natural parameters h (..., C).
 
-    ``moments``: ``family.moment_tensors(h)`` when the caller already has them (the restricted
-    and unrestricted constants of one batch share them; they are the costly part of use_eig)."""
+    Computed in float64 whatever the input dtype, and returned in the input dtype with the
+    certificates rounded outward (module docstring; ``sources["arithmetic"]``).  ``use_eig``
+    (default: C ≤ MAX_C_EIG, or any C for families with a Gram form) adds the Sym² eigen-extremes;
+    for families that need C⁴ tensors, ``use_eig=True`` at C > MAX_C_EIG is refused before
+    anything is allocated.  ``moments``: ``family.moment_tensors(h)`` when the caller already has
+    them (ignored by families with a Gram form).  The optimised ``*_opt`` values are checked
+    against the certificates: an optimised λ̃_max above the certified upper bound (or λ̃_min below
+    the lower bound) beyond rounding raises RuntimeError (it would mean a wrong certificate)."""
     h = family.check_h(h)
+    in_dtype = h.dtype
+    work = torch.float64
+    h = h.to(work)
+    if moments is not None and (has_gram_form(family) or moments[0].dtype != work):
+        moments = None if has_gram_form(family) else tuple(m.to(work) for m in moments)
+    gram = has_gram_form(family)
+    if use_eig is None:
+        use_eig = gram or family.C <= MAX_C_EIG
+    if use_eig and not gram and moments is None:
+        check_moment_size(family, int(math.prod(h.shape[:-1])))   # before any C⁴ allocation
+    eps64 = torch.finfo(work).eps
+    C = family.C
+    hmax = h.abs().amax(-1) if h.numel() else h.new_zeros(h.shape[:-1])
+    cf = CLOSED_FORM_ROUNDING * (C + 8 + hmax) * eps64           # relative widening of closed forms
     S = _sigma_matrix(family, h, restricted)
     spec = torch.linalg.eigvalsh(S)
     s_min, s_max = spec[..., 0], spec[..., -1]
     s_margin = eig_margin(S)  # the certified Σ constants widen the computed eigenvalues by it
     # closed forms that need λ_max(Σ) (Corollary R.1) get the certified, widened value
     closed = family.closed_form_constants(h, restricted=restricted, sigma_max=s_max + s_margin)
+    closed = {k: (v * (1 - cf) if k.endswith("_lower") else v * (1 + cf) if k.endswith("_upper") else v)
+              for k, v in closed.items()}
     src: dict[str, str] = {}
 
     def cands(key: str, upper: bool, extra: list[tuple[str, torch.Tensor]]):
         lst = list(extra)
         full = f"{key}_{'max' if upper else 'min'}"
-        if full in closed:
-            lst.append(("exact", closed[full]))
+        if full in closed:  # an exact value, widened by its rounding bound (issue 13 item 22)
+            v = closed[full]
+            lst.append(("exact", v + cf * v.abs() if upper else v - cf * v.abs()))
         bound = closed.get(f"{full}_upper" if upper else f"{full}_lower")
         if bound is not None:
             lst.append(("closed form", bound))
@@ -227,13 +386,15 @@ def family_constants(family: ExponentialFamily, h: torch.Tensor, restricted: boo
         src[f"{key}_{'max' if upper else 'min'}"] = name
         return val
 
-    # Σ: computed eigenvalues widened by their rounding margin; closed forms, where exact, as given.
-    sigma_min_cert = closed.get("sigma_min", (s_min - s_margin).clamp_min(0))
+    # Σ: computed eigenvalues widened by their rounding margin; exact closed forms widened by cf.
+    if "sigma_min" in closed:
+        sigma_min_cert = cands("sigma", False, [])
+    else:
+        sigma_min_cert = (s_min - s_margin).clamp_min(0)
+        src["sigma_min"] = "eigvalsh"
     sigma_max_cert = cands("sigma", True, [("eigvalsh", s_max + s_margin)])
 
-    if use_eig is None:
-        use_eig = family.C <= MAX_C_EIG
-    if use_eig and moments is None:
+    if use_eig and moments is None and not gram:
         moments = family.moment_tensors(h)
     eigM = restricted_extremes(family, h, "M", restricted, moments) if use_eig else None
     eigK = restricted_extremes(family, h, "K", restricted, moments) if use_eig else None
@@ -243,28 +404,43 @@ def family_constants(family: ExponentialFamily, h: torch.Tensor, restricted: boo
     kmax_extra = [("Sym² eig", eigK[1])] if eigK else []
     B = family.support_radius_sq(h)
     if B is not None:
-        kmax_extra.append(("Prop. 4.3", B * sigma_max_cert))
+        kmax_extra.append(("Prop. 4.3", B * sigma_max_cert * (1 + cf)))
     if not kmax_extra and "K_max" not in closed and "K_max_upper" not in closed:
         raise ValueError(f"{family.name}: no certified bound for λ̃_max(K) at C = {family.C}")
     K_max_cert = cands("K", True, kmax_extra)
-    kmin_extra = [("λ_min(Σ)²", sigma_min_cert.clamp_min(0) ** 2)]
+    kmin_extra = [("λ_min(Σ)²", sigma_min_cert.clamp_min(0) ** 2 * (1 - cf))]
     if eigK:
         kmin_extra.append(("Sym² eig", eigK[0]))
     K_min_cert = cands("K", False, kmin_extra)
-    # M = K − Σ⊗Σ
-    mmax_extra = [("Cor. 4.2", K_max_cert - sigma_min_cert.clamp_min(0) ** 2)]
+    # M = K − Σ⊗Σ (differences of certificates, widened by the rounding of the difference)
+    cor_max = K_max_cert - sigma_min_cert.clamp_min(0) ** 2
+    mmax_extra = [("Cor. 4.2", cor_max + cf * (K_max_cert + sigma_min_cert.clamp_min(0) ** 2))]
     if eigM:
         mmax_extra.append(("Sym² eig", eigM[1]))
     M_max_cert = cands("M", True, mmax_extra)
-    mmin_extra = [("M ⪰ 0", zero), ("Cor. 4.2", K_min_cert - sigma_max_cert ** 2)]
+    cor_min = K_min_cert - sigma_max_cert ** 2
+    mmin_extra = [("M ⪰ 0", zero), ("Cor. 4.2", cor_min - cf * (K_min_cert.abs() + sigma_max_cert ** 2))]
     if eigM:
         mmin_extra.append(("Sym² eig", eigM[0]))
     M_min_cert = cands("M", False, mmin_extra)
 
-    out = FamilyConstants(restricted, s_min, s_max, sigma_min_cert, sigma_max_cert,
-                          M_min_cert, M_max_cert, K_min_cert, K_max_cert, sources=src)
+    # widen in the input dtype (module docstring) and round outward
+    w_in = INPUT_ROUNDING * (C + 8) * torch.finfo(in_dtype).eps
+
+    def lo(v):
+        return _round_out(v - w_in * v.abs(), in_dtype, up=False)
+
+    def hi(v):
+        return _round_out(v + w_in * v.abs(), in_dtype, up=True)
+
+    src["arithmetic"] = ("float64" if in_dtype == work else
+                         f"float64 internally; certificates rounded outward to {str(in_dtype).replace('torch.', '')}")
+    out = FamilyConstants(restricted, s_min.to(in_dtype), s_max.to(in_dtype), lo(sigma_min_cert),
+                          hi(sigma_max_cert), lo(M_min_cert), hi(M_max_cert), lo(K_min_cert), hi(K_max_cert),
+                          sources=src)
     if optimise:
         gen = torch.Generator(device=h.device).manual_seed(seed)
+        certs = {"M_min": M_min_cert, "M_max": M_max_cert, "K_min": K_min_cert, "K_max": K_max_cert}
         for t in ("M", "K"):
             for w in ("min", "max"):
                 exact = closed.get(f"{t}_{w}")
@@ -272,5 +448,13 @@ def family_constants(family: ExponentialFamily, h: torch.Tensor, restricted: boo
                     val = exact
                 else:
                     val, _ = lambda_tilde_opt(family, h, t, w, K_max_cert, restricted, n_starts, n_iter, gen)
-                setattr(out, f"{t}_{w}_opt", val)
+                    cert = certs[f"{t}_{w}"]
+                    tol = 1e-9 * K_max_cert.abs() + 64 * eps64 * val.abs()
+                    bad = (val > cert + tol) if w == "max" else (val < cert - tol)
+                    if bool(bad.any()):
+                        raise RuntimeError(
+                            f"{family.name}: optimised λ̃_{w}({t}) = {float(val[bad].flatten()[0]):.6g} lies outside "
+                            f"its certified bound {float(cert[bad].flatten()[0]):.6g}: an internal inconsistency "
+                            "(please report it); the certified bounds are the ones to use")
+                setattr(out, f"{t}_{w}_opt", val.to(in_dtype))
     return out

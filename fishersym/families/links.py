@@ -11,12 +11,20 @@ A link that mixes outputs (``MeanLogVar``) is handled by the generic engine.
 """
 from __future__ import annotations
 
+import math
+import operator
 from typing import Sequence
 
 import sympy as sp
 import torch
 
-__all__ = ["Link", "Identity", "Scale", "MeanLogVar", "get_link", "LINKS"]
+__all__ = ["Link", "Identity", "Scale", "MeanLogVar", "get_link", "LINKS", "positive_count", "require_finite"]
+
+
+def _concrete(x: torch.Tensor) -> bool:
+    """True for a plain tensor; False inside torch.func transforms (vmap, jvp, grad), where a
+    data-dependent Python check is not allowed (the values are checked outside them)."""
+    return not torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
 class Link:
@@ -67,8 +75,8 @@ class Scale(Link):
     name = "scale"
 
     def __init__(self, c: float, c_sym: sp.Expr | None = None):
-        if not (isinstance(c, (int, float)) and c > 0):
-            raise ValueError(f"Scale link needs a positive float, got {c!r}")
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not (0 < c < float("inf")):
+            raise ValueError(f"Scale link needs a finite positive float, got {c!r}")
         self.c = float(c)
         self.c_sym = sp.nsimplify(c) if c_sym is None else c_sym
 
@@ -99,9 +107,29 @@ class MeanLogVar(Link):
     elementwise = False
 
     def __call__(self, o: torch.Tensor) -> torch.Tensor:
+        """h = (μe^{−s}, −e^{−s}/2).  Raises a ValueError (instead of returning inf, 0 or a
+        subnormal h₂ that has lost its digits) where the precision 1/σ² = e^{−s} or μ/σ² is not
+        a normal number of the dtype (issue 13 item 20)."""
         mu, s = o[..., 0], o[..., 1]
         prec = torch.exp(-s)
-        return torch.stack([mu * prec, -0.5 * prec], dim=-1)
+        h1 = mu * prec
+        if not _concrete(o):  # inside torch.func transforms: no data-dependent checks
+            return torch.stack([h1, -0.5 * prec], dim=-1)
+        fin = torch.finfo(o.dtype)
+        if not bool(torch.isfinite(o).all()):
+            raise ValueError("meanlogvar link: the model's outputs (μ, log σ²) contain non-finite values")
+        if not bool(torch.isfinite(prec).all()):
+            raise ValueError(f"meanlogvar link: the precision 1/σ² = e^(−s) overflows {o.dtype} for the "
+                             f"log-variance s = {float(s.min()):.6g} (it needs s > {-math.log(fin.max):.4g}); "
+                             "compute in float64 or keep log σ² larger (e.g. clamp it in the model)")
+        if bool((prec < fin.tiny).any()):
+            raise ValueError(f"meanlogvar link: the precision 1/σ² = e^(−s) underflows {o.dtype} (it would lose "
+                             f"its digits) for the log-variance s = {float(s.max()):.6g} (it needs s < "
+                             f"{-math.log(fin.tiny):.4g}); compute in float64 or keep log σ² smaller")
+        if not bool(torch.isfinite(h1).all()):
+            raise ValueError(f"meanlogvar link: the natural parameter h₁ = μ/σ² overflows {o.dtype} (largest "
+                             f"|μ| = {float(mu.abs().max()):.3g}); rescale the targets or compute in float64")
+        return torch.stack([h1, -0.5 * prec], dim=-1)
 
     def sym(self, o: Sequence[sp.Expr]) -> list[sp.Expr]:
         mu, s = o
@@ -125,3 +153,30 @@ def get_link(link: str | Link | None, default: Link) -> Link:
         f"unknown link {link!r}; available: 'identity', 'meanlogvar', or a Link instance "
         "(e.g. fishersym.families.links.Scale(c))"
     )
+
+
+# ---------------------------------------------------------------- validation helpers of the families
+def positive_count(value, what: str, family: str) -> int:
+    """``value`` as a positive Python int (numpy integers accepted, bools and floats refused)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{family}: {what} must be a positive integer, got the bool {value!r}")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{family}: {what} must be a positive integer, got {value!r} "
+                         f"({type(value).__name__})") from None
+    if n < 1:
+        raise ValueError(f"{family}: {what} must be a positive integer, got {n}")
+    return n
+
+
+def require_finite(x: torch.Tensor, what: str, family: str, hint) -> torch.Tensor:
+    """Raise a ValueError naming ``what`` when x overflowed (finite input, true value too large).
+    ``hint`` (the fix) is a string or a callable returning one, called only on failure.
+    Inside torch.func transforms (no data-dependent checks there) it returns x unchecked."""
+    if _concrete(x) and not bool(torch.isfinite(x).all()):
+        hint = hint() if callable(hint) else hint
+        fmax = torch.finfo(x.dtype).max
+        raise ValueError(f"{family}: {what} overflows {x.dtype} (largest finite value {fmax:.3g}); "
+                         f"the true value is not representable in this dtype. {hint}")
+    return x

@@ -12,12 +12,19 @@ stacks of ``Linear`` and elementwise activations) and "generic" (any
 per-input module via ``torch.func``; at most ``GENERIC_MAX_PARAMS``
 parameters).  ``path="auto"`` picks the fast one when it applies.  Use
 float64 for verification; results flag float32 precision loss in V₁.
+
+Every entry point leaves the model and torch's global state unchanged
+(:func:`preserve_user_state`), reads ``data`` one way (:func:`iter_data`) and
+sizes large allocations against a memory budget (:func:`check_budget`).
 """
 from .checks import GENERIC_MAX_PARAMS
 from .conditional import conditional_stats
-from .dataset import dataset_stats
+from .dataset import CentredMoments, dataset_stats, iter_data
 from .estimators import estimate
+from .guard import MemoryBudgetError, check_budget, preserve_user_state, state_fingerprint
 from .offdiag import offdiag_stats
 from .stats import StatsResult
 
-__all__ = ["conditional_stats", "dataset_stats", "estimate", "offdiag_stats", "StatsResult", "GENERIC_MAX_PARAMS"]
+__all__ = ["conditional_stats", "dataset_stats", "estimate", "offdiag_stats", "StatsResult", "GENERIC_MAX_PARAMS",
+           "iter_data", "CentredMoments", "preserve_user_state", "state_fingerprint", "check_budget",
+           "MemoryBudgetError"]

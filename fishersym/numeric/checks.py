@@ -7,10 +7,48 @@ training mode) break that and are refused with an explanation.
 """
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import nn
 
-__all__ = ["check_model", "check_params", "check_inputs", "check_batch_independent", "GENERIC_MAX_PARAMS"]
+__all__ = ["check_model", "check_params", "check_inputs", "check_batch_independent", "check_output_shape",
+           "check_count", "GENERIC_MAX_PARAMS", "MAX_COUNT", "UNSUPPORTED_DTYPES"]
+
+#: largest sample/input count accepted: every count enters the formulas as a float (1/N, 1/M), and
+#: 2⁵³ is the largest integer range float64 represents exactly (float32 holds it to 2⁻²⁴ relative)
+MAX_COUNT = 2 ** 53
+
+#: half-precision dtypes are refused up front (THEORY §3: V₁'s moment form loses every digit there)
+UNSUPPORTED_DTYPES = (torch.float16, torch.bfloat16)
+
+#: seed of the batch-independence probe's own generator (the global RNG is never touched)
+_PROBE_SEED = 0x13_26
+
+
+def check_count(value, name: str, *, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
+    """A count (n_samples, batch_size, m_inputs): any integer type (``operator.index``: Python and numpy
+    integers, 0-d integer tensors), not a bool, in [minimum, maximum]; returned as a Python int."""
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        raise TypeError(f"{name} must be an integer, got the bool {value!r}")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer (int or numpy integer), got {type(value).__name__} "
+                        f"{value!r}") from None
+    if n < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {n}")
+    if n > maximum:
+        raise ValueError(f"{name}={n} is too large: the maximum is {maximum} (2**53, the largest integer range "
+                         f"that converts to floating point exactly; {name} enters the formulas as a float)")
+    return n
+
+
+def _check_dtype(dtype: torch.dtype, what: str) -> None:
+    if dtype in UNSUPPORTED_DTYPES:
+        raise TypeError(f"{what} are {dtype}: use float32 or float64; fishersym computes in the parameters' "
+                        "dtype, and half precision loses every digit of the variances "
+                        "(convert with model.double() / x.double())")
 
 #: the generic path materialises u_i, w_i for every parameter and input
 #: (one nested forward-mode pass per parameter); above this count it refuses.
@@ -44,6 +82,7 @@ def check_params(model: nn.Module) -> dict[str, torch.Tensor]:
             continue
         if not p.is_floating_point():
             raise TypeError(f"parameter {name!r} is not floating point ({p.dtype})")
+        _check_dtype(p.dtype, f"the model's parameters ({name!r})")
         if not torch.isfinite(p).all():
             raise ValueError(f"parameter {name!r} contains non-finite values (NaN or inf)")
         params[name] = p
@@ -56,28 +95,82 @@ def check_params(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def check_inputs(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Inputs: a finite tensor with a batch dimension, cast to the parameters' dtype."""
+    """Inputs: a finite, non-empty tensor (batch, ...), detached from any autograd graph (the analysis
+    differentiates with respect to the parameters only) and cast to the parameters' dtype."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"inputs must be a torch.Tensor (batch, ...), got {type(x).__name__}")
+        hint = " (convert with torch.as_tensor(x))" if hasattr(x, "__array__") else ""
+        raise TypeError(f"inputs must be a torch.Tensor (batch, ...), got {type(x).__name__}{hint}")
     if x.dim() == 0:
-        raise ValueError("inputs need a leading batch dimension")
+        raise ValueError("inputs need a leading batch dimension: shape (batch, features); "
+                         "a single input x is x.reshape(1, -1)")
+    if x.shape[0] == 0:
+        raise ValueError(f"the batch of inputs is empty (shape {tuple(x.shape)}); pass at least one input")
     if x.is_complex():
         raise TypeError(f"inputs are complex ({x.dtype}); the engines analyse real-valued models — "
                         "pass real inputs (e.g. torch.view_as_real(x) with a model built for it)")
+    x = x.detach()
     if x.is_floating_point():
+        _check_dtype(x.dtype, "the inputs")
         if not torch.isfinite(x).all():
             raise ValueError(f"the inputs contain non-finite values (NaN or inf), shape {tuple(x.shape)}")
         x = x.to(dtype)
     return x
 
 
+def check_output_shape(out, x: torch.Tensor) -> None:
+    """The model's output for inputs x (batch, ...) must be a tensor (batch, C) (THEORY §1: one
+    categorical/exponential-family output per input).  Refuses per-position outputs (batch, T, C)
+    with the ways to analyse them."""
+    B = x.shape[0]
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the model must return a tensor of shape (batch, C), got {type(out).__name__}; "
+                        "wrap it to return the output tensor (e.g. lambda x: model(x).logits)")
+    if out.dim() == 3 and out.shape[0] == B:
+        T = out.shape[1]
+        raise ValueError(
+            f"the model returns shape {tuple(out.shape)}: one distribution per position (batch, T={T}, C), "
+            "but fishersym analyses one distribution per input, shape (batch, C). Analyse one position t "
+            "by wrapping the model, e.g. a module whose forward is `return model(x)[:, t]`; or, only when "
+            "the positions are independent given the input, flatten them into the batch "
+            "(inputs (batch·T, features) and outputs (batch·T, C)).")
+    if out.dim() != 2 or out.shape[0] != B:
+        conv = (" The inputs have shape " + str(tuple(x.shape)) + ": fishersym reads the first dimension as "
+                "the batch, so one input of F features is x.reshape(1, F) and a batch is (batch, F).")
+        raise ValueError(f"the model's output has shape {tuple(out.shape)}, expected (batch={B}, C): one row "
+                         f"of outputs per input.{conv}")
+
+
 def check_batch_independent(model: nn.Module, x: torch.Tensor, out: torch.Tensor) -> None:
-    """Refuse models whose output for one input changes with the rest of the batch."""
-    if x.shape[0] < 2:
+    """Refuse models whose output for one input changes with the rest of the batch (THEORY §2).
+
+    Two cheap probes: the whole batch in a pseudo-random order (un-permuted, it must give ``out``),
+    which catches any coupling that is not symmetric in the inputs; and a pseudo-random input and
+    the last one evaluated alone, which catches symmetric couplings (batch statistics).  The order
+    and index come from a private ``torch.Generator`` with a fixed seed (the global RNG is untouched)."""
+    B = x.shape[0]
+    if B < 2:
         return
-    with torch.no_grad():
-        single = model(x[:1])
+    g = torch.Generator().manual_seed(_PROBE_SEED)
+    perm = torch.randperm(B, generator=g)
+    if bool((perm == torch.arange(B)).all()):
+        perm = perm.roll(1)
+    r = int(torch.randint(B, (1,), generator=g))
+    perm = perm.to(x.device)
     tol = 1e-4 if out.dtype == torch.float32 else 1e-9
-    if single.shape != out[:1].shape or not torch.allclose(single, out[:1], rtol=tol, atol=tol):
-        raise ValueError("the model's output for an input depends on the other inputs of the batch "
-                         "(a batch-coupled layer?); the per-input quantities of THEORY §2 are undefined")
+    atol = tol * max(1.0, float(out.detach().abs().max()) if out.numel() else 1.0)
+
+    def differs(a, b):
+        return (not isinstance(a, torch.Tensor) or a.shape != b.shape
+                or not torch.allclose(a, b, rtol=tol, atol=atol))
+
+    msg = ("the model's output for an input depends on the other inputs of the batch (a batch-coupled "
+           "layer?); the per-input quantities of THEORY §2 are undefined")
+    with torch.no_grad():
+        permuted = model(x[perm])
+        if not isinstance(permuted, torch.Tensor) or permuted.shape != out.shape:
+            raise ValueError(msg + ": the same inputs in another order gave an output of another shape")
+        if differs(permuted[torch.argsort(perm)], out):
+            raise ValueError(msg + ": the same inputs in another order gave other outputs")
+        for i in sorted({r, B - 1}):
+            if differs(model(x[i:i + 1]), out[i:i + 1]):
+                raise ValueError(msg + f": input {i} alone gave another output than within the batch")

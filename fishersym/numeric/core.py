@@ -24,7 +24,7 @@ __all__ = ["EngineOutput", "BASE_POWER", "base_quantities", "prob_negative", "mq
            "MAX_PNEG_OUTCOMES"]
 
 #: power of the input factor a_k in each base quantity of a weight (THEORY §7)
-BASE_POWER = {"fisher": 2, "nv1": 4, "nv2": 4, "u2": 2, "w2": 4, "u2s": 2, "w2s": 4, "m4": 4}
+BASE_POWER = {"fisher": 2, "nv1": 4, "nv1_err": 4, "nv2": 4, "u2": 2, "w2": 4, "u2s": 2, "w2s": 4, "m4": 4}
 
 #: largest number of outcomes (multisets of N labels) enumerated for the exact P(Î₂ < 0)
 MAX_PNEG_OUTCOMES = 5000
@@ -43,11 +43,13 @@ class EngineOutput:
 
 
 def mquad_cancels(family: ExponentialFamily) -> bool:
-    """Whether the family's N·V₁ is a moment minus a square (precision loss in float32, THEORY §3)."""
-    flag = getattr(family, "mquad_cancels", None)
-    if flag is not None:
-        return bool(flag)
-    return bool(family.shift_invariant or type(family).mquad is ExponentialFamily.mquad)
+    """Whether the precision of N·V₁ must be measured for this family: always True now.
+
+    Kept for compatibility (callers gate :func:`~fishersym.numeric.stats.cancellation_ratio` on
+    it).  Every family returns a rounding-error bound with its N·V₁ (``quad_forms(error=True)``,
+    key ``nv1_err`` of :func:`base_quantities`), and the precision flag reads that bound, so it
+    applies to every family: a family without cancellation simply has a bound of a few ε."""
+    return True
 
 
 def base_quantities(family: ExponentialFamily, h: torch.Tensor, u: torch.Tensor,
@@ -55,15 +57,17 @@ def base_quantities(family: ExponentialFamily, h: torch.Tensor, u: torch.Tensor,
     """Base quantities for directions u, w of shape (B, K, C) at h (B, C); each (B, K).
 
     fisher = uᵀΣu, nv1 = M(u,u,u,u) = N·V₁, nv2 = wᵀΣw = N·V₂ (THEORY §3; the family's
-    ``quad_forms``), u2 = ‖u‖², w2 = ‖w‖², and for shift-invariant families u2s, w2s =
+    ``quad_forms``), nv1_err = the family's first-order bound on the absolute rounding error of the
+    computed nv1 (``quad_forms(error=True)``; same layout and input power 4 as nv1, so the fast
+    path factors it like nv1), u2 = ‖u‖², w2 = ‖w‖², and for shift-invariant families u2s, w2s =
     squared norms of the projections onto 𝟙^⊥ (THEORY §5 [beyond]).  ``w = None`` means
     w ≡ 0.  ``cdim=1`` takes u, w in the layout (B, C, K) instead (the fast path's G, D),
     reducing over the outcome axis without a transposed copy.
     """
     if cdim not in (-1, 1):
         raise ValueError(f"cdim must be -1 or 1, got {cdim}")
-    fi, nv1 = family.quad_forms(h, u, cdim)
-    out = {"fisher": fi, "nv1": nv1, "u2": (u * u).sum(cdim)}
+    fi, nv1, err = family.quad_forms(h, u, cdim, error=True)
+    out = {"fisher": fi, "nv1": nv1, "nv1_err": err, "u2": (u * u).sum(cdim)}
     if w is None:
         zero = torch.zeros_like(fi)
         out.update(nv2=zero, w2=zero)

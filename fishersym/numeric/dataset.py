@@ -15,10 +15,17 @@ kept and the per-input bound replaces E_q v_k/N.  ``input_var`` is Var_q I
 and ``input_var_upper`` Lemma 4.8's E_q[‖u_i‖⁴λ_max(Σ)²] ≥ Var_q I.
 
 Inputs are streamed batch by batch; per-parameter sums over inputs are one
-matrix product per layer on the fast path (THEORY §7).
+matrix product per layer on the fast path (THEORY §7).  Var_q I is accumulated
+in centred form (per-batch mean and M₂ = Σ (I − mean)², merged by Chan et al.'s
+exact rule, :class:`CentredMoments`), never as E[I²] − (E I)²: it is a sum of
+squares (never negative; 0 for repeated inputs up to the rounding of the mean),
+and shards of the data can be merged exactly.  ``data`` has one meaning in every
+entry point (:func:`iter_data`): a tuple (x, y) is inputs and labels, a list is
+batches.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping as _MappingABC
 from typing import Iterable, Iterator, Mapping
 
 import torch
@@ -27,52 +34,211 @@ from tqdm.auto import tqdm
 
 from ..bounds.lemma48 import lemma48_bound
 from ..families.base import ExponentialFamily
-from .checks import GENERIC_MAX_PARAMS
-from .conditional import _check_n, analyse_batch, group_trace_bounds, resolve_family, select_engine
+from .checks import GENERIC_MAX_PARAMS, check_count, check_inputs
+from .conditional import (_check_n, analyse_batch, check_group_bounds, check_sizes, group_trace_bounds,
+                          resolve_family, select_engine)
 from .core import mquad_cancels
-from .parts import batch_sums
-from .stats import StatsResult, add_derived, cancellation_ratio, resolve_groups
+from .guard import guarded
+from .parts import Part, batch_sums
+from .precision import check_inputs_count, measured_v1_error
+from .stats import StatsResult, add_derived, cancellation_ratio, rel_sd, resolve_groups
 
-__all__ = ["dataset_stats", "iter_batches"]
+__all__ = ["dataset_stats", "iter_batches", "iter_data", "CentredMoments", "DATA_FORMS"]
+
+#: the accepted forms of ``data`` (one meaning in every entry point that takes data)
+DATA_FORMS = ("a tensor of inputs (batch, ...), split into batches of batch_size; "
+              "a tuple (x, y) of two tensors with equal first dimension: inputs and labels, split alike; "
+              "a list of batches, each a tensor of inputs or an (x, y, ...) tuple (all items of one kind); "
+              "or any other iterable of such batches (e.g. a DataLoader)")
+
+
+def _n_rows(t: torch.Tensor, what: str) -> int:
+    if t.dim() == 0:
+        raise ValueError(f"{what} need a leading batch dimension, got a 0-d tensor")
+    return t.shape[0]
+
+
+def _item(item, k: int) -> tuple[str, torch.Tensor, torch.Tensor | None]:
+    """One batch of an iterable: ("tensor", x, None) or ("tuple", x, y)."""
+    if isinstance(item, torch.Tensor):
+        return "tensor", item, None
+    if isinstance(item, (tuple, list)):
+        if len(item) == 0 or not isinstance(item[0], torch.Tensor):
+            first = type(item[0]).__name__ if len(item) else "nothing"
+            raise TypeError(f"batch {k} is a {type(item).__name__} whose first element is {first}, not a tensor "
+                            "of inputs; each batch must be a tensor or an (x, y, ...) tuple of tensors")
+        x, y = item[0], (item[1] if len(item) > 1 else None)
+        if y is not None:
+            if not isinstance(y, torch.Tensor):
+                raise TypeError(f"batch {k}: the labels (second element) must be a tensor or None, "
+                                f"got {type(y).__name__}")
+            if y.dim() > 0 and x.dim() > 0 and y.shape[0] != x.shape[0]:
+                raise ValueError(f"batch {k}: the inputs have {x.shape[0]} rows but the labels {y.shape[0]}; "
+                                 "an (x, y) batch needs one label row per input")
+        return "tuple", x, y
+    hint = " (convert with torch.as_tensor)" if hasattr(item, "__array__") else ""
+    raise TypeError(f"batch {k} is a {type(item).__name__}{hint}; each batch must be a tensor or an "
+                    "(x, y, ...) tuple of tensors")
+
+
+def iter_data(data, batch_size: int = 256) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor | None]], int | None]:
+    """The one reading of ``data`` shared by every entry point (issue 13 item 3): (iterator of (x, y)
+    batches with y None when there are no labels, number of batches or None when unknown).
+
+    See :data:`DATA_FORMS`.  A tuple is always (inputs, labels); batches are given as a list (or an
+    iterable).  Ambiguous data are refused: a tuple that is not two tensors of equal first dimension,
+    a list mixing tensors and tuples, list batches of different trailing shapes (an (x, y) pair
+    passed as a list), strings, mappings and arrays."""
+    batch_size = check_count(batch_size, "batch_size")
+    if isinstance(data, torch.Tensor):
+        n = _n_rows(data, "data")
+        return ((xb, None) for xb in torch.split(data, batch_size)), -(-n // batch_size)
+    if isinstance(data, tuple):
+        if len(data) == 2 and isinstance(data[0], torch.Tensor) and (data[1] is None
+                                                                     or isinstance(data[1], torch.Tensor)):
+            x, y = data
+            n = _n_rows(x, "the inputs x of (x, y)")
+            if y is None:
+                return ((xb, None) for xb in torch.split(x, batch_size)), -(-n // batch_size)
+            if _n_rows(y, "the labels y of (x, y)") != n:
+                raise ValueError(f"data is a tuple, read as (inputs, labels), but the inputs have {n} rows and "
+                                 f"the labels {y.shape[0]}; one label row per input is needed. To pass "
+                                 "batches, use a list: [x1, x2, ...] or [(x1, y1), (x2, y2), ...]")
+            return zip(torch.split(x, batch_size), torch.split(y, batch_size)), -(-n // batch_size)
+        kinds = ", ".join(type(d).__name__ for d in data)
+        raise ValueError(f"data is a tuple of {len(data)} items ({kinds}); a tuple is read as (inputs, labels): "
+                         "two tensors with equal first dimension. To pass batches, use a list: "
+                         "[x1, x2, ...] or [(x1, y1), (x2, y2), ...]")
+    if isinstance(data, (str, bytes, _MappingABC)) or hasattr(data, "__array__"):
+        hint = " (convert with torch.as_tensor)" if hasattr(data, "__array__") else ""
+        raise TypeError(f"data is a {type(data).__name__}{hint}; expected " + DATA_FORMS)
+    try:
+        it = iter(data)
+    except TypeError:
+        raise TypeError(f"data is a {type(data).__name__}, which is not iterable; expected " + DATA_FORMS) from None
+    is_list = isinstance(data, list)
+
+    def gen():
+        kind, shape = None, None
+        for k, item in enumerate(it):
+            ikind, x, y = _item(item, k)
+            if kind is None:
+                kind = ikind
+            elif ikind != kind:
+                raise ValueError(f"the data mix batches that are tensors and batches that are tuples (batch 0 is a "
+                                 f"{kind}, batch {k} a {ikind}); give every batch as a tensor of inputs, or every "
+                                 "batch as an (x, y) tuple")
+            if is_list and x.dim() > 0:
+                if shape is None:
+                    shape = tuple(x.shape[1:])
+                elif tuple(x.shape[1:]) != shape:
+                    raise ValueError(f"the list's batches have different shapes per input ({shape} in batch 0, "
+                                     f"{tuple(x.shape[1:])} in batch {k}); a list is read as batches of inputs. "
+                                     "For inputs and labels pass a tuple (x, y)")
+            yield x, y
+
+    try:
+        n = len(data)
+    except TypeError:
+        n = None
+    return gen(), n
 
 
 def iter_batches(data, batch_size: int = 256) -> Iterator[torch.Tensor]:
-    """Input batches from a tensor (split along dim 0) or an iterable of tensors / (x, y, …) tuples."""
-    if isinstance(data, torch.Tensor):
-        if data.dim() == 0:
-            raise ValueError("data needs a leading batch dimension")
-        yield from torch.split(data, batch_size)
-        return
-    for item in data:
-        if isinstance(item, (tuple, list)):
-            item = item[0]
-        if not isinstance(item, torch.Tensor):
-            raise TypeError(f"each batch must be a tensor or an (x, y, ...) tuple of tensors, got {type(item).__name__}")
-        yield item
+    """The input batches of ``data`` (:func:`iter_data`, labels dropped)."""
+    it, _ = iter_data(data, batch_size)
+    return (x for x, _ in it)
 
 
-def _n_batches(data, batch_size: int) -> int | None:
-    if isinstance(data, torch.Tensor):
-        return -(-data.shape[0] // batch_size)
-    try:
-        return len(data)
-    except TypeError:
-        return None
+class CentredMoments:
+    """Count, mean and centred sum of squares M₂ = Σ_m (v_m − mean)² of a stream of per-input values,
+    per entry (THEORY §8: Var_q I = M₂/M).
+
+    Each batch contributes its own mean and centred M₂ (Welford's two-pass form within the batch), and
+    batches (or accumulators of other workers, :meth:`merge`) are combined by Chan et al.'s exact
+    parallel merge:  n = n_a + n_b,  δ = mean_b − mean_a,  mean = mean_a + δ·n_b/n,
+    M₂ = M₂_a + M₂_b + δ²·n_a·n_b/n.  Every term is a sum of squares: the variance is never negative
+    and 0 exactly for repeated values up to the rounding of the mean (no E[v²] − (E v)² cancellation)."""
+
+    #: elements materialised at once when a factored :class:`Part` is expanded
+    CHUNK_ELEMENTS = 1 << 21
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean: torch.Tensor | None = None
+        self.m2: torch.Tensor | None = None
+
+    def merge_stats(self, n: int, mean: torch.Tensor, m2: torch.Tensor) -> None:
+        """Merge the moments (count, mean, M₂) of another set of values (Chan et al.)."""
+        if n == 0:
+            return
+        if self.n == 0:
+            self.n, self.mean, self.m2 = n, mean.clone(), m2.clone()
+            return
+        tot = self.n + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / tot)
+        self.m2 = self.m2 + m2 + delta.square() * (self.n * n / tot)
+        self.n = tot
+
+    def merge(self, other: "CentredMoments") -> None:
+        """Merge another accumulator (e.g. another worker's shard of the data)."""
+        if other.n:
+            self.merge_stats(other.n, other.mean, other.m2)
+
+    def add(self, values: torch.Tensor) -> None:
+        """Add a batch of values (B, ...)."""
+        B = values.shape[0]
+        mean = values.mean(0)
+        self.merge_stats(B, mean, (values - mean).square_().sum(0))
+
+    def add_part(self, part: Part) -> None:
+        """Add a batch given as a :class:`Part` (values f·a^p), expanded a few rows of f at a time
+        (at most :attr:`CHUNK_ELEMENTS` values in one reused buffer): O(B·P) elementwise work."""
+        if part.a is None:
+            self.add(part.f)
+            return
+        B = part.f.shape[0]
+        f = part.f.reshape(B, -1)
+        ap = part._ap()
+        n, m = f.shape[1], ap.shape[1]
+        mean = (f.T @ ap) / B
+        m2 = torch.empty_like(mean)
+        k = max(1, min(n, self.CHUNK_ELEMENTS // max(1, B * m)))
+        buf = torch.empty(B, k, m, dtype=mean.dtype, device=mean.device)
+        for s in range(0, n, k):
+            kk = min(k, n - s)
+            v = buf[:, :kk]
+            torch.mul(f[:, s:s + kk, None], ap[:, None, :], out=v)
+            v.sub_(mean[s:s + kk]).square_()
+            torch.sum(v, 0, out=m2[s:s + kk])
+        shape = (*part.f.shape[1:], m)
+        self.merge_stats(B, mean.reshape(shape), m2.reshape(shape))
+
+    def variance(self) -> torch.Tensor:
+        """The population variance M₂/n (Var_q over the n values seen)."""
+        if self.n == 0:
+            raise ValueError("no values were added")
+        return self.m2 / self.n
 
 
-def dataset_stats(model: nn.Module, data: torch.Tensor | Iterable, family: str | ExponentialFamily,
+@guarded
+def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, family: str | ExponentialFamily,
                   n_samples: int = 1, scheme: str = "all", *, m_inputs: int | None = None, path: str = "auto",
                   optimised: bool = False, use_eig: bool | None = None,
-                  groups: Mapping[str, Iterable[str] | str] | None = None, group_bounds: bool = False,
+                  groups: Mapping[str, Iterable[str] | str] | None = None, group_bounds: bool | str = False,
                   batch_size: int = 256, progress: bool | None = None, chunk_size: int | None = None,
-                  max_params: int = GENERIC_MAX_PARAMS, sharpened: bool = True) -> StatsResult:
+                  max_params: int = GENERIC_MAX_PARAMS, sharpened: bool = True,
+                  memory_budget: int | str | None = None, precision_check: int | None = None) -> StatsResult:
     """Many-input I(θ_i), Var Î₁, Var Î₂ and bounds per parameter (shape param.shape), THEORY §8.
 
-    ``data``: a tensor of inputs or an iterable of batches (a DataLoader yielding
-    tensors or (x, y) tuples), streamed with a tqdm bar (``progress``).  Keys as
-    in :func:`conditional_stats` (no exact ``prob_neg2``; Cantelli's
+    ``data`` (one meaning in every entry point, :func:`iter_data`): a tensor of inputs; a tuple
+    (x, y) of inputs and labels (labels unused here); a list or other iterable (a DataLoader) of
+    batches, each a tensor or an (x, y, ...) tuple; streamed with a tqdm bar (``progress``).
+    Keys as in :func:`conditional_stats` (no exact ``prob_neg2``; Cantelli's
     ``prob_neg2_upper`` is given) plus ``input_var`` and ``input_var_upper``
-    (``input_var`` = E[I²] − (E I)² is accurate to about ε·E[I²] in absolute terms).
+    (``input_var`` = Var_q I accumulated in centred form, :class:`CentredMoments`: never negative,
+    and 0 for repeated inputs up to the rounding of the mean).
     ``result.groups`` sums every key over each module's parameters and over
     user ``groups``; ``group_bounds=True`` adds Theorem D.1 / Corollary 4.6;
     ``sharpened=False`` skips the 𝟙^⊥ keys (THEORY §5 [beyond]).
@@ -90,36 +256,48 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | Iterable, family: str |
         if scheme == "all":
             raise ValueError("m_inputs applies to scheme='iid' (M inputs drawn from the data); "
                              "scheme='all' uses every input of the data")
-        if isinstance(m_inputs, bool) or not isinstance(m_inputs, int) or m_inputs < 1:
-            raise ValueError(f"m_inputs must be a positive integer, got {m_inputs!r}")
+        m_inputs = check_count(m_inputs, "m_inputs")
     family = resolve_family(family)
     n_samples = _check_n(n_samples)
-    engine = select_engine(model, family, path)
+    chunk_size, max_params = check_sizes(chunk_size, max_params)
+    group_bounds, grams = check_group_bounds(group_bounds)
+    batches, n_batches = iter_data(data, batch_size)
+    engine = select_engine(model, family, path, max_params)
     members = None
     sums: dict[str, dict[str, torch.Tensor]] = {}
     gsums: dict[str, dict[str, torch.Tensor]] = {}
+    ivar: dict[str, CentredMoments] = {}
     M, canc = 0, 1.0
-    bar = tqdm(iter_batches(data, batch_size), total=_n_batches(data, batch_size), disable=progress is False
+    zero_reasons: dict[str, str] = {}
+    measured: float | None = None
+    n_check = check_inputs_count(precision_check, 8)
+    bar = tqdm(batches, total=n_batches, disable=progress is False
                if progress is not None else None, desc="dataset_stats", unit="batch", leave=False)
-    for x in bar:
+    for x, _ in bar:
         ba = analyse_batch(engine, model, x, family, n_samples, optimised=optimised, use_eig=use_eig,
-                           grams=group_bounds, chunk_size=chunk_size, max_params=max_params, sharpened=sharpened)
+                           grams=grams, chunk_size=chunk_size, max_params=max_params, sharpened=sharpened,
+                           memory_budget=memory_budget)
         M += ba.eng.h.shape[0]
+        for k, why in ba.eng.info.get("var2_zero_reason", {}).items():
+            zero_reasons.setdefault(k, why)
         if mquad_cancels(family):
             canc = max(canc, cancellation_ratio(ba.eng))
+        me = measured_v1_error(engine, model, check_inputs(x, ba.eng.h.dtype), family, ba.eng, n_check,
+                               seed=M, max_params=max_params)
+        if me is not None:
+            measured = me if measured is None else max(measured, me)
         smax2 = ba.consts.sigma_max_cert ** 2
-        memo: dict[tuple, dict[str, torch.Tensor]] = {}   # weight and bias of a layer share their rows
+        memo: dict[int, torch.Tensor] = {}   # weight and bias of a layer share their rows
         for name, d in ba.keys.items():
             fi, u2 = d["fisher"], ba.eng.parts[name]["u2"]
-            ex = memo.get((id(fi.f), id(u2.f)))
+            ex = memo.get(id(u2.f))
             if ex is None:
-                ex = memo[(id(fi.f), id(u2.f))] = {"fisher_sq": fi.f * fi.f,
-                                                    "input_var_upper": u2.square().scale(smax2).f}
-            extra = {"fisher_sq": fi.with_f(ex["fisher_sq"], 2 * fi.p),
-                     "input_var_upper": u2.with_f(ex["input_var_upper"], 2 * u2.p)}
+                ex = memo[id(u2.f)] = u2.square().scale(smax2).f
+            extra = {"input_var_upper": u2.with_f(ex, 2 * u2.p)}
             for k, s in batch_sums({**d, **extra}).items():
                 acc = sums.setdefault(k, {})
                 acc[name] = acc[name] + s if name in acc else s
+            ivar.setdefault(name, CentredMoments()).add_part(fi)
         if members is None:
             members = resolve_groups(model, list(ba.keys), groups)
         if group_bounds:
@@ -133,21 +311,10 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | Iterable, family: str |
     Mi = M if m_inputs is None else m_inputs
     # the sums are fresh tensors owned here: divide in place (same operations, no new arrays)
     mean = {k: {n: v.div_(M) for n, v in d.items()} for k, d in sums.items()}
-    # Var_q I = E[I²] − (E I)² cancels: it is accurate to about ε·E[I²] in absolute terms
-    # (documented in the docstring); values within that rounding of 0 are set to 0, and a larger
-    # negative value is an error rather than silently clamped
-    eps = torch.finfo(mean["fisher"][next(iter(mean["fisher"]))].dtype).eps
-    input_var = {}
-    for n in mean["fisher"]:
-        e2, e1 = mean["fisher_sq"][n], mean["fisher"][n]
-        v = e2 - e1 ** 2
-        if bool((v < -8 * eps * e2).any()):
-            raise FloatingPointError(f"Var_q I(θ|x) of {n!r} came out negative beyond rounding; use float64")
-        input_var[n] = v.clamp_min_(0)
+    # Var_q I from the centred accumulators (Chan's merge): a sum of squares, never negative
+    input_var = {n: acc.variance() for n, acc in ivar.items()}
     values: dict[str, dict[str, torch.Tensor]] = {}
     for k, d in mean.items():
-        if k == "fisher_sq":
-            continue
         if k.startswith("var"):
             values[k] = ({n: v.div_(M) for n, v in d.items()} if scheme == "all"
                          else {n: v.add_(input_var[n]).div_(Mi) for n, v in d.items()})
@@ -161,7 +328,7 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | Iterable, family: str |
         for k, per in values.items():
             if not k.startswith(("rel_sd", "prob_neg")):
                 d[k] = sum(per[n].sum() for n in names)
-        d["rel_sd1"], d["rel_sd2"] = d["var1"].sqrt() / d["fisher"], d["var2"].sqrt() / d["fisher"]
+        d["rel_sd1"], d["rel_sd2"] = rel_sd(d["var1"], d["fisher"]), rel_sd(d["var2"], d["fisher"])
         if group_bounds:
             tv = gsums[g]
             in_var = d["input_var"]  # Σ_i Var_q I(θ_i|x): the input term of the trace variance
@@ -172,6 +339,7 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | Iterable, family: str |
                     d[k] = v / M / M if scheme == "all" else (in_var + v / M) / Mi
         gsum[g] = d
     return StatsResult(values, kind="dataset", path=engine.path, n_samples=n_samples,
-                       dtype=next(iter(engine.params.values())).dtype, cancellation=canc, groups=gsum,
+                       dtype=next(iter(engine.params.values())).dtype, cancellation=canc, v1_rel_error_measured=measured, groups=gsum,
                        group_members=members or {},
-                       info={"path_reason": engine.reason, "n_inputs": M, "m_inputs": Mi, "scheme": scheme})
+                       info={"path_reason": engine.reason, "n_inputs": M, "m_inputs": Mi, "scheme": scheme,
+                             **({"var2_zero_reason": zero_reasons} if zero_reasons else {})})

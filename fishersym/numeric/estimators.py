@@ -13,19 +13,17 @@ THEORY §7: ∂ℓ/∂W_jk = (G_jᵀr)a_k and −∂²ℓ/∂W_jk² = (G_jᵀΣG
 """
 from __future__ import annotations
 
-from typing import Iterable
-
 import torch
 from torch import nn
-from torch.func import functional_call, jvp, vmap
 from tqdm.auto import tqdm
 
 from ..families.base import ExponentialFamily
 from .checks import GENERIC_MAX_PARAMS, check_inputs
-from .conditional import _check_n, resolve_family, select_engine
-from .generic import _auto_chunk
+from .conditional import _check_n, check_fast_inputs, check_sizes, probe_outputs, resolve_family, select_engine
+from .dataset import iter_data
+from .generic import _auto_chunk, directions
+from .guard import check_budget, guarded
 from .parts import Part
-from .safe_ad import composite_norms
 
 __all__ = ["estimate", "statistic", "Estimate"]
 
@@ -62,31 +60,23 @@ class Estimate(dict):
 
 
 def _generic(model, x, family, params, T, chunk_size):
-    """Per-input Î₁, Î₂ parts from ℓ = log_prob(t, h_θ(x)) (T: (N, B, C)) by nested jvp."""
-    allp = {k: v.detach() for k, v in model.named_parameters()}
-    buffers = dict(model.named_buffers())
+    """Per-input Î₁, Î₂ parts (T: (N, B, C) sampled statistics) from u_i, w_i of
+    :func:`.generic.directions` (nested forward mode, checked entry by entry against reverse mode):
+    for ℓ = tᵀh − F(h) (THEORY §1–§2), ∂ℓ/∂θ_i = (t − η)ᵀu_i and −∂²ℓ/∂θ_i² = u_iᵀΣu_i − (t − η)ᵀw_i."""
+    with torch.no_grad():
+        h = family.natural(model(x))
+    r = T - family.mean(h).unsqueeze(0)                       # (N, B, C)
     out1, out2 = {}, {}
     for name, p0 in params.items():
-        p0 = p0.detach()
-
-        def ell(t):
-            h = family.link(functional_call(model, {**allp, **buffers, name: t}, (x,)))
-            return family.log_prob(T, h)                   # (N, B)
-
-        def sd(e):
-            return jvp(lambda t: jvp(ell, (t,), (e,))[1], (p0,), (e,))
-
         n = p0.numel()
         k = chunk_size or _auto_chunk(x, n)
         s1, s2 = [], []
         for start in range(0, n, k):
-            idx = torch.arange(start, min(n, start + k))
-            E = torch.zeros(len(idx), n, dtype=p0.dtype)
-            E[torch.arange(len(idx)), idx] = 1.0
-            with composite_norms():  # see numeric.safe_ad
-                score, dd = vmap(sd)(E.reshape(len(idx), *p0.shape))   # (K, N, B)
-            s1.append((score * score).mean(1).T)
-            s2.append((-dd).mean(1).T)
+            idx = torch.arange(start, min(n, start + k), device=p0.device)
+            U, W = directions(model, x, family, name, idx)    # (B, K, C)
+            score = torch.einsum("nbc,bkc->nbk", r, U)
+            s1.append((score * score).mean(0))
+            s2.append(family.sigma_quad(h, U) - torch.einsum("nbc,bkc->nbk", r, W).mean(0))
         out1[name] = Part(torch.cat(s1, 1).reshape(x.shape[0], *p0.shape))
         out2[name] = Part(torch.cat(s2, 1).reshape(x.shape[0], *p0.shape))
     return out1, out2
@@ -115,41 +105,59 @@ def _fast(eng, family, params, T, estimator):
     return out
 
 
+@guarded
 def estimate(model: nn.Module, data, family: str | ExponentialFamily, estimator: str = "I1",
              n_samples: int = 1, generator: torch.Generator | None = None, *, path: str = "auto",
              per_input: bool = False, batch_size: int = 256, progress: bool | None = None,
-             chunk_size: int | None = None, max_params: int = GENERIC_MAX_PARAMS) -> Estimate:
+             chunk_size: int | None = None, max_params: int = GENERIC_MAX_PARAMS,
+             memory_budget: int | str | None = None) -> Estimate:
     """Monte Carlo estimate of the Fisher diagonal per parameter (THEORY §2, §9).
 
     ``estimator``: "I1" (squared score) or "I2" (negative Hessian) with N =
     ``n_samples`` labels drawn from the model per input (``generator`` for
-    reproducibility), or "empirical" with the observed labels (``data`` must
-    yield (x, y) pairs).  Returns {name: tensor param.shape} averaged over all
-    inputs, or (n_inputs, *param.shape) with ``per_input=True``.
+    reproducibility; without one a private generator with a fresh seed is used, so the
+    global RNG is never consumed), or "empirical" with the observed labels (``data`` must
+    carry labels: a tuple (x, y) or (x, y) batches).  ``data`` is read as in
+    :func:`.dataset.iter_data`.  Returns {name: tensor param.shape} averaged over all
+    inputs, or (n_inputs, *param.shape) with ``per_input=True``.  The sampled labels
+    (N, batch, C) are sized against ``memory_budget`` (:func:`.guard.check_budget`).
     """
-    if estimator not in ESTIMATORS:
+    if not isinstance(estimator, str) or estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     family = resolve_family(family)
-    if estimator == "empirical" and n_samples != 1:
+    if estimator == "empirical" and not (not isinstance(n_samples, bool) and n_samples == 1):
         raise ValueError("the empirical Fisher uses the one observed label per input; n_samples must be 1 "
                          f"(got {n_samples!r}); use estimator='I1' or 'I2' for sampled labels")
     n_samples = _check_n(n_samples)
-    engine = select_engine(model, family, path)
+    chunk_size, max_params = check_sizes(chunk_size, max_params)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    batches, n_batches = iter_data(data, batch_size)
+    engine = select_engine(model, family, path, max_params)
     dtype = next(iter(engine.params.values())).dtype
-    if isinstance(data, torch.Tensor):
-        if estimator == "empirical":
-            raise ValueError("the empirical Fisher needs observed labels: pass (x, y) batches")
-        batches: Iterable = ((xb, None) for xb in torch.split(data, batch_size))
-    elif isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        batches = zip(torch.split(data[0], batch_size), torch.split(data[1], batch_size))
-    else:
-        batches = ((b[0], b[1] if len(b) > 1 else None) if isinstance(b, (tuple, list)) else (b, None) for b in data)
+    if generator is None and estimator != "empirical":
+        # a private generator with a fresh nondeterministic seed: the global RNG is left alone
+        device = next(iter(engine.params.values())).device
+        generator = torch.Generator(device=device)
+        generator.seed()
     acc: dict[str, torch.Tensor] = {}
     per: dict[str, list[torch.Tensor]] = {}
     M = 0
-    for xb, yb in tqdm(batches, disable=progress is False if progress is not None else None, desc="estimate",
-                       leave=False):
+    item = torch.finfo(dtype).bits // 8
+    for xb, yb in tqdm(batches, total=n_batches, disable=progress is False if progress is not None else None,
+                       desc="estimate", leave=False):
         xb = check_inputs(xb, dtype)
+        if estimator == "empirical" and yb is None:
+            raise ValueError("the empirical Fisher needs observed labels: pass a tuple (x, y) or (x, y) batches")
+        if engine.path != "fast" or xb.dim() != 2:
+            probe_outputs(model, xb)
+        if engine.path == "fast" and xb.dim() == 2:
+            check_fast_inputs(engine, xb)
+        if estimator != "empirical":
+            B, C = xb.shape[0], family.C
+            check_budget(3 * n_samples * B * C * item,
+                         f"estimate with n_samples={n_samples} (labels and residuals of shape (N, B={B}, C={C}))",
+                         ["fewer labels per input (n_samples=)", "smaller batches (batch_size=)"], memory_budget)
         if engine.path == "fast":
             eng = engine.run(model, xb, family)
             h = eng.h
@@ -157,15 +165,13 @@ def estimate(model: nn.Module, data, family: str | ExponentialFamily, estimator:
             with torch.no_grad():
                 h = family.natural(model(xb))
         if estimator == "empirical":
-            if yb is None:
-                raise ValueError("the empirical Fisher needs observed labels: pass (x, y) batches")
             T = statistic(family, yb, dtype).unsqueeze(0)
         else:
             T = family.sample(h, n_samples, generator)
         if engine.path == "fast":
             parts = _fast(eng, family, engine.params, T, estimator)
         else:
-            p1, p2 = _generic(model, xb, family, engine.params, T, chunk_size)  # one nested jvp gives both
+            p1, p2 = _generic(model, xb, family, engine.params, T, chunk_size)  # one pass of directions() gives both
             parts = p2 if estimator == "I2" else p1
         M += h.shape[0]
         for n, part in parts.items():

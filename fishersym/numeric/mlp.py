@@ -42,8 +42,10 @@ class MLPPlan:
 
 
 def _flatten_seq(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """The modules in the order ``nn.Sequential.forward`` calls them, repeats included (a module
+    registered twice is called twice; ``named_children`` would list it once: issue 13 item 1)."""
     out = []
-    for name, m in model.named_children():
+    for name, m in model._modules.items():
         full = f"{prefix}{name}"
         if type(m) is nn.Sequential:
             out.extend(_flatten_seq(m, full + "."))
@@ -52,22 +54,78 @@ def _flatten_seq(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Modul
     return out
 
 
+#: the ``forward`` of every class the planner accepts, captured at import: a class patched later
+#: no longer computes what the plan analyses
+_FORWARD = {cls: cls.forward for cls in (nn.Sequential, nn.Linear, nn.Flatten, *SUPPORTED)}
+
+
+def _global_hooks() -> str:
+    """Name of the first global forward (pre-)hook registry that is not empty, else ''."""
+    from torch.nn.modules import module as _mm
+    for attr in ("_global_forward_pre_hooks", "_global_forward_hooks", "_global_forward_hooks_always_called"):
+        if getattr(_mm, attr, None):
+            return attr
+    return ""
+
+
+def _exact_module(name: str, m: nn.Module) -> str:
+    """Why module ``m`` may compute something other than its class's plain forward, or ''."""
+    from torch.nn.utils import parametrize
+    label = f"module {name!r} ({type(m).__name__})"
+    if parametrize.is_parametrized(m):
+        return f"{label} is parametrized (torch.nn.utils.parametrize)"
+    for attr in ("_forward_pre_hooks", "_forward_hooks"):
+        if getattr(m, attr, None):
+            return f"{label} has a forward {'pre-' if 'pre' in attr else ''}hook, which the fast path cannot see" + (
+                " (old-style weight_norm and prune use one)" if "pre" in attr else "")
+    if "forward" in vars(m) or "__call__" in vars(m):
+        return f"{label} has its forward replaced on the instance"
+    if type(m) in _FORWARD and _FORWARD[type(m)] is not type(m).forward:
+        return f"{label}: {type(m).__name__}.forward was replaced after fishersym was imported"
+    return ""
+
+
 def plan_mlp(model: nn.Module, family: ExponentialFamily) -> tuple[MLPPlan | None, str]:
-    """Decompose ``model`` for the fast path; (None, reason) when it is not supported."""
+    """Decompose ``model`` for the fast path; (None, reason) when it is not supported.
+
+    The fast path takes a model only when the plan provably is what ``model(x)`` computes
+    (issue 13 items 1, 19): an exact ``nn.Sequential`` (no subclass) of exact ``nn.Linear``
+    layers and supported elementwise modules, walked in call order (a shared activation
+    instance is applied at each place), with no forward hooks or pre-hooks (per module or
+    global), no parametrizations, no old-style ``weight_norm``/``prune`` (parameters other than
+    a Linear's ``weight``/``bias``, or a weight that is not a registered Parameter), no Linear
+    used twice and no Parameter shared by two Linears.  Anything else: (None, why)."""
     if type(model) is not nn.Sequential:
         return None, f"the model is a {type(model).__name__}, not an nn.Sequential"
     if not family.link.elementwise:
         return None, f"the link {family.link.name!r} mixes outputs (not elementwise)"
+    g = _global_hooks()
+    if g:
+        return None, f"a global forward hook is registered (torch.nn.modules.module.{g}), which the fast path cannot see"
+    for name, m in model.named_modules(remove_duplicate=False):
+        why = _exact_module(name or "<model>", m)
+        if why:
+            return None, why
     pre: list[nn.Module] = []
     linears: list[tuple[str, nn.Linear]] = []
     acts: list[list[nn.Module]] = []
+    seen_lin: dict[int, str] = {}
     for name, m in _flatten_seq(model):
         if type(m) is nn.Linear:
+            if id(m) in seen_lin:
+                return None, (f"the Linear module {seen_lin[id(m)]!r} is applied twice (also as {name!r}); "
+                              "the fast path needs a separate layer per use")
+            seen_lin[id(m)] = name
+            why = _plain_linear(name, m)
+            if why:
+                return None, why
             linears.append((name, m))
             acts.append([])
         elif type(m) in SUPPORTED:
             if isinstance(m, nn.Dropout) and m.training and m.p > 0:
                 return None, f"module {name!r} is Dropout in training mode"
+            if m._parameters or m._buffers:
+                return None, f"module {name!r} ({type(m).__name__}) holds parameters or buffers"
             (acts[-1] if linears else pre).append(m)
         elif type(m) is nn.Flatten and not linears:
             pre.append(m)
@@ -76,11 +134,38 @@ def plan_mlp(model: nn.Module, family: ExponentialFamily) -> tuple[MLPPlan | Non
             return None, f"module {name!r} ({type(m).__name__}) is not supported by the fast path {where}".rstrip()
     if not linears:
         return None, "the model has no Linear layer"
-    named = {id(p) for _, lin in linears for p in lin.parameters()}
-    for pname, p in model.named_parameters():
-        if id(p) not in named:
+    owner: dict[int, str] = {}
+    for lname, lin in linears:
+        for p in (lin.weight, lin.bias):
+            if p is None:
+                continue
+            if id(p) in owner:
+                return None, (f"the Linear layers {owner[id(p)]!r} and {lname!r} share (tie) a parameter; "
+                              "the fast path needs independent layers")
+            owner[id(p)] = lname
+    for pname, p in model.named_parameters(remove_duplicate=False):
+        if id(p) not in owner:
             return None, f"parameter {pname!r} does not belong to a Linear layer"
     return MLPPlan(pre, linears, acts), ""
+
+
+def _plain_linear(name: str, lin: nn.Linear) -> str:
+    """'' when ``lin`` computes F.linear(x, lin.weight, lin.bias) with registered Parameters only."""
+    keys = set(lin._parameters)
+    extra = keys - {"weight", "bias"}
+    if extra:
+        return (f"Linear {name!r} has parameters {sorted(extra)} (old-style weight_norm or prune?): "
+                "its weight is computed in forward, which the fast path does not analyse")
+    if not isinstance(lin._parameters.get("weight"), nn.Parameter):
+        return f"Linear {name!r} has no registered weight Parameter (its weight is computed elsewhere)"
+    b = lin._parameters.get("bias")
+    if b is not None and not isinstance(b, nn.Parameter):
+        return f"Linear {name!r} has a bias that is not a Parameter"
+    if lin._buffers:
+        return f"Linear {name!r} holds buffers {sorted(lin._buffers)} (prune's weight_mask?)"
+    if "weight" in vars(lin) or "bias" in vars(lin):
+        return f"Linear {name!r} has a plain weight/bias attribute shadowing its Parameter"
+    return ""
 
 
 def _block(mods: list[nn.Module], link=None) -> list:

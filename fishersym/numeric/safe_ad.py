@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["composite_norms", "layer_norm", "group_norm", "rms_norm", "batch_norm"]
+__all__ = ["composite_norms", "swapped", "stateless_call", "preserved_attributes", "layer_norm", "group_norm", "rms_norm", "batch_norm"]
 
 _lock = threading.RLock()
 
@@ -94,3 +94,66 @@ def composite_norms() -> Iterator[None]:
         finally:
             for k, v in saved.items():
                 setattr(F, k, v)
+
+
+@contextlib.contextmanager
+def swapped(model: torch.nn.Module, values: "dict[str, torch.Tensor]") -> Iterator[None]:
+    """Run the block with the named parameters/buffers of ``model`` replaced by ``values``, then
+    put every original object back (issue 13 item 7).
+
+    Unlike ``torch.func.functional_call`` (torch 2.13), this is exact for a module registered
+    twice or a Parameter shared by several modules (tied weights): each *object* is replaced at
+    every place it is registered (tied stays tied) and restored by identity, so the user's
+    ``nn.Parameter`` objects are never replaced by the tensors of the call.  Tensors that forward
+    pre-hooks store as plain attributes (old-style ``weight_norm``, ``prune``: ``module.weight``)
+    are restored too.  Not thread-safe (the model is shared while the block runs).
+    """
+    named: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
+    named.update(model.named_buffers(remove_duplicate=False))
+    by_id: dict[int, torch.Tensor] = {}
+    for n, v in values.items():
+        if n not in named:
+            raise KeyError(f"{n!r} is not a parameter or buffer of the model")
+        old = by_id.setdefault(id(named[n]), v)
+        if old is not v:
+            raise ValueError(f"two different values given for the tied tensor {n!r}")
+    mods = list(model.modules())                      # each module object once
+    saved: list[tuple[dict, str, torch.Tensor]] = []
+    with preserved_attributes(model):
+        try:
+            for m in mods:
+                for store in (m._parameters, m._buffers):
+                    for k, v in list(store.items()):
+                        if v is not None and id(v) in by_id:
+                            saved.append((store, k, v))
+                            store[k] = by_id[id(v)]
+            yield
+        finally:
+            for store, k, v in reversed(saved):
+                store[k] = v
+
+
+@contextlib.contextmanager
+def preserved_attributes(model: torch.nn.Module) -> Iterator[None]:
+    """Restore every module's plain tensor attributes after the block: forward pre-hooks of
+    old-style ``weight_norm`` and ``prune`` store the weight they compute as ``module.weight``
+    on each call, so a forward run by the analysis would otherwise leave its own tensor there."""
+    attrs = [(m, {k: v for k, v in vars(m).items() if isinstance(v, torch.Tensor)}) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, before in attrs:
+            d = vars(m)
+            for k in [k for k, v in d.items() if isinstance(v, torch.Tensor) and before.get(k) is not v]:
+                if k in before:
+                    d[k] = before[k]
+                else:
+                    del d[k]
+            for k, v in before.items():
+                d.setdefault(k, v)
+
+
+def stateless_call(model: torch.nn.Module, values: "dict[str, torch.Tensor]", *args):
+    """``model(*args)`` with the tensors ``values`` in place of its parameters (see :func:`swapped`)."""
+    with swapped(model, values):
+        return model(*args)

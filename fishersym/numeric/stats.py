@@ -25,7 +25,11 @@ from ..families.constants import FamilyConstants
 from .core import EngineOutput
 from .parts import Part
 
-__all__ = ["StatsResult", "per_input_keys", "cancellation_ratio", "resolve_groups", "add_derived"]
+__all__ = ["StatsResult", "per_input_keys", "cancellation_ratio", "v1_relative_error", "resolve_groups",
+           "add_derived", "PRECISION_THRESHOLD"]
+
+#: the precision flag fires when the bound on V₁'s relative rounding error exceeds this
+PRECISION_THRESHOLD = 1e-3
 
 
 def _key_power(key: str) -> int:
@@ -60,25 +64,39 @@ def per_input_keys(eng: EngineOutput, consts: FamilyConstants, sharp: FamilyCons
     return out
 
 
-def cancellation_ratio(eng: EngineOutput) -> float:
-    """max over parameters and inputs of M₄(u,u,u,u) / (N·V₁) = 1 + I²/(N·V₁) (THEORY §3).
+def v1_relative_error(eng: EngineOutput) -> float:
+    """max over parameters, inputs and entries of err/N·V₁, the bound on the relative rounding error
+    of the computed V₁ (``nv1_err`` of :func:`~fishersym.numeric.core.base_quantities`).
 
-    The moment form N·V₁ = M₄ − I² loses about log₁₀ of this ratio in
-    significant digits; the factored parts share the input factor a_k⁴, so
-    the ratio is computed on the per-row factors (once per distinct factor).
-    """
-    worst = 1.0
+    Entries with N·V₁ = 0 and err = 0 are exact (0); N·V₁ ≤ 0 with err > 0, or a NaN, count as ∞.
+    The factored parts share the input factor a_k⁴ between nv1 and nv1_err, so the ratio is taken
+    on the per-row factors (once per distinct factor)."""
+    worst = 0.0
     seen = set()
     for base in eng.parts.values():
-        nv1, fi = base["nv1"].f, base["fisher"].f
-        if (id(nv1), id(fi)) in seen or fi.numel() == 0:
+        if "nv1_err" not in base:
+            raise KeyError("engine output without 'nv1_err' (numeric.core.base_quantities provides it)")
+        nv1, err = base["nv1"].f, base["nv1_err"].f
+        if (id(nv1), id(err)) in seen or nv1.numel() == 0:
             continue
-        seen.add((id(nv1), id(fi)))
-        live = fi != 0
-        r = (nv1.clamp_min(0) + fi * fi) / nv1.clamp_min(torch.finfo(nv1.dtype).tiny)
-        # entries with I = 0 do not count (as 1, the floor); a NaN among the others drops the part
-        worst = max(worst, float(torch.where(live, r, torch.ones_like(r)).max()))
+        seen.add((id(nv1), id(err)))
+        pos = nv1 > 0
+        r = torch.where(pos, err / torch.where(pos, nv1, torch.ones_like(nv1)),
+                        torch.where((err == 0) & (nv1 == 0), torch.zeros_like(nv1), torch.full_like(nv1, math.inf)))
+        r = torch.where(torch.isnan(r) | torch.isnan(err), torch.full_like(r, math.inf), r)
+        worst = max(worst, float(r.max()))
     return worst
+
+
+def cancellation_ratio(eng: EngineOutput) -> float:
+    """The V₁ error bound expressed as an amplification of the dtype's ε: max(1, v1_relative_error/ε).
+
+    Kept for the callers that pass it to :class:`StatsResult` as ``cancellation`` (which turns it
+    back into ``v1_rel_error`` = ε·ratio); ε ≥ any bound a computed value can beat, so the floor at
+    1 loses nothing the flag uses."""
+    dtype = next((b["nv1"].f.dtype for b in eng.parts.values()), torch.float64)
+    rel = v1_relative_error(eng)
+    return max(1.0, rel / torch.finfo(dtype).eps)
 
 
 def resolve_groups(model: nn.Module, names: Iterable[str],
@@ -106,11 +124,25 @@ def resolve_groups(model: nn.Module, names: Iterable[str],
     return out
 
 
+def rel_sd(v: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+    """√V / I with the 0/0 case defined: 0 where V = 0 and I = 0 (THEORY §10).
+
+    I = uᵀΣu = 0 means Σ^½u = 0, hence (for V₁) uᵀr = 0 almost surely and N·V₁ = Var[(uᵀr)²] = 0,
+    and (for V₂) the estimator's noise wᵀr can still be non-zero: V₂ > 0 = I gives +∞ (a spread
+    infinitely larger than the value), never NaN.  A negative V (impossible for the exact value; the
+    stable family forms never produce one) is read as 0 in the square root."""
+    num = v.clamp_min(0).sqrt()
+    zero = (i == 0) & (num == 0)
+    out = torch.where(zero, torch.zeros_like(num), num / torch.where(zero, torch.ones_like(i), i))
+    return out
+
+
 def add_derived(values: dict[str, dict[str, torch.Tensor]]) -> None:
-    """Relative spreads √V/I and Cantelli's bound on P(Î₂ < 0) (THEORY §6 item 5, §10)."""
+    """Relative spreads √V/I (0/0 defined as 0, :func:`rel_sd`) and Cantelli's bound on
+    P(Î₂ < 0) (THEORY §6 item 5, §10)."""
     fisher = values["fisher"]
     for k in ("1", "2"):
-        values[f"rel_sd{k}"] = {n: values[f"var{k}"][n].sqrt().div_(fisher[n]) for n in fisher}
+        values[f"rel_sd{k}"] = {n: rel_sd(values[f"var{k}"][n], fisher[n]) for n in fisher}
     values["prob_neg2_upper"] = {n: _cantelli(values["var2"][n], fisher[n]) for n in fisher}
 
 
@@ -127,20 +159,42 @@ class StatsResult(Mapping):
     ``kind`` is "conditional" (tensors (batch, *param.shape)) or "dataset"
     (tensors param.shape).  ``groups`` maps group name → key → per-group sum
     ((batch,) or scalar), with ``n_params`` and group-level bounds.
-    ``precision_lost`` is True when the moment-minus-square form of V₁ lost
-    more than about 3 of the dtype's significant digits (THEORY §3); use
-    float64 for verification.
+    **Precision flag** (issue 13 items 6, 23).  ``v1_rel_error`` is the largest, over parameters,
+    inputs and entries, of a first-order bound on the relative rounding error of the computed
+    N·V₁ against its exact value at the computed h and u (each family's ``quad_forms(error=True)``;
+    for the softmax it covers p = softmax(h), the centring d = u − ū and the stable form
+    Σ_a p_a(d_a² − s)²).  ``precision_lost`` is True exactly when ``v1_rel_error`` > 1e-3
+    (``PRECISION_THRESHOLD``).  What it promises: when it is False, every conditional V₁ entry is
+    within relative 1e-3 (to first order in ε) of the exact V₁ for the computed Jacobians u; a
+    dataset V₁ (a mean of non-negative per-input values) inherits the same relative bound up to
+    the summation's own rounding.  When it is True at least one entry *may* be that far off (a
+    bound, not a measurement: it can fire on entries that happen to be accurate).  It does not
+    cover errors in u itself (the Jacobians, which autodiff computes to working accuracy), nor I
+    and V₂ (sums of non-negative terms, accurate to a few ε).  ``cancellation`` (= v1_rel_error/ε,
+    at least 1) and ``lost_digits`` = log₁₀ of it are kept for compatibility.
+
+    **float32** (:mod:`.precision`): the errors of float32 Jacobians are not covered by that bound,
+    and they dominate (measured on a trained digits MLP: `benchmarks/precision_flag.py`).  Float32
+    results therefore also carry ``v1_rel_error_measured``: the largest relative V₁ error of a
+    float64 re-analysis of some inputs (``precision_check=``; all inputs up to 64 in
+    :func:`conditional_stats`, 8 per batch in :func:`dataset_stats`), and ``precision_lost`` is True
+    when either number exceeds 1e-3.  It is None in float64 or with ``precision_check=0``.
     """
 
     def __init__(self, values: dict[str, dict[str, torch.Tensor]], *, kind: str, path: str, n_samples: int,
                  dtype: torch.dtype, cancellation: float, groups: dict[str, dict[str, torch.Tensor]],
-                 group_members: dict[str, list[str]], info: dict | None = None):
+                 group_members: dict[str, list[str]], info: dict | None = None,
+                 v1_rel_error_measured: float | None = None):
         self._values = values
         self.kind, self.path, self.n_samples, self.dtype = kind, path, n_samples, dtype
         self.cancellation = cancellation
         eps = torch.finfo(dtype).eps
         self.lost_digits = math.log10(cancellation) if cancellation < math.inf else math.inf
-        self.precision_lost = bool(eps * cancellation > 1e-3)
+        self.v1_rel_error = float(eps * cancellation)
+        self.v1_rel_error_measured = v1_rel_error_measured
+        self.precision_lost = bool(not (self.v1_rel_error <= PRECISION_THRESHOLD)
+                                   or (v1_rel_error_measured is not None
+                                       and not (v1_rel_error_measured <= PRECISION_THRESHOLD)))
         self.groups, self.group_members = groups, group_members
         self.info = info or {}
 

@@ -14,10 +14,12 @@ import numpy as np
 import sympy as sp
 import torch
 
+from torch import nn
+
 from ..bounds.theorem41 import theorem41_bounds
 from ..families.constants import MAX_C_EIG, family_constants
 
-__all__ = ["evaluate", "numeric_modules"]
+__all__ = ["evaluate", "numeric_modules", "check_architecture"]
 
 
 def _erf(x):
@@ -37,14 +39,145 @@ def _lamb(args, expr):
     return sp.lambdify(args, expr, modules=numeric_modules(), cse=True)
 
 
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
+               "_forward_pre_hooks_with_kwargs")
+
+
+def _module_config(m: nn.Module) -> dict:
+    """The public attributes that define what an activation module computes (``inplace``
+    and ``training`` do not change the function)."""
+    return {k: v for k, v in vars(m).items() if not k.startswith("_") and k not in ("training", "inplace")}
+
+
+def _same_activation(m: nn.Module, ref: nn.Module) -> bool:
+    """``m`` computes the activation ``ref`` (the derivation's torch module).  Softplus: the same β
+    and a linearisation threshold at least the default 20 (torch returns z for βz > threshold,
+    within e^{-20} of log(1 + e^z); a higher threshold is closer to the derivation's function)."""
+    if type(m) is not type(ref):
+        return False
+    got, want = _module_config(m), _module_config(ref)
+    if isinstance(m, nn.Softplus):
+        return got.get("beta") == want.get("beta") and got.get("threshold", 0) >= want.get("threshold", 0)
+    return got == want
+
+
+def _describe_linear(n_in: int, n_out: int, bias: bool) -> str:
+    return f"Linear({n_in}, {n_out}, bias={bias})"
+
+
+def check_architecture(net, model: nn.Module) -> None:
+    """Refuse a model that does not compute exactly the symbolic network ``net``.
+
+    The derivation holds for ``nn.Sequential(Linear(d_0, d_1), φ_1, …, Linear(d_{L-1}, d_L))``
+    (THEORY §1, §7; :mod:`fishersym.symbolic.network`): exactly 2L − 1 modules, each ``Linear``
+    with the derivation's in/out widths and bias presence, each activation of the derivation's
+    type and settings (e.g. the leaky slope, GELU's approximation, softplus' β), exactly the
+    parameters ``"{2(l-1)}.weight"`` (and ``.bias``) with the derivation's shapes, none tied to
+    another (a shared ``Linear`` or tied weight makes θ enter two layers, which the per-layer
+    derivation does not model), no forward hooks, no parametrizations (both change what forward
+    computes) and finite parameter values.  Raises TypeError (not a module) or ValueError naming
+    the first mismatch; nothing is filled in or truncated.
+    """
+    from torch.nn.modules import module as _mod
+    from torch.nn.utils import parametrize
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    want = "nn.Sequential(" + ", ".join(
+        [_describe_linear(net.widths[l - 1], net.widths[l], net.bias)
+         + (f", {type(net.activations[l - 1].torch_module()).__name__}" if l < net.L else "")
+         for l in range(1, net.L + 1)]) + ")"
+    fix = (f"this derivation is for {want} ({net!r}); build the model with "
+           "derivation.network.torch_module() or derive for the model's architecture")
+    if not isinstance(model, nn.Sequential) or type(model).forward is not nn.Sequential.forward:
+        raise ValueError(f"the model is a {type(model).__name__}, not an nn.Sequential with the standard "
+                         f"forward; {fix}")
+    layers = list(model._modules.items())  # with repeats: named_children() hides a module used twice
+    if len(layers) != 2 * net.L - 1:
+        raise ValueError(f"the model has {len(layers)} modules but the derivation's network has "
+                         f"{2 * net.L - 1} ({net.L} Linear layers and {net.L - 1} activations); {fix}")
+    for mod in model.modules():
+        hooks = [h for h in _HOOK_DICTS if getattr(mod, h, None)]
+        if hooks:
+            raise ValueError(f"the model has forward hooks ({', '.join(hooks)} on a {type(mod).__name__}); "
+                             "a hook changes what forward computes, which the derivation does not model; "
+                             "remove the hooks")
+        if parametrize.is_parametrized(mod):
+            raise ValueError(f"a {type(mod).__name__} of the model is parametrized (torch.nn.utils.parametrize): "
+                             "its weight is computed from other tensors, which the derivation does not model; "
+                             "remove the parametrization (parametrize.remove_parametrizations) first")
+    for h in ("_global_forward_hooks", "_global_forward_pre_hooks"):
+        if getattr(_mod, h, None):
+            raise ValueError("global forward hooks are registered (torch.nn.modules.module."
+                             "register_module_forward_hook); they change what forward computes; remove them")
+    seen: dict[int, str] = {}
+    for i, (key, m) in enumerate(layers):
+        if i % 2 == 0:
+            l = i // 2 + 1
+            n_in, n_out = net.widths[l - 1], net.widths[l]
+            if not isinstance(m, nn.Linear) or type(m).forward is not nn.Linear.forward:
+                raise ValueError(f"module {key!r} of the model is a {type(m).__name__}; layer {l} of the "
+                                 f"derivation is {_describe_linear(n_in, n_out, net.bias)}; {fix}")
+            has_bias = m.bias is not None
+            if (m.in_features, m.out_features, has_bias) != (n_in, n_out, net.bias):
+                raise ValueError(f"module {key!r} of the model is {_describe_linear(m.in_features, m.out_features, has_bias)}"
+                                 f" but layer {l} of the derivation is {_describe_linear(n_in, n_out, net.bias)}; {fix}")
+            if id(m) in seen:
+                raise ValueError(f"modules {seen[id(m)]!r} and {key!r} of the model are the same nn.Linear "
+                                 "instance (shared layer): its parameters enter two layers, which the derivation "
+                                 "(one independent parameter per entry) does not model; use separate layers")
+            seen[id(m)] = key
+        else:
+            act = net.activations[i // 2]
+            ref = act.torch_module()
+            if not _same_activation(m, ref):
+                got = f"{type(m).__name__}({m.extra_repr()})"
+                raise ValueError(f"module {key!r} of the model is {got} but the derivation's activation {i // 2 + 1} "
+                                 f"is {act.name} = {type(ref).__name__}({ref.extra_repr()}); {fix}")
+    expected: dict[str, tuple[int, ...]] = {}
+    for l in range(1, net.L + 1):
+        n_in, n_out = net.widths[l - 1], net.widths[l]
+        expected[f"{2 * (l - 1)}.weight"] = (n_out, n_in)
+        if net.bias:
+            expected[f"{2 * (l - 1)}.bias"] = (n_out,)
+    params = list(model.named_parameters(remove_duplicate=False))
+    by_id: dict[int, str] = {}
+    for name, t in params:
+        if name not in expected:
+            raise ValueError(f"the model has a parameter {name!r} that the derivation does not have "
+                             f"(its parameters: {', '.join(expected)}); {fix}")
+        if tuple(t.shape) != expected[name]:
+            raise ValueError(f"parameter {name!r} has shape {tuple(t.shape)} but the derivation's has "
+                             f"{expected[name]}; {fix}")
+        if id(t) in by_id:
+            raise ValueError(f"parameters {by_id[id(t)]!r} and {name!r} of the model are the same tensor "
+                             "(tied weights): the derivation treats them as independent parameters; untie them "
+                             "or derive for a network with tied parameters by hand")
+        by_id[id(t)] = name
+        if not t.is_floating_point():
+            raise TypeError(f"parameter {name!r} has dtype {t.dtype}; expected a floating-point tensor")
+        if not bool(torch.isfinite(t.detach()).all()):
+            raise ValueError(f"parameter {name!r} contains non-finite values (NaN or inf)")
+    missing = [n for n in expected if n not in dict(params)]
+    if missing:
+        raise ValueError(f"the model has no parameter(s) {missing} that the derivation needs; {fix}")
+
+
 def evaluate(D, model, x, n_samples=None, optimise: bool = True, extra: bool = False):
+    """See :meth:`fishersym.symbolic.derive.Derivation.evaluate`.  The model must compute
+    exactly the derivation's network (:func:`check_architecture`), and x must be finite."""
     net, fam = D.network, D.family
+    check_architecture(net, model)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor of shape (batch, {net.widths[0]}), got {type(x).__name__}")
     if x.dim() == 1:
         x = x.unsqueeze(0)
     if x.dim() != 2 or x.shape[-1] != net.widths[0]:
         raise ValueError(f"x must have shape (batch, {net.widths[0]}), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError("x has no inputs (batch size 0)")
+    if x.is_complex() or not bool(torch.isfinite(x).all()):
+        raise ValueError("x must be real and finite (it contains NaN, inf or complex values)")
     if isinstance(D.N, sp.Integer):
         N = int(D.N)
         if n_samples is not None and int(n_samples) != N:

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev, vmap
+from torch.func import jacrev, vmap
 
 from ..families.base import ExponentialFamily
+from ..numeric.safe_ad import stateless_call
 
 __all__ = ["label_support", "brute_force", "BruteForce", "BRUTE_MAX_PARAMS"]
 
@@ -91,7 +92,7 @@ def brute_force(model: nn.Module, x1: torch.Tensor, family: ExponentialFamily,
         return {n: c.reshape(s) for n, c, s in zip(names, torch.split(v, sizes), shapes)}
 
     def h_of(v):
-        return family.link(functional_call(model, unflatten(v), (x1,)))[0]
+        return family.link(stateless_call(model, unflatten(v), x1))[0]
 
     with torch.no_grad():
         h1 = h_of(flat)

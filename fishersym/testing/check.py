@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib
 import math
+import numbers
 import os
 import sys
 import time
@@ -162,6 +163,22 @@ def _perturbed(model: nn.Module, seed: int, eps: float) -> nn.Module:
     return m
 
 
+def _check_run_settings(max_examples, perturb) -> None:
+    """Validate the hypothesis settings of :func:`check_model` before anything runs: ``max_examples``
+    a positive integer, ``perturb`` (the largest relative perturbation, drawn from [0, perturb]) a
+    finite number ≥ 0.  Hypothesis' own errors for these are about its internals, not the call."""
+    if isinstance(max_examples, bool) or not isinstance(max_examples, numbers.Integral):
+        raise TypeError(f"max_examples must be a positive integer, got {max_examples!r}")
+    if max_examples < 1:
+        raise ValueError(f"max_examples must be a positive integer (examples per property), got {max_examples}; "
+                         "use properties=[...] to skip properties")
+    if isinstance(perturb, bool) or not isinstance(perturb, numbers.Real):
+        raise TypeError(f"perturb must be a number >= 0, got {perturb!r}")
+    if not math.isfinite(float(perturb)) or perturb < 0:
+        raise ValueError(f"perturb must be a finite number >= 0 (the largest relative perturbation of the "
+                         f"parameters and inputs; 0 checks the model as given), got {perturb!r}")
+
+
 def check_model(model: nn.Module | str, family: str | ExponentialFamily | None = None,
                 inputs: torch.Tensor | None = None, *, input_shape: Sequence[int] | None = None,
                 n_samples: int = 1, max_examples: int = 5, perturb: float = 0.3,
@@ -174,6 +191,7 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
     is checked; hypothesis perturbs parameters (relative scale ``perturb``)
     and inputs around them.  The model is analysed in float64 (a copy).
     """
+    _check_run_settings(max_examples, perturb)
     notes = []
     if isinstance(model, str):
         label = model
@@ -213,12 +231,12 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
         fn = PROPERTIES[name]
         count = {"n": 0}
         reports: list[str] = []
-        n_ex = min(max_examples, DEFAULT_EXAMPLES.get(name, max_examples))
+        n_ex = int(min(max_examples, DEFAULT_EXAMPLES.get(name, max_examples)))
 
         @settings(max_examples=n_ex, derandomize=True, database=None, deadline=None, print_blob=False,
                   phases=[Phase.explicit, Phase.generate, Phase.shrink],
                   suppress_health_check=list(HealthCheck))
-        @given(st.integers(0, 2 ** 31 - 1), st.floats(0.0, perturb), st.floats(0.0, perturb))
+        @given(st.integers(0, 2 ** 31 - 1), st.floats(0.0, float(perturb)), st.floats(0.0, float(perturb)))
         def run(s, eps_p, eps_x):
             count["n"] += 1
             m = _perturbed(model, s, eps_p) if eps_p > 0 else model

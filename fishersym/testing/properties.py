@@ -415,7 +415,11 @@ def symbolic_spec(model: nn.Module) -> tuple[list[int], list] | None:
 
 def check_symbolic_numeric(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 1,
                            rtol: float = 1e-10, result=None, max_params: int = 40) -> None:
-    """SymPy's closed forms (fishersym.symbolic) evaluated at the model equal the numeric engine."""
+    """SymPy's closed forms (fishersym.symbolic) evaluated at the model equal the numeric engine.
+
+    :class:`NotApplicable` when the model is no Sequential MLP the engine expresses, is too large,
+    or is refused by :func:`fishersym.symbolic.evaluate.check_architecture` (a Linear used twice,
+    tied weights, hooks, parametrizations: the per-layer derivation does not model them)."""
     spec = symbolic_spec(model)
     if spec is None:
         raise NotApplicable("the symbolic engine expresses nn.Sequential MLPs of Linear and supported activations")
@@ -423,8 +427,13 @@ def check_symbolic_numeric(model: nn.Module, family: ExponentialFamily, x: torch
     if P > max_params:
         raise NotApplicable(f"{P} parameters > {max_params}: symbolic derivation skipped (size)")
     from .. import symbolic
+    from ..symbolic.evaluate import check_architecture
     widths, acts = spec
     net = symbolic.mlp(widths, acts if acts else "identity")
+    try:  # before deriving: a shared/tied Linear, hooks or parametrizations pass symbolic_spec (issue 13)
+        check_architecture(net, model)
+    except ValueError as exc:
+        raise NotApplicable(f"the symbolic derivation does not model this network: {exc}") from exc
     D = symbolic.derive(net, family, n_samples=n_samples)
     sym = D.evaluate(model, x, n_samples=n_samples, optimise=False)
     r = result or _stats(model, x, family, n_samples)

@@ -186,3 +186,159 @@ def cases(family_names: Sequence[str] | None = None, depth: tuple[int, int] = (1
         x = draw(inputs((arch.in_dim,), bound, batch))
         return Case(arch, build_mlp(arch, vals), fam, x, draw(n_samples(max_n)))
     return build()
+
+
+# ---------------------------------------------------------------------------- reliability fuzzing
+# (issue 13: shared modules, tied weights, saturated outputs, random families, float32/float64)
+
+#: model structures of :func:`shared_module_mlps`
+#:
+#: * ``plain``: ``Sequential(Linear, act, …, Linear)``, 1–3 Linear layers, one module per position;
+#: * ``shared_activation``: two hidden layers with **one** activation instance at both positions
+#:   (``act = nn.Tanh(); Sequential(l1, act, l2, act, l3)``, the idiom of issue 13 item 1);
+#: * ``shared_linear``: one square ``Linear`` applied twice (``Sequential(l, a1, l, a2, out)``);
+#: * ``shared_output``: one square ``Linear`` as the first and the last layer
+#:   (``Sequential(l, act, l)``, input width = hidden width = output width);
+#: * ``tied_weights``: distinct square ``Linear`` modules whose weights are one ``nn.Parameter``
+#:   (``l2.weight = l1.weight``), biases separate.
+STRUCTURES = ("plain", "shared_activation", "shared_linear", "shared_output", "tied_weights")
+
+#: largest |raw output| a family is driven to: the softmax/sigmoid saturate (logit gaps past the
+#: float32 ≈ 17 and float64 ≈ 37 thresholds of issue 13 item 2), the Gaussian mean is linear;
+#: the Poisson log-rate and the meanvar log-variance stay moderate (rates ≤ e⁵ ≈ 148, σ² ∈ [e⁻⁵, e⁵])
+SATURATING_FAMILIES = {"categorical": 50.0, "bernoulli": 50.0, "gaussian": 50.0,
+                       "poisson": 5.0, "gaussian_meanvar": 5.0}
+
+
+@dataclass
+class FuzzModel:
+    """A generated model with its structure name (see :data:`STRUCTURES`)."""
+
+    structure: str
+    model: nn.Sequential
+    in_dim: int
+    out_dim: int
+
+    def __repr__(self) -> str:
+        ids: dict[int, str] = {}
+        for n, p in self.model.named_parameters():
+            ids.setdefault(id(p), n)
+        mods = []
+        first: dict[int, int] = {}
+        for i, m in enumerate(self.model):
+            tag = f"={first[id(m)]}" if id(m) in first else ""
+            first.setdefault(id(m), i)
+            mods.append(f"{i}:{m!r}{tag}")
+        params = {n: p.detach().tolist() for n, p in self.model.named_parameters()}
+        tied = [f"{n} is {ids[id(p)]}" for n, p in self.model.named_parameters(remove_duplicate=False)
+                if ids[id(p)] != n]
+        return (f"FuzzModel({self.structure}, dtype={next(self.model.parameters()).dtype}, "
+                f"training={self.model.training}, modules=[{', '.join(mods)}], tied={tied},\n"
+                f"          parameters={params})")
+
+
+def fuzz_family_specs(max_classes: int = 6) -> st.SearchStrategy[tuple[str, dict]]:
+    """(name, params) over every family with random valid parameters: categorical with
+    C ∈ 2..``max_classes``, bernoulli, gaussian with C ∈ {1, 2}, a random σ² ∈ [0.05, 20]
+    (log-uniform-ish) and either link, poisson with C ∈ {1, 2}, gaussian_meanvar."""
+    sigma2 = st.floats(-3.0, 3.0).map(lambda t: float(np.exp(t)))
+    specs = {
+        "categorical": st.fixed_dictionaries({"C": st.integers(2, max_classes)}),
+        "bernoulli": st.just({}),
+        "gaussian": st.fixed_dictionaries({"C": st.integers(1, 2), "sigma2": sigma2},
+                                          optional={"link": st.just("mean")}),
+        "poisson": st.fixed_dictionaries({"C": st.integers(1, 2)}),
+        "gaussian_meanvar": st.just({}),
+    }
+    return st.sampled_from(sorted(specs)).flatmap(lambda n: specs[n].map(lambda p: (n, p)))
+
+
+def saturated_scales(cap: float = 50.0) -> st.SearchStrategy[float | None]:
+    """The largest |raw output| to rescale a model's last layer to, or None (leave as drawn).
+
+    Mostly saturating targets: logit magnitudes past float32's (≈ 17) and float64's (≈ 37)
+    thresholds where 1 − Σp² rounds to 0 (issue 13 item 2), plus moderate ones; clipped to ``cap``."""
+    targets = [0.5, 3.0, 10.0, 17.0, 20.0, 30.0, 37.0, 40.0, 50.0]
+    return st.one_of(st.none(), st.sampled_from([t for t in targets if t <= cap] or [cap]),
+                     st.floats(0.1, cap))
+
+
+def _linear(n_in: int, n_out: int, dtype: torch.dtype, bias: bool = True) -> nn.Linear:
+    return nn.Linear(n_in, n_out, bias=bias, dtype=dtype)
+
+
+def shared_module_mlps(out_dim: int, in_dim: tuple[int, int] = (1, 4), widths: tuple[int, int] = (1, 8),
+                       structures: Sequence[str] | None = None, activation_names: Sequence[str] | None = None,
+                       bound: float = 1.5, dtype: torch.dtype = torch.float64) -> st.SearchStrategy[FuzzModel]:
+    """Small MLPs (≤ 3 Linear applications, ≤ ``widths[1]`` units) of the :data:`STRUCTURES`:
+    shared activation instances, one Linear used twice, tied weights, or plain.  Parameter values
+    are drawn per distinct parameter (:func:`elements`, |v| ≤ ``bound``), so tied entries stay tied."""
+    structures = list(structures) if structures is not None else list(STRUCTURES)
+    unknown = set(structures) - set(STRUCTURES)
+    if unknown:
+        raise ValueError(f"unknown structures {sorted(unknown)}; available: {STRUCTURES}")
+
+    @st.composite
+    def build(draw):
+        kind = draw(st.sampled_from(structures))
+        act = lambda: ACTIVATIONS[draw(activations(activation_names))]()  # noqa: E731
+        if kind == "plain":
+            d = draw(st.integers(1, 3))
+            dims = [draw(st.integers(*in_dim))] + [draw(st.integers(*widths)) for _ in range(d - 1)] + [out_dim]
+            layers: list[nn.Module] = []
+            for i in range(d):
+                layers.append(_linear(dims[i], dims[i + 1], dtype))
+                if i < d - 1:
+                    layers.append(act())
+            d_in = dims[0]
+        elif kind == "shared_activation":
+            d_in, w1, w2 = draw(st.integers(*in_dim)), draw(st.integers(*widths)), draw(st.integers(*widths))
+            a = act()
+            layers = [_linear(d_in, w1, dtype), a, _linear(w1, w2, dtype), a, _linear(w2, out_dim, dtype)]
+        elif kind == "shared_linear":
+            d_in = draw(st.integers(*widths))
+            lin = _linear(d_in, d_in, dtype)
+            a1 = act()
+            a2 = a1 if draw(st.booleans()) else act()
+            layers = [lin, a1, lin, a2, _linear(d_in, out_dim, dtype)]
+        elif kind == "shared_output":
+            d_in = out_dim
+            lin = _linear(out_dim, out_dim, dtype)
+            layers = [lin, act(), lin]
+        else:  # tied_weights
+            d_in = draw(st.integers(*widths))
+            l1, l2 = _linear(d_in, d_in, dtype), _linear(d_in, d_in, dtype)
+            l2.weight = l1.weight
+            layers = [l1, act(), l2, act(), _linear(d_in, out_dim, dtype)]
+        model = nn.Sequential(*layers)
+        elems = elements(bound)
+        with torch.no_grad():
+            for _, p in model.named_parameters():  # distinct parameters only
+                vals = draw(arrays(np.float64, tuple(p.shape), elements=elems))
+                p.copy_(torch.as_tensor(vals, dtype=dtype))
+        if draw(st.booleans()):
+            model.eval()
+        return FuzzModel(kind, model, d_in, out_dim)
+    return build()
+
+
+def rescale_outputs(model: nn.Sequential, x: torch.Tensor, target: float | None, cap: float) -> float:
+    """Scale the last Linear layer (weight and bias, in place) so that max |model(x)| becomes
+    ``target`` (None: unchanged), and in any case at most ``cap``; returns the factor applied."""
+    last = model[len(model) - 1]
+    if not isinstance(last, nn.Linear):
+        raise TypeError(f"the last module must be an nn.Linear, got {type(last).__name__}")
+    with torch.no_grad():
+        m = float(model(x).abs().max()) if x.shape[0] else 0.0
+        if not np.isfinite(m) or m == 0.0:
+            return 1.0
+        want = m if target is None else target
+        factor = min(want, cap) / m
+        last.weight.mul_(factor)
+        if last.bias is not None:
+            last.bias.mul_(factor)
+    return factor
+
+
+__all__ += ["STRUCTURES", "SATURATING_FAMILIES", "FuzzModel", "fuzz_family_specs", "saturated_scales",
+            "shared_module_mlps", "rescale_outputs"]

@@ -1,0 +1,64 @@
+"""Measured precision of V₁ in float32 (issue 13 items 6, 23; THEORY §3).
+
+:attr:`.stats.StatsResult.v1_rel_error` bounds the rounding of the family's forms *given* the
+Jacobians u.  In float32 the Jacobians themselves carry rounding errors from the forward and
+backward passes, and V₁ = M(u,u,u,u) amplifies them wherever V₁ is small against I² (THEORY §3):
+on a trained digits MLP, float32 V₁ entries were off by up to 100 % while the bound stayed
+below 1e-3.  No cheap a-priori bound covers that, so float32 results are *measured*: the same
+analysis runs in float64 on a float64 copy of the model for a few inputs (chosen by a private
+generator; never the global RNG), and the largest relative error of V₁ over their entries is
+reported as ``result.v1_rel_error_measured``.  ``precision_lost`` fires when either number
+exceeds 1e-3.  Float64 results need no measurement (their u are accurate to a few ε relative to
+the terms that form them) and report ``None``.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..families.base import ExponentialFamily
+from .core import EngineOutput
+
+__all__ = ["measured_v1_error", "check_inputs_count"]
+
+
+def check_inputs_count(precision_check: int | None, default: int) -> int:
+    """``precision_check``: None (the default count), or a non-negative int (0 turns it off)."""
+    if precision_check is None:
+        return default
+    if isinstance(precision_check, bool) or not isinstance(precision_check, int) or precision_check < 0:
+        raise ValueError(f"precision_check must be None or an integer >= 0 (inputs re-analysed in float64 to "
+                         f"measure float32 precision; 0 turns it off), got {precision_check!r}")
+    return precision_check
+
+
+def measured_v1_error(engine, model: nn.Module, x: torch.Tensor, family: ExponentialFamily,
+                      eng: EngineOutput, k: int, seed: int = 0, max_params: int | None = None) -> float | None:
+    """Largest relative error of the float32 N·V₁ entries of ``eng`` against a float64 re-analysis of
+    ``k`` of the inputs ``x`` (None when the parameters are float64 or ``k`` is 0).
+
+    The relative error is taken over the entries whose float64 V₁ is positive; an entry with a float64
+    V₁ of exactly 0 and a non-zero float32 value counts as a relative error of 1."""
+    if eng.h.dtype == torch.float64 or k <= 0 or x.shape[0] == 0:
+        return None
+    from .conditional import select_engine  # local import: conditional imports this module
+    from .checks import GENERIC_MAX_PARAMS
+    B = x.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(B, generator=gen)[: min(k, B)].sort().values
+    m64 = copy.deepcopy(model).double()
+    e64 = select_engine(m64, family, engine.path, max_params or GENERIC_MAX_PARAMS)
+    x64 = x[idx].double() if x.is_floating_point() else x[idx]
+    out = e64.run(m64, x64, family, max_params=max_params or GENERIC_MAX_PARAMS)
+    worst = 0.0
+    for name, base in out.parts.items():
+        ref = base["nv1"].materialize()
+        got = eng.parts[name]["nv1"].materialize()[idx.to(ref.device)].double()
+        pos = ref > 0
+        if bool(pos.any()):
+            worst = max(worst, float(((got - ref).abs()[pos] / ref[pos]).max()))
+        if bool(((ref == 0) & (got != 0)).any()):
+            worst = max(worst, 1.0)
+    return worst
