@@ -3,9 +3,9 @@
 The MLP benchmark of issue 3 (784-128-64-32-10 sigmoid, categorical, 256 inputs, float64, one
 thread): ``dataset_stats`` at the paper's scope (``use_eig=False, sharpened=False``) and with the
 defaults, for the working tree's ``fishersym`` and an older copy importable as another package
-name (e.g. ``git worktree add /tmp/base REV && cp -r /tmp/base/fishersym /tmp/oldpkg/fishersym_old``):
+name (e.g. ``git worktree add /tmp/base REV && cp -r /tmp/base/fishersym /tmp/oldver/fishersym_old``):
 
-    .venv/bin/python benchmarks/compare_versions.py --old-path /tmp/oldpkg --old-name fishersym_old
+    .venv/bin/python benchmarks/compare_versions.py --old-path /tmp/oldver --old-name fishersym_old
 """
 from __future__ import annotations
 
@@ -26,9 +26,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=11)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    sys.path.insert(0, args.old_path)
-    new = importlib.import_module("fishersym.numeric")
+    new = importlib.import_module("fishersym.numeric")          # before the old copy's folder is on the path
+    sys.path.append(args.old_path)
     old = importlib.import_module(f"{args.old_name}.numeric")
+    print(f"new: {new.__file__}\nold: {old.__file__}")
     fam_new = importlib.import_module("fishersym.families").get("categorical", C=10)
     fam_old = importlib.import_module(f"{args.old_name}.families").get("categorical", C=10)
     torch.manual_seed(0)

@@ -193,8 +193,15 @@ class CentredMoments:
         self.merge_stats(B, mean, (values - mean).square_().sum(0))
 
     def add_part(self, part: Part) -> None:
-        """Add a batch given as a :class:`Part` (values f·a^p), expanded a few rows of f at a time
-        (at most :attr:`CHUNK_ELEMENTS` values in one reused buffer): O(B·P) elementwise work."""
+        """Add a batch given as a :class:`Part` (values f·a^p) without expanding it where that is safe.
+
+        Per entry, S₁ = Σ_b f_b a_b^p and S₂ = Σ_b f_b² a_b^{2p} are one matrix product each (THEORY §7)
+        and M₂ = S₂ − S₁²/B.  That difference cancels: its rounding error is at most
+        γ·S₂ with γ = (2B + 8)ε (two sums of B non-negative terms, S₁²/B ≤ S₂ by Cauchy–Schwarz).
+        Entries whose relative error bound γ·S₂/M₂ exceeds √ε (near-constant values, e.g. repeated
+        inputs, where M₂ ≈ 0) are recomputed by the two-pass form Σ_b (v_b − mean)² on the expanded
+        rows of f that hold them (chunks of at most :attr:`CHUNK_ELEMENTS` values).  So every M₂ has
+        relative error at most max(√ε, (B + 4)ε) and is never negative."""
         if part.a is None:
             self.add(part.f)
             return
@@ -202,16 +209,19 @@ class CentredMoments:
         f = part.f.reshape(B, -1)
         ap = part._ap()
         n, m = f.shape[1], ap.shape[1]
-        mean = (f.T @ ap) / B
-        m2 = torch.empty_like(mean)
-        k = max(1, min(n, self.CHUNK_ELEMENTS // max(1, B * m)))
-        buf = torch.empty(B, k, m, dtype=mean.dtype, device=mean.device)
-        for s in range(0, n, k):
-            kk = min(k, n - s)
-            v = buf[:, :kk]
-            torch.mul(f[:, s:s + kk, None], ap[:, None, :], out=v)
-            v.sub_(mean[s:s + kk]).square_()
-            torch.sum(v, 0, out=m2[s:s + kk])
+        s1 = f.T @ ap
+        s2 = (f * f).T @ (ap * ap)
+        mean = s1 / B
+        m2 = s2 - s1 * mean
+        eps = torch.finfo(m2.dtype).eps
+        risky = m2 <= (2 * B + 8) * eps / eps ** 0.5 * s2          # γ·S₂/M₂ > √ε (or M₂ ≤ 0)
+        rows = torch.nonzero(risky.any(1)).flatten()
+        if rows.numel():
+            k = max(1, min(rows.numel(), self.CHUNK_ELEMENTS // max(1, B * m)))
+            for s in range(0, rows.numel(), k):
+                r = rows[s:s + k]
+                v = f[:, r, None] * ap[:, None, :]
+                m2[r] = (v - mean[r]).square_().sum(0)
         shape = (*part.f.shape[1:], m)
         self.merge_stats(B, mean.reshape(shape), m2.reshape(shape))
 
