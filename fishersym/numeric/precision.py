@@ -37,7 +37,8 @@ def check_inputs_count(precision_check: int | None, default: int) -> int:
 def measured_v1_error(engine, model: nn.Module, x: torch.Tensor, family: ExponentialFamily,
                       eng: EngineOutput, k: int, seed: int = 0, max_params: int | None = None) -> float | None:
     """Largest relative error of the float32 N·V₁ entries of ``eng`` against a float64 re-analysis of
-    ``k`` of the inputs ``x`` (None when the parameters are float64 or ``k`` is 0).
+    ``k`` of the inputs ``x`` (None when the parameters are float64, ``k`` is 0 or the model cannot be
+    deep-copied; then only the a-priori bound ``v1_rel_error`` backs ``precision_lost``).
 
     The relative error is taken over the entries whose float64 V₁ is positive; an entry with a float64
     V₁ of exactly 0 and a non-zero float32 value counts as a relative error of 1."""
@@ -48,7 +49,10 @@ def measured_v1_error(engine, model: nn.Module, x: torch.Tensor, family: Exponen
     B = x.shape[0]
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(B, generator=gen)[: min(k, B)].sort().values
-    m64 = copy.deepcopy(model).double()
+    try:
+        m64 = copy.deepcopy(model).double()
+    except Exception:  # a model that cannot be copied: the measurement is unavailable (reported as None)
+        return None
     e64 = select_engine(m64, family, engine.path, max_params or GENERIC_MAX_PARAMS)
     x64 = x[idx].double() if x.is_floating_point() else x[idx]
     out = e64.run(m64, x64, family, max_params=max_params or GENERIC_MAX_PARAMS)
