@@ -13,13 +13,13 @@ everything is invariant to u ↦ u + c𝟙: the sharpened bounds work on 𝟙^�
 """
 from __future__ import annotations
 
-import operator
 from typing import Sequence
 
 import sympy as sp
 import torch
 
 from .base import ExponentialFamily, Support, batch_shape
+from .._checks import as_count
 from .links import Link, get_link
 
 __all__ = ["Categorical"]
@@ -31,16 +31,11 @@ class Categorical(ExponentialFamily):
     shift_invariant = True
 
     def __init__(self, C: int = 10, link: str | Link | None = None):
-        if isinstance(C, bool):
-            raise TypeError(f"categorical: C must be an integer >= 2, got the bool {C!r}")
         try:
-            C = operator.index(C)                         # numpy integers accepted (issue 13 item 22)
-        except TypeError:
-            raise ValueError(f"categorical: needs C >= 2 classes (an integer), got {C!r} "
-                             f"({type(C).__name__})") from None
-        if C < 2:
+            C = as_count(C, "C", minimum=2, prefix="categorical: ", non_integer=ValueError)  # numpy ints too
+        except ValueError:
             raise ValueError(f"categorical: needs C >= 2 classes (an integer), got {C!r}; "
-                             "for two classes with one logit use 'bernoulli'")
+                             "for two classes with one logit use 'bernoulli'") from None
         super().__init__(C, get_link(link, None) if link is not None else None)
 
     def log_partition_sym(self, h: Sequence[sp.Expr]) -> sp.Expr:

@@ -12,11 +12,12 @@ A link that mixes outputs (``MeanLogVar``) is handled by the generic engine.
 from __future__ import annotations
 
 import math
-import operator
 from typing import Sequence
 
 import sympy as sp
 import torch
+
+from .._checks import as_count
 
 __all__ = ["Link", "Identity", "Scale", "MeanLogVar", "get_link", "LINKS", "positive_count", "require_finite"]
 
@@ -157,17 +158,9 @@ def get_link(link: str | Link | None, default: Link) -> Link:
 
 # ---------------------------------------------------------------- validation helpers of the families
 def positive_count(value, what: str, family: str) -> int:
-    """``value`` as a positive Python int (numpy integers accepted, bools and floats refused)."""
-    if isinstance(value, bool):
-        raise TypeError(f"{family}: {what} must be a positive integer, got the bool {value!r}")
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{family}: {what} must be a positive integer, got {value!r} "
-                         f"({type(value).__name__})") from None
-    if n < 1:
-        raise ValueError(f"{family}: {what} must be a positive integer, got {n}")
-    return n
+    """``value`` as a positive Python int (numpy integers accepted, bools and floats refused): the
+    package's one count validator (:func:`fishersym._checks.as_count`), with the family's name."""
+    return as_count(value, what, prefix=f"{family}: ", non_integer=ValueError)
 
 
 def require_finite(x: torch.Tensor, what: str, family: str, hint) -> torch.Tensor:

@@ -7,41 +7,23 @@ training mode) break that and are refused with an explanation.
 """
 from __future__ import annotations
 
-import operator
 
 import torch
+
+from .._checks import MAX_COUNT, as_count
 from torch import nn
 
 __all__ = ["check_model", "check_params", "check_inputs", "check_batch_independent", "check_output_shape",
            "check_count", "GENERIC_MAX_PARAMS", "MAX_COUNT", "UNSUPPORTED_DTYPES"]
 
-#: largest sample/input count accepted: every count enters the formulas as a float (1/N, 1/M), and
-#: 2⁵³ is the largest integer range float64 represents exactly (float32 holds it to 2⁻²⁴ relative)
-MAX_COUNT = 2 ** 53
+#: counts (n_samples, batch_size, …): one validator for the whole package
+check_count = as_count
 
 #: half-precision dtypes are refused up front (THEORY §3: V₁'s moment form loses every digit there)
 UNSUPPORTED_DTYPES = (torch.float16, torch.bfloat16)
 
 #: seed of the batch-independence probe's own generator (the global RNG is never touched)
 _PROBE_SEED = 0x13_26
-
-
-def check_count(value, name: str, *, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
-    """A count (n_samples, batch_size, m_inputs): any integer type (``operator.index``: Python and numpy
-    integers, 0-d integer tensors), not a bool, in [minimum, maximum]; returned as a Python int."""
-    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
-        raise TypeError(f"{name} must be an integer, got the bool {value!r}")
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer (int or numpy integer), got {type(value).__name__} "
-                        f"{value!r}") from None
-    if n < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {n}")
-    if n > maximum:
-        raise ValueError(f"{name}={n} is too large: the maximum is {maximum} (2**53, the largest integer range "
-                         f"that converts to floating point exactly; {name} enters the formulas as a float)")
-    return n
 
 
 def _check_dtype(dtype: torch.dtype, what: str) -> None:
