@@ -80,7 +80,15 @@ def brute_rule(module: nn.Module, x: torch.Tensor, K: int = 3, seed: int = 0) ->
     G = torch.randn((B, C) + ysh, generator=gen)
     Rl = rule.curvature(module, cache, G)
     if rule.piecewise_linear:
-        assert Rl is None
+        assert Rl is None and rule.second_order_rows(module, cache, G) is None
+    elif Rl is None:
+        # a non-elementwise layer (LayerNorm): Σ_k R_k F_k F_kᵀ is the full Hessian of G_a·y in x, as matrices
+        F, R2 = rule.second_order_rows(module, cache, G)
+        Ff = F.reshape(B, F.shape[1], -1)
+        for b in range(B):
+            for a in range(C):
+                H = hessian(lambda t: (G[b, a] * module(t.reshape((1,) + xsh))[0]).sum())(x[b].reshape(-1))
+                close(torch.einsum("k,ki,kj->ij", R2[b, a], Ff[b], Ff[b]), H, 1e-10)
     else:
         assert ysh == xsh, "curvature is defined for elementwise layers here"
 
@@ -124,6 +132,15 @@ def _bn(cls, C, affine=True):
     return m.eval()
 
 
+def _ln(shape, bias=True):
+    m = nn.LayerNorm(shape, bias=bias)
+    with torch.no_grad():
+        m.weight.normal_()
+        if bias:
+            m.bias.normal_()
+    return m
+
+
 STRUCT = [
     (lambda: nn.Linear(4, 3), (3, 4)),
     (lambda: nn.Linear(4, 3, bias=False), (3, 4)),
@@ -146,6 +163,11 @@ STRUCT = [
     (lambda: _bn(nn.BatchNorm1d, 3), (4, 3, 5)),
     (lambda: _bn(nn.BatchNorm2d, 3), (2, 3, 2, 3)),
     (lambda: _bn(nn.BatchNorm2d, 3, affine=False), (2, 3, 2, 3)),
+    (lambda: _ln(5), (3, 5)),
+    (lambda: _ln(4), (2, 3, 4)),                        # positions: block-diagonal rows
+    (lambda: _ln((2, 3)), (2, 2, 2, 3)),                # normalised over two dimensions
+    (lambda: nn.LayerNorm(4, elementwise_affine=False), (2, 3, 4)),
+    (lambda: _ln(4, bias=False), (3, 4)),
 ]
 
 

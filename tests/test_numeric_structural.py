@@ -152,7 +152,7 @@ def test_batchnorm_training_and_dropout_training_refused():
         conditional_stats(model, X, fam)
     model.eval()
     r = conditional_stats(model, X, fam)
-    assert r.path == "generic" and "BatchNorm1d" in r.info["path_reason"]
+    assert r.path == "fast" and "per-layer" in r.info["path_reason"]     # BatchNorm in eval: a per-layer rule
     drop = nn.Sequential(nn.Linear(2, 3), nn.Dropout(0.5), nn.Linear(3, 2)).double()
     with pytest.raises(ValueError, match="eval"):
         conditional_stats(drop, X, fam)
@@ -164,11 +164,11 @@ def test_path_override_and_generic_limit():
     fam = make_family("gaussian")
     model = small_mlp(2, seed=0)
     assert conditional_stats(model, X, fam, path="generic").path == "generic"
-    conv = nn.Sequential(nn.Linear(2, 4), nn.LayerNorm(4), nn.Linear(4, 2)).double()
-    with pytest.raises(ValueError, match="fast path cannot"):
+    conv = nn.Sequential(nn.Linear(2, 4), nn.GroupNorm(2, 4), nn.Linear(4, 2)).double()
+    with pytest.raises(ValueError, match="fast path cannot"):                # GroupNorm has no per-layer rule
         conditional_stats(conv, X, fam, path="fast")
     # above max_params "auto" takes the reverse path, which refuses up front when the exact w of the
-    # tensors where V₂ ≡ 0 is not proved (here: below the LayerNorm) would exceed max_params entries
+    # tensors where V₂ ≡ 0 is not proved (here: below the GroupNorm) would exceed max_params entries
     with pytest.raises(ValueError, match="could not be proved.*max_params=10"):
         conditional_stats(conv, X, fam, max_params=10)
     assert GENERIC_MAX_PARAMS >= 10_000

@@ -12,6 +12,8 @@ import warnings
 
 import mpmath
 import sympy
+import re
+
 import pytest
 from hypothesis import given, settings, strategies as st
 import torch
@@ -230,7 +232,8 @@ def test_shared_activation_every_path_matches_oracle(make):
         _assert_matches_oracle(res, ref)
 
 
-@pytest.mark.parametrize("make,why", [(_shared_linear, "applied twice"), (_tied, r"share \(tie\) a parameter")])
+@pytest.mark.parametrize("make,why", [(_shared_linear, r"also used at '2\.weight' \(tied or shared parameters\)"),
+                                      (_tied, r"also used at '2\.weight' \(tied or shared parameters\)")])
 def test_shared_or_tied_linear_refused_by_fast_path(make, why):
     # issue 13 items 1 and 7: the fast path refuses, generic/auto match the oracle and leave the
     # user's Parameters in place (functional_call replaced them by detached tensors)
@@ -245,7 +248,7 @@ def test_shared_or_tied_linear_refused_by_fast_path(make, why):
         _assert_unchanged(model, snap)
         assert res.path == "generic"
         if path == "auto":
-            assert why.replace("\\", "") in res.info["path_reason"]
+            assert re.search(why, res.info["path_reason"])
         assert set(res["fisher"]) == _trainable(model)
         _assert_matches_oracle(res, ref)
     assert all(type(p) is nn.Parameter and p.requires_grad for p in model.parameters())

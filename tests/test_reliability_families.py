@@ -13,7 +13,7 @@ import mpmath as mp
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -389,6 +389,8 @@ def test_v1_error_bound_near_uniform_softmax(dt, gap):
 
 
 @settings(max_examples=40)
+@example(C=2, hv=[0.0, 1.0, 0.0, 0.0, 0.0], uv=[0.0] * 5 + [2.953443107139415e-120] + [0.0] * 9,
+         dt=torch.float64)   # V₁ ~ 1e-479 underflows to 0 while u ≠ 0: must be flagged (gradual-underflow term)
 @given(C=st.integers(2, 5), hv=st.lists(logit, min_size=5, max_size=5),
        uv=st.lists(st.one_of(st.floats(-3, 3), st.floats(-1e4, 1e4)), min_size=15, max_size=15),
        dt=st.sampled_from(DTYPES))

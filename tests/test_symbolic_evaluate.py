@@ -29,7 +29,7 @@ FAMILIES = {
     "poisson": lambda: families.get("poisson", C=1),
     "gaussian_meanvar": lambda: families.get("gaussian_meanvar"),
 }
-ACTS = ["sigmoid", "tanh", "softplus", "relu", "leaky_relu", "identity", "gelu", "silu"]
+ACTS = symbolic.available_activations()
 
 
 # ---------------------------------------------------------------------- brute force

@@ -40,8 +40,30 @@ def _import_user_module(mod_name: str, spec: str):
         raise UserCodeError(f"error while importing {mod_name}: {type(exc).__name__}: {exc}") from exc
 
 
-def load_factory(spec: str):
-    """'package.module:factory' → (model, inputs or None, family or None), user errors named as theirs."""
+def parse_model_args(items) -> dict:
+    """``--model-arg KEY=VALUE`` items → keyword arguments of the factory (values as Python literals,
+    e.g. ``input_size=8``, ``width=4``, ``activation='relu'``; a bare word stays a string)."""
+    import ast
+    out = {}
+    for item in items or []:
+        key, sep, val = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--model-arg {item!r} must look like KEY=VALUE with KEY a Python identifier, "
+                             "e.g. --model-arg input_size=8")
+        if key in out:
+            raise ValueError(f"--model-arg {key} given twice")
+        try:
+            out[key] = ast.literal_eval(val.strip())
+        except (ValueError, SyntaxError):
+            out[key] = val.strip()
+    return out
+
+
+def load_factory(spec: str, kwargs: dict | None = None):
+    """'package.module:factory' → (model, inputs or None, family or None), user errors named as theirs.
+
+    ``kwargs`` (from ``--model-arg``) are passed to the factory; they need a callable factory."""
     import torch.nn as nn
     if ":" not in spec:
         raise ValueError(f"model spec {spec!r} must look like 'package.module:factory'")
@@ -54,10 +76,12 @@ def load_factory(spec: str):
             raise ValueError(f"module {mod_name!r} has no attribute {attr!r} (from {spec!r})")
         obj = getattr(obj, part)
     if isinstance(obj, nn.Module):
+        if kwargs:
+            raise ValueError(f"{spec!r} is an nn.Module instance, not a factory: --model-arg cannot be passed to it")
         made = obj
     elif callable(obj):
         try:
-            made = obj()
+            made = obj(**(kwargs or {}))
         except Exception as exc:  # noqa: BLE001 - the user's factory raised
             raise UserCodeError(f"error in the factory {spec}: {type(exc).__name__}: {exc}") from exc
     else:
@@ -85,19 +109,19 @@ def load_factory(spec: str):
     return model, inputs, family
 
 
-def probe_inputs(model, inputs, shape, seed: int):
+def probe_inputs(model, inputs, shape, seed: int, n_inputs: int = 2):
     """The inputs ``check_model`` will use, and one forward pass of a float64 copy on them (user code)."""
     import torch
-    from ..testing.check import _infer_input_shape
+    from ..testing.check import infer_input_shape
     if inputs is None:
         if shape is not None:
             where, hint = f"inputs of shape {tuple(shape)} (--input-shape)", \
                 " Check --input-shape: the shape of one input, without the batch dimension."
         else:
-            shape = _infer_input_shape(model)
-            where, hint = f"inputs of shape {tuple(shape)} (inferred from its first nn.Linear)", \
+            shape = infer_input_shape(model)
+            where, hint = f"inputs of shape {tuple(shape)} (inferred from the model)", \
                 " Pass --input-shape: the shape of one input, without the batch dimension."
-        inputs = torch.randn((2, *shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        inputs = torch.randn((n_inputs, *shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     else:
         if not isinstance(inputs, torch.Tensor) or inputs.dim() < 2:
             got = f"a tensor of shape {tuple(inputs.shape)}" if isinstance(inputs, torch.Tensor) \
@@ -122,21 +146,43 @@ def run(args: argparse.Namespace) -> int:
         if type(exc).__name__ == "UsageError":
             raise ValueError(str(exc)) from None
         raise
-    model, inputs, fam_from = load_factory(args.model)
-    inputs = probe_inputs(model, inputs, args.input_shape, args.seed)
+    spec = model_spec(args)
+    model, inputs, fam_from = load_factory(spec, parse_model_args(args.model_arg))
+    inputs = probe_inputs(model, inputs, args.input_shape, args.seed, args.n_inputs)
+    if (args.family or fam_from) is None:
+        raise ValueError("no family given: pass --family (one of " + ", ".join(available()) + ")")
     report = check_model(model, args.family or fam_from, inputs, n_samples=args.n_samples,
                          max_examples=args.examples, family_params=params, seed=args.seed,
-                         properties=args.properties.split(",") if args.properties else None)
-    report.model = args.model
+                         properties=args.properties.split(",") if args.properties else None,
+                         path=args.path, progress=False if args.quiet else None)
+    report.model = spec
     print(report)
     return 0 if report.ok else 1
+
+
+def model_spec(args: argparse.Namespace) -> str:
+    """The MODULE:FACTORY of ``fishersym check``: positional or ``--model`` (one of them)."""
+    pos, opt = getattr(args, "model", None), getattr(args, "model_opt", None)
+    if pos and opt and pos != opt:
+        raise ValueError(f"two models given ({pos!r} and --model {opt!r}); give one")
+    spec = pos or opt
+    if not spec:
+        raise ValueError("no model given: pass MODULE:FACTORY (or --model MODULE:FACTORY), "
+                         "e.g. fishersym.experiments.architectures:lenet5")
+    return spec
 
 
 def register(sub) -> None:
     p = sub.add_parser("check", help="run the paper's property suite on your own model",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", metavar="MODULE:FACTORY", help="e.g. mypkg.models:make_net (imported from the cwd too)")
-    p.add_argument("--family", required=True, help=f"output family: {', '.join(available())}")
+    p.add_argument("model", metavar="MODULE:FACTORY", nargs="?", default=None,
+                   help="e.g. mypkg.models:make_net (imported from the cwd too)")
+    p.add_argument("--model", dest="model_opt", metavar="MODULE:FACTORY", default=None,
+                   help="the same as the positional MODULE:FACTORY")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword argument of the factory (repeatable; Python literals), e.g. --model-arg input_size=8")
+    p.add_argument("--family", default=None,
+                   help=f"output family (required unless the factory names one): {', '.join(available())}")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="family parameter (repeatable), e.g. --param C=10")
     p.add_argument("--input-shape", nargs="+", type=positive_int, metavar="D",
@@ -145,4 +191,9 @@ def register(sub) -> None:
     p.add_argument("--examples", type=positive_int, default=5, help="hypothesis examples per property (default 5)")
     p.add_argument("--properties", default=None, help="comma-separated subset of the properties")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the default inputs")
+    p.add_argument("--n-inputs", type=positive_int, default=2,
+                   help="random inputs when the factory gives none (default 2)")
+    p.add_argument("--path", default="auto",
+                   help="exact path of the baseline V2/V1 ratios: auto (default), fast, generic, reverse")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -112,13 +112,18 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _act_names() -> list[str]:
+    from ..activations import names
+    return names()
+
+
 def register(sub) -> None:
     p = sub.add_parser("derive", help="symbolic derivation of Fisher, V1, V2, bounds and trade-off (LaTeX)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--widths", type=_positive_int, nargs="+", help="layer widths: input, hidden..., output")
     p.add_argument("--activation", nargs="+", default=["tanh"],
-                   help="hidden activation, or one per hidden layer (sigmoid, tanh, softplus, relu, leaky_relu, "
-                        "identity, gelu, silu; leaky_relu:0.2 sets the slope)")
+                   help="hidden activation, or one per hidden layer (" + ", ".join(_act_names())
+                        + "; leaky_relu:0.2 sets the slope)")
     p.add_argument("--family", help="output family (gaussian, bernoulli, categorical, poisson, gaussian_meanvar)")
     p.add_argument("--classes", type=positive_int, default=None, help="number of classes for the categorical family")
     p.add_argument("--sigma2", type=positive_float, default=None, help="variance of the gaussian family (> 0)")

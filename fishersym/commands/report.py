@@ -1,10 +1,16 @@
-"""``fishersym report``: a self-contained HTML report (plus Markdown and PNGs) on the embedded default.
+"""``fishersym report``: a self-contained HTML report (plus Markdown and PNGs) on the embedded default or your model.
 
-Trains a small sigmoid MLP briefly on scikit-learn's 8×8 digits (or MNIST from
-``--data``), and reports per layer the Fisher, V₁, V₂, the Theorem 4.1 bounds
-and which estimator (Î₁ or Î₂) with how many label samples N reaches a 10 %
-relative standard deviation; the paper's Figure 2 on this model; the family
-constants; and the LaTeX derivation of a small network (THEORY.md §3–§11).
+Without --model: trains a small sigmoid MLP briefly on scikit-learn's 8×8 digits
+(or MNIST from ``--data``), and reports per layer the Fisher, V₁, V₂, the
+Theorem 4.1 bounds and which estimator (Î₁ or Î₂) with how many label samples N
+reaches a 10 % relative standard deviation; the paper's Figure 2 on this model;
+the family constants; and the LaTeX derivation of a small network (THEORY.md §3–§11).
+
+With ``--model MODULE:FACTORY``: the same per-tensor analysis on your own trained
+model as given (no training), on inputs from ``--data FILE`` (.npz with arrays x
+[, y]; .pt holding x, (x, y) or {'x', 'y'}; MNIST IDX), or on the digits fitted to
+the model's input shape when that can be inferred: per parameter tensor I, V₁, V₂,
+the bounds, the recommendation, which tensors have V₂ ≡ 0 and why, and a figure.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..experiments.io import ExperimentError, output_run
-from ._util import fail, nonneg_int, positive_float, positive_int, relocate
+from ._util import UserCodeError, fail, nonneg_int, positive_float, positive_int, relocate
 
 
 def add_report_options(p: argparse.ArgumentParser, default_out: str = "out/report") -> None:
@@ -27,14 +33,16 @@ def add_report_options(p: argparse.ArgumentParser, default_out: str = "out/repor
                    help="replace an existing --out folder written by fishersym (as a whole, at the end of the run)")
     p.add_argument("--data", default=None, metavar="PATH",
                    help="MNIST from a local .npz / IDX file instead of the bundled 8x8 digits (see "
-                        "'fishersym experiment mlp --help')")
+                        "'fishersym experiment mlp --help'); with --model: your inputs, an .npz (arrays x [, y]), "
+                        "a .pt (x, (x, y) or {'x', 'y'}) or MNIST IDX")
     p.add_argument("--widths", type=positive_int, nargs="+", default=[64, 32, 16], help="hidden widths (default: 64 32 16)")
     from ..experiments.mlp import ACTIVATIONS
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="sigmoid",
                    help="hidden activation (default: sigmoid)")
     p.add_argument("--n-samples", "-N", type=positive_int, default=5000,
                    help="label samples N of the per-epoch Figure 2 analysis (default: 5000)")
-    p.add_argument("--n-inputs", type=positive_int, default=4, help="test inputs analysed per epoch (default: 4)")
+    p.add_argument("--n-inputs", type=positive_int, default=4,
+                   help="test inputs analysed per epoch; with --model: inputs drawn from the data (default: 4)")
     p.add_argument("--target", type=positive_float, default=0.10,
                    help="target relative standard deviation of the recommendation (default: 0.10)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -78,7 +86,89 @@ def run_staged_report(args: argparse.Namespace, command: str, replace_own: bool 
     return relocate(r, run.stage, Path(args.out))
 
 
+#: options of the embedded MLP's training, refused together with --model (they would be ignored)
+MLP_ONLY = {"epochs": 10, "lr": 1e-2, "widths": [64, 32, 16], "activation": "sigmoid", "n_samples": 5000}
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("your own model (--model)")
+    g.add_argument("--model", default=None, metavar="MODULE:FACTORY",
+                   help="report on this trained model instead of the embedded MLP, e.g. "
+                        "fishersym.experiments.architectures:lenet5 (imported from the cwd too)")
+    g.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword argument of the factory (repeatable; Python literals), e.g. --model-arg input_size=8")
+    g.add_argument("--family", default=None,
+                   help="output family (default: categorical with C = the model's output size)")
+    g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="family parameter (repeatable)")
+    g.add_argument("--path", default="auto",
+                   help="exact path: auto (default), fast, generic, reverse (see fishersym.numeric.conditional_stats)")
+    g.add_argument("--v2", default="exact", choices=["exact", "sample"],
+                   help="V2 where it is not proved zero on the reverse path: exact (default) or exact on a random "
+                        "sample of entries per tensor, with a confidence interval (--v2-sample)")
+    g.add_argument("--v2-sample", type=positive_float, default=None, metavar="K",
+                   help="with --v2 sample: entries per tensor (>= 1) or a fraction (< 1)")
+    g.add_argument("--batch-size", type=positive_int, default=1,
+                   help="inputs per engine call (default: 1; the progress bar counts inputs)")
+
+
+def model_settings_from(args: argparse.Namespace):
+    """:class:`ModelReportSettings` from the command line; MLP-only options refused with --model."""
+    from ..experiments.report import ModelReportSettings
+    from ..testing.pytest_plugin import parse_params
+    from .check import parse_model_args
+    given = [k for k, v in MLP_ONLY.items() if getattr(args, k) != v]
+    if given:
+        raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in given)} applies to the embedded MLP, "
+                         "which --model replaces; drop it")
+    if not 0 < args.target < float("inf"):
+        raise ExperimentError(f"--target must be a positive number, got {args.target}")
+    try:
+        params = parse_params(args.param)
+    except Exception as exc:  # noqa: BLE001 - pytest.UsageError: a malformed KEY=VALUE
+        if type(exc).__name__ == "UsageError":
+            raise ValueError(str(exc)) from None
+        raise
+    v2s = args.v2_sample
+    if v2s is not None:
+        if args.v2 != "sample":
+            raise ValueError("--v2-sample applies to --v2 sample; add --v2 sample or drop it")
+        v2s = int(v2s) if v2s >= 1 and float(v2s).is_integer() else v2s
+    return ModelReportSettings(model=args.model, model_args=parse_model_args(args.model_arg) or None, data=args.data,
+                               family=args.family, family_params=params or None, n_inputs=args.n_inputs,
+                               path=args.path, v2=args.v2, v2_sample=v2s, batch_size=args.batch_size, seed=args.seed,
+                               target_rel_sd=args.target, progress=False if args.quiet else None)
+
+
+def run_model(args: argparse.Namespace) -> int:
+    """``fishersym report --model``: load the factory, run :func:`run_model_report` staged on --out."""
+    from ..experiments.report import run_model_report
+    from .check import load_factory
+    started = time.time()
+    try:
+        s = model_settings_from(args)
+        model, _, fam_from = load_factory(args.model, s.model_args)
+        s.family = s.family or fam_from
+        r = run_model_report(model, args.out, s, force=args.force)
+    except (ExperimentError, ValueError, TypeError, OSError, UserCodeError) as exc:
+        fail(args, exc)
+    print()
+    sm = r["summary"]
+    print(f"  {sm['model']}: {sm['n_params']:,} parameters in {len(r['rows'])} tensors, {sm['n_inputs']} inputs "
+          f"{tuple(sm['input_shape'])} ({sm['data']['adaptation']}), path {sm['path']}")
+    w = max(len(row["group"]) for row in r["rows"])
+    for row in r["rows"]:
+        n = row["N_I1_one_input"] if row["recommended"] == "I1" else row["N_I2_one_input"]
+        print(f"  {row['group']:{w}} {row['n_params']:9,d}  use {row['recommended']}: N = {n} per input  "
+              f"V2: {row['var2']}")
+    out = Path(args.out).resolve()
+    print(f"\nreport written in {time.time() - started:.1f} s to {out}/")
+    print(f"  open {out / 'report.html'}  (self-contained; Markdown: {out / 'report.md'})")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "model", None):
+        return run_model(args)
     started = time.time()
     r = run_staged_report(args, "report")
     print_summary(r, started)
@@ -89,4 +179,5 @@ def register(sub) -> None:
     p = sub.add_parser("report", help="write a self-contained HTML report (Fisher, V1, V2, bounds, "
                                       "recommendation, figures, derivation)", description=__doc__)
     add_report_options(p)
+    add_model_options(p)
     p.set_defaults(func=run, _parser=p)

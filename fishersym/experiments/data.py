@@ -28,7 +28,8 @@ import numpy as np
 
 from .io import ExperimentError
 
-__all__ = ["Dataset", "load_digits", "load_mnist", "load_dataset", "read_idx", "write_idx", "MNIST_FORMAT"]
+__all__ = ["Dataset", "load_digits", "load_mnist", "load_dataset", "read_idx", "write_idx", "MNIST_FORMAT",
+           "ModelData", "load_model_data", "adapt_inputs", "MODEL_DATA_FORMAT"]
 
 MNIST_FORMAT = ("an .npz archive with arrays 'x' (n, 28, 28) or (n, 784) and 'y' (n,) integer labels 0-9 "
                 "(or x_train/y_train[/x_test/y_test]), or standard IDX files "
@@ -236,3 +237,166 @@ def load_dataset(data: str | None, seed: int = 0, n_train: int | None = None, n_
             ds.x_test, ds.y_test = _subset(ds.x_test, ds.y_test, n_test, seed + 1, "n_test")
         return ds
     return load_mnist(data, seed=seed, n_train=n_train, n_test=n_test)
+
+
+# ---------------------------------------------------------------------- a user's model and data
+MODEL_DATA_FORMAT = ("an .npz archive with an array 'x' (n, ...) of inputs and optionally 'y' (n,) of integer labels; "
+                     "a .pt file (torch.save) holding a tensor x, a tuple/list (x,) or (x, y), or a dict with keys "
+                     "'x' and optionally 'y'; or MNIST IDX files (see 'fishersym experiment mlp --help')")
+
+
+@dataclass
+class ModelData:
+    """Inputs for analysing a user's model: ``x`` (n, *input shape) float, ``y`` (n,) int labels or None."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    source: str
+    adaptation: str = "as given"
+
+    def summary(self) -> dict:
+        return {"source": self.source, "n": int(self.x.shape[0]), "input_shape": list(self.x.shape[1:]),
+                "labels": self.y is not None, "adaptation": self.adaptation}
+
+
+def _model_xy(x, y, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate x (n, ...) finite numbers with n ≥ 1 and y (n,) integers (or None)."""
+    x = np.asarray(x)
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise ExperimentError(f"{path}: 'x' has dtype {x.dtype}; expected numbers — {MODEL_DATA_FORMAT}")
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ExperimentError(f"{path}: 'x' has shape {x.shape}; expected (n, ...) with a batch dimension first "
+                              f"and n ≥ 1 (one input per row) — {MODEL_DATA_FORMAT}")
+    x = x.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ExperimentError(f"{path}: 'x' holds non-finite values (nan or inf) — {MODEL_DATA_FORMAT}")
+    if y is None:
+        return x, None
+    y = np.asarray(y)
+    if y.ndim == 2 and 1 in y.shape:
+        y = y.reshape(-1)
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ExperimentError(f"{path}: 'y' has shape {y.shape} but 'x' holds {x.shape[0]} inputs; expected one "
+                              f"integer label per input, shape ({x.shape[0]},) — {MODEL_DATA_FORMAT}")
+    if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
+        raise ExperimentError(f"{path}: 'y' has dtype {y.dtype} with non-integer values; expected integer labels — "
+                              f"{MODEL_DATA_FORMAT}")
+    return x, y.astype(np.int64)
+
+
+def _load_pt(path: Path):
+    import torch
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a bad file
+        why = "the file is empty" if _is_empty(path) else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        raise ExperimentError(f"{path}: cannot read as a .pt file ({why}) — {MODEL_DATA_FORMAT}") from None
+
+    def arr(t, what):
+        if not isinstance(t, torch.Tensor):
+            raise ExperimentError(f"{path}: {what} is a {type(t).__name__}, not a tensor — {MODEL_DATA_FORMAT}")
+        return t.detach().cpu().numpy()
+    if isinstance(obj, torch.Tensor):
+        return arr(obj, "x"), None
+    if isinstance(obj, (tuple, list)):
+        if not 1 <= len(obj) <= 2:
+            raise ExperimentError(f"{path}: holds a {type(obj).__name__} of length {len(obj)}; expected (x,) or "
+                                  f"(x, y) — {MODEL_DATA_FORMAT}")
+        return arr(obj[0], "x"), (arr(obj[1], "y") if len(obj) == 2 else None)
+    if isinstance(obj, dict):
+        if "x" not in obj:
+            raise ExperimentError(f"{path}: the dict has keys {sorted(map(str, obj))}, no 'x' — {MODEL_DATA_FORMAT}")
+        extra = set(obj) - {"x", "y"}
+        if extra:
+            raise ExperimentError(f"{path}: the dict has unknown keys {sorted(map(str, extra))}; expected 'x' and "
+                                  f"optionally 'y' — {MODEL_DATA_FORMAT}")
+        return arr(obj["x"], "x"), (arr(obj["y"], "y") if "y" in obj else None)
+    raise ExperimentError(f"{path}: holds a {type(obj).__name__}; expected a tensor, a tuple or a dict — "
+                          f"{MODEL_DATA_FORMAT}")
+
+
+def load_model_data(data: str | Path | None, seed: int = 0) -> ModelData:
+    """Inputs (and labels, if any) to analyse a user's model on (``fishersym report --model --data``).
+
+    ``data``: a ``.npz`` (arrays ``x``, optional ``y``), a ``.pt`` (tensor, (x[, y]) or
+    {'x', 'y'}), MNIST IDX files or folder (:func:`load_mnist`; its held-out test split, as
+    784-pixel rows in [0, 1]); ``None``: the digits' test split (64-pixel rows in [0, 1]).
+    Inputs keep their per-example shape; :func:`adapt_inputs` fits them to the model.
+    """
+    if data is None or data == "digits":
+        ds = load_digits(seed=seed)
+        return ModelData(ds.x_test.astype(np.float64), ds.y_test, ds.source)
+    path = Path(data)
+    if not path.exists():
+        raise ExperimentError(f"--data {path}: no such file or folder; expected {MODEL_DATA_FORMAT}")
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                keys = set(z.files)
+                if "x" not in keys:
+                    raise ExperimentError(f"{path}: the archive holds arrays {sorted(keys)}, no 'x' — "
+                                          f"{MODEL_DATA_FORMAT}")
+                x, y = z["x"], (z["y"] if "y" in keys else None)
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+            why = "the file is empty" if _is_empty(path) else f"{type(exc).__name__}: {exc}"
+            raise ExperimentError(f"{path}: cannot read as .npz ({why}; truncated or corrupt?) — "
+                                  f"{MODEL_DATA_FORMAT}") from None
+        x, y = _model_xy(x, y, path)
+        return ModelData(x, y, str(path))
+    if path.suffix in (".pt", ".pth"):
+        x, y = _model_xy(*_load_pt(path), path)
+        return ModelData(x, y, str(path))
+    ds = load_mnist(path, seed=seed)
+    return ModelData(ds.x_test.astype(np.float64), ds.y_test, str(path))
+
+
+def adapt_inputs(x, model, input_shape: tuple[int, ...] | None = None) -> tuple["torch.Tensor", str]:
+    """Fit inputs (n, ...) to ``model``: as given when the model runs on them; else reshaped to the
+    model's input shape (``input_shape``, or :func:`~fishersym.testing.check.infer_input_shape`) when
+    the sizes agree; else, for square single-channel images (n, k·k) or (n, k, k) and an image model,
+    resized bilinearly to the model's H × W and repeated over its channels.  Returns the tensor and a
+    sentence saying what was done.  Raises :class:`ExperimentError` naming ``--data`` otherwise.
+
+    >>> import torch
+    >>> x, how = adapt_inputs(np.zeros((2, 64)), torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten(),
+    ...                                                               torch.nn.Linear(72, 2)))
+    >>> tuple(x.shape), how
+    ((2, 3, 8, 8), 'reshaped (64,) to (1, 8, 8), repeated over 3 channels')
+    """
+    import math
+    import torch
+    from ..testing.check import _runs_on, infer_input_shape
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    p = next(iter(model.parameters()), None)
+    x = x.to(p.dtype if p is not None and p.is_floating_point() else torch.get_default_dtype())
+    given = tuple(x.shape[1:])
+    if input_shape is None and _runs_on(model, given):
+        return x, "as given"
+    try:
+        target = tuple(input_shape) if input_shape is not None else infer_input_shape(model)
+    except ValueError as exc:
+        raise ExperimentError(f"the model does not run on inputs of shape {given} (from the data) and its input "
+                              f"shape cannot be inferred ({exc}); pass --data with inputs shaped as the model expects, "
+                              f"(n, *input shape)") from None
+    if target == given:
+        return x, "as given"
+    n = x.shape[0]
+    if math.prod(given) == math.prod(target):
+        return x.reshape(n, *target), f"reshaped {given} to {target}"
+    side = math.isqrt(math.prod(given))
+    if side * side == math.prod(given) and len(given) <= 2 and len(target) in (2, 3):
+        img = x.reshape(n, 1, side, side)
+        hw = target[-2:]
+        how = f"reshaped {given} to (1, {side}, {side})" if len(given) == 1 else "as images"
+        if hw != (side, side):
+            img = torch.nn.functional.interpolate(img, size=hw, mode="bilinear", align_corners=False)
+            how += f", resized bilinearly to {hw[0]}×{hw[1]}"
+        if len(target) == 3:
+            if target[0] != 1:
+                img = img.repeat(1, target[0], 1, 1)
+                how += f", repeated over {target[0]} channels"
+        else:
+            img = img[:, 0]
+        return img.contiguous(), how
+    raise ExperimentError(f"the data's inputs have shape {given} per example but the model expects {target}; "
+                          f"pass --data with inputs of shape (n, {', '.join(map(str, target))}) — {MODEL_DATA_FORMAT}")

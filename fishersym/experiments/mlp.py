@@ -43,6 +43,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import activations as _act_registry
 from .. import families
 from .data import Dataset, load_dataset
 from .io import (ExperimentError, atomic_write_bytes, atomic_write_text, output_run, write_csv, write_json,
@@ -51,8 +52,9 @@ from .io import (ExperimentError, atomic_write_bytes, atomic_write_text, output_
 __all__ = ["MLPSettings", "ACTIVATIONS", "build_mlp", "train_epoch", "evaluate", "layer_stats", "run_mlp",
            "findings", "CSV_COLUMNS", "group_names"]
 
-ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus,
-               "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU}
+#: activation name → module factory with torch's default hyper-parameters: every entry of the
+#: registry :mod:`fishersym.activations`
+ACTIVATIONS = _act_registry.constructors()
 
 STAT_KEYS = ("fisher", "var1", "var2", "fisher_lower", "fisher_upper", "var1_lower", "var1_upper",
              "var2_lower", "var2_upper")

@@ -35,10 +35,11 @@ from pathlib import Path
 import torch
 
 from .. import families
-from .io import atomic_write_text, display_path, output_run, write_csv, write_json, write_settings
+from .io import ExperimentError, atomic_write_text, display_path, output_run, write_csv, write_json, write_settings
 from .mlp import MLPSettings, linear_groups, run_mlp
 
-__all__ = ["ReportSettings", "run_report", "recommend", "layer_table"]
+__all__ = ["ReportSettings", "run_report", "recommend", "layer_table", "group_rows", "ModelReportSettings",
+           "run_model_report"]
 
 
 @dataclass
@@ -89,26 +90,39 @@ def layer_table(model, x: torch.Tensor, target: float, progress=None) -> list[di
     groups = linear_groups(m64)
     fam = families.get("categorical", C=m64[-1].out_features)
     r = dataset_stats(m64, x.double(), fam, 1, scheme="all", groups=groups, progress=progress)
+    return group_rows(r, groups, target)
+
+
+def group_rows(r, groups, target: float) -> list[dict]:
+    """One row per group of a scheme-"all", N = 1 :func:`~fishersym.numeric.dataset_stats` result:
+    sums of I, V₁, V₂ and their bounds, per-parameter medians of √V/I for one typical input, the
+    label samples N needed for the relative standard deviation ``target`` and the recommended
+    estimator (THEORY §8, §10).  Entries whose V₂ is not computed (NaN: sampled V₂, outside the
+    sample) are left out of the per-parameter medians of V₂, and the row says how many were used."""
     M = int(r.info["n_inputs"])
     rows = []
-    for g, members in groups.items():
+    for g in groups:
         names = r.group_members[g]
-        d = {k: float(v) for k, v in r.groups[g].items()}
+        d = {k: float(v) for k, v in r.groups[g].items() if torch.is_tensor(v) and v.numel() == 1 or
+             isinstance(v, (int, float))}
         n = int(d["n_params"])
         cat = lambda key: torch.cat([r[key][p].reshape(-1) for p in names])  # noqa: E731
         fi, v1, v2 = cat("fisher"), cat("var1"), cat("var2")
-        live = fi > 0
+        known2 = ~torch.isnan(v2)
+        live, live2 = fi > 0, (fi > 0) & known2
         # per parameter: one typical input has E_x v_k(θ_i|x) = M · Var_all(θ_i) at N = 1 (THEORY §8)
-        rel1, rel2 = (M * v1[live]).sqrt() / fi[live], (M * v2[live]).sqrt() / fi[live]
+        rel1, rel2 = (M * v1[live]).sqrt() / fi[live], (M * v2[live2]).sqrt() / fi[live2]
         med = lambda t: float(t.median()) if t.numel() else float("nan")  # noqa: E731
         need = lambda rel: max(1, math.ceil(med(rel) ** 2 / target ** 2)) if rel.numel() else None  # noqa: E731
         n1, n2 = need(rel1), need(rel2)
         n1d, n2d = need(rel1 / math.sqrt(M)), need(rel2 / math.sqrt(M))
-        frac2 = float((v2[live] < v1[live]).double().mean()) if live.any() else float("nan")
-        if bool((v2 == 0).all()):
+        frac2 = float((v2[live2] < v1[live2]).double().mean()) if live2.any() else float("nan")
+        if bool(known2.all()) and bool((v2 == 0).all()):
             pick, why = "I2", "V₂ = 0 for every parameter: Î₂ is exact with one sample"
         elif n1 is None:
             pick, why = "-", "Fisher is 0"
+        elif n2 is None:
+            pick, why = "I1", "V₂ not computed for any parameter with I > 0"
         elif n2 < n1:
             pick, why = "I2", f"V₂ < V₁ for {frac2:.0%} of the parameters"
         else:
@@ -125,7 +139,11 @@ def layer_table(model, x: torch.Tensor, target: float, progress=None) -> list[di
                      "share_params_I2_better": frac2,
                      "recommended": pick, "reason": why,
                      "N_I1_one_input": n1, "N_I2_one_input": n2, "N_I1_dataset": n1d, "N_I2_dataset": n2d,
-                     "bounds_hold": bool(_holds(r, names))})
+                     "bounds_hold": bool(_holds(r, names)), "n_var2_known": int(known2.sum())})
+        se = getattr(r, "standard_errors", {}).get(g, {}).get("var2")
+        if se is not None:      # sampled V₂: the sum is an estimate (THEORY / issue 9 item 2c)
+            lo, hi = r.ci()[g]["var2"]
+            rows[-1].update({"var2_sum_se": float(se), "var2_sum_ci95": [float(lo), float(hi)]})
     return rows
 
 
@@ -137,6 +155,8 @@ def _holds(r, names, tol: float = 1e-9) -> bool:
                 if f"{stat}_lower{suf}" not in r:
                     continue
                 v, lo, hi = r[stat][p], r[f"{stat}_lower{suf}"][p], r[f"{stat}_upper{suf}"][p]
+                known = ~torch.isnan(v)     # sampled V₂: entries outside the sample are not computed
+                v, lo, hi = v[known], lo[known], hi[known]
                 slack = tol * hi.abs()
                 if bool(((lo - v) > slack).any()) or bool(((v - hi) > slack).any()):
                     return False
@@ -339,4 +359,238 @@ findings, model) in mlp/.</p></body></html>"""
         paths["derivation"] = out / "derivation.tex"
     paths["settings"] = write_settings(out, "report", asdict(s), started, extra={
         "dataset": ds.summary(), "architecture": arch, "files": {k: Path(v).name for k, v in paths.items()}})
+    return paths, rows, summary
+
+
+# ---------------------------------------------------------------------- a user's model: fishersym report --model
+@dataclass
+class ModelReportSettings:
+    """Settings of the report on a user's (trained) model: no training, the model as given.
+
+    ``family`` None: the categorical family with C = the model's output size.  ``n_inputs``
+    inputs are drawn (seeded, without replacement) from the data; ``path`` and ``v2`` go to
+    :func:`~fishersym.numeric.dataset_stats` (``v2="sample"`` with ``v2_sample`` entries per tensor:
+    V₂ exact on a sample, group sums with a confidence interval).  ``batch_size`` inputs per engine
+    call (1: the progress bar counts inputs and memory stays that of one input)."""
+
+    model: str = "model"
+    model_args: dict | None = None
+    data: str | None = None
+    family: str | None = None
+    family_params: dict | None = None
+    n_inputs: int = 8
+    path: str = "auto"
+    v2: str = "exact"
+    v2_sample: int | float | None = None
+    batch_size: int = 1
+    seed: int = 0
+    target_rel_sd: float = 0.10
+    progress: bool | None = None
+
+    def validate(self) -> None:
+        from .._checks import as_count
+        self.n_inputs = as_count(self.n_inputs, "n_inputs")
+        self.batch_size = as_count(self.batch_size, "batch_size")
+        if not (isinstance(self.target_rel_sd, (int, float)) and 0 < self.target_rel_sd < math.inf):
+            raise ExperimentError(f"target_rel_sd must be a positive number, got {self.target_rel_sd!r}")
+
+
+MODEL_COLS = [("group", "parameter tensor"), ("shape", "shape"), ("n_params", "entries"),
+              ("fisher_mean", "mean I(θᵢ)"), ("fisher_sum", "Σ I"), ("var1_sum", "Σ Var Î₁"),
+              ("var2_sum", "Σ Var Î₂"), ("var2_sum_se", "s.e. of Σ Var Î₂ (sampled)"),
+              ("var1_upper_sum", "Σ V₁ upper"), ("var1_upper_sharp_sum", "Σ V₁ upper (sharp)"),
+              ("var2_upper_sum", "Σ V₂ upper"), ("var2_lower_sharp_sum", "Σ V₂ lower (sharp)"),
+              ("bounds_hold", "bounds hold"), ("median_rel_sd1_one_input", "median √V₁/I (1 input, N=1)"),
+              ("median_rel_sd2_one_input", "median √V₂/I (1 input, N=1)"), ("recommended", "use"),
+              ("N_I1_one_input", "N for Î₁ (1 input)"), ("N_I2_one_input", "N for Î₂ (1 input)"),
+              ("N_I1_dataset", "N for Î₁ (all inputs)"), ("N_I2_dataset", "N for Î₂ (all inputs)"),
+              ("var2", "V₂"), ("reason", "why")]
+
+
+def _model_family(name: str | None, params: dict | None, n_out: int):
+    """The family of the report: ``name`` (default categorical) with C = ``n_out`` where it takes C."""
+    params = dict(params or {})
+    name = name or "categorical"
+    if name == "categorical" and "C" not in params:
+        params["C"] = n_out
+    return families.get(name, **params)
+
+
+def _plot_tensors(rows: list[dict], path: Path) -> Path:
+    """Per parameter tensor: median √V_k/I for one input (top) and the sums of V₁, V₂ and their upper
+    bounds (bottom), log scales; V₂ ≡ 0 is marked at the bottom of the lower panel."""
+    from .plots import plt
+    from .io import save_figure
+    n = len(rows)
+    xs = list(range(n))
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(max(6.0, 0.28 * n + 2), 7.5), sharex=True)
+    pos = lambda v: [x if (x is not None and x == x and x > 0) else float("nan") for x in v]  # noqa: E731
+    a1.plot(xs, pos(r["median_rel_sd1_one_input"] for r in rows), "o-", color="tab:blue", ms=4, label="Î₁")
+    a1.plot(xs, pos(r["median_rel_sd2_one_input"] for r in rows), "s-", color="tab:orange", ms=4, label="Î₂")
+    a1.set_yscale("log")
+    a1.set_ylabel("median √V/I, one input, N = 1")
+    a1.legend(fontsize=8)
+    a1.grid(alpha=0.3)
+    for key, lab, st in (("var1_sum", "Σ V₁", "o-"), ("var2_sum", "Σ V₂", "s-"), ("var1_upper_sum", "Σ V₁ upper", "o:"),
+                         ("var2_upper_sum", "Σ V₂ upper", "s:")):
+        a2.plot(xs, pos(r[key] for r in rows), st, ms=3, label=lab,
+                color="tab:blue" if "1" in key else "tab:orange")
+    zero = [i for i, r in enumerate(rows) if r["var2"].startswith("0")]
+    a2.set_yscale("log")
+    if zero:
+        lo = a2.get_ylim()[0]
+        a2.plot(zero, [lo] * len(zero), "v", color="tab:orange", ms=6, clip_on=False, label="V₂ ≡ 0 (proved)")
+    a2.set_ylabel("sum over the tensor (all inputs, N = 1)")
+    a2.legend(fontsize=8)
+    a2.grid(alpha=0.3)
+    a2.set_xticks(xs)
+    a2.set_xticklabels([r["group"] for r in rows], rotation=90, fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def run_model_report(model, out: str | Path = "out/report", settings: ModelReportSettings | None = None,
+                     force: bool = False) -> dict:
+    """The report on a user's trained model (no training): per parameter tensor I, V₁, V₂, the
+    certified and sharpened Theorem 4.1 bounds, the recommended estimator and its N (THEORY §3, §5,
+    §8, §10), the figure of √V/I per tensor, and the family constants (Table 1, §5).
+
+    ``model``: an ``nn.Module`` mapping (batch, *input shape) to (batch, C) raw outputs.  Data:
+    :func:`~.data.load_model_data` (``settings.data``: .npz, .pt, MNIST IDX; None: the digits),
+    fitted to the model by :func:`~.data.adapt_inputs`.  The analysis runs on a float64 copy in
+    eval mode.  Written through :func:`~.io.output_run` (command ``"report"``): ``report.html``,
+    ``report.md``, ``tensors.png``, ``layers.csv``, ``report.json``, ``settings.json``.
+    """
+    from torch import nn
+    from .data import adapt_inputs, load_model_data
+    s = settings or ModelReportSettings()
+    s.validate()
+    started = time.time()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    data = load_model_data(s.data, seed=s.seed)
+    m64 = copy.deepcopy(model).double().eval()
+    x, how = adapt_inputs(data.x, m64)
+    data.adaptation = how
+    n_all = x.shape[0]
+    idx = torch.randperm(n_all, generator=torch.Generator().manual_seed(s.seed))[:s.n_inputs].sort().values
+    x = x[idx]
+    y = torch.as_tensor(data.y)[idx] if data.y is not None else None
+    with torch.no_grad():
+        logits = m64(x[:1])
+    if not (isinstance(logits, torch.Tensor) and logits.dim() == 2):
+        raise ExperimentError(f"the model must map (batch, ...) inputs to (batch, C) outputs; on inputs of shape "
+                              f"{tuple(x[:1].shape)} it returned "
+                              f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}")
+    fam = _model_family(s.family, s.family_params, int(logits.shape[1]))
+    params = [(n, p) for n, p in m64.named_parameters() if p.requires_grad]
+    if not params:
+        raise ExperimentError("the model has no trainable parameters (requires_grad): nothing to analyse")
+    with output_run(out, "report", force=force) as run:
+        paths, rows, summary = _write_model_report(run.stage, m64, x, y, fam, s, data, n_all, started)
+    out = Path(out)
+    return {"out": out, "paths": {k: out / Path(v).relative_to(run.stage) for k, v in paths.items()},
+            "rows": rows, "summary": summary}
+
+
+def _write_model_report(out: Path, m64, x, y, fam, s: ModelReportSettings, data, n_all: int,
+                        started: float) -> tuple[dict, list, dict]:
+    from ..numeric import dataset_stats
+    names = [n for n, p in m64.named_parameters() if p.requires_grad]
+    shapes = {n: tuple(p.shape) for n, p in m64.named_parameters()}
+    groups = {n: [n] for n in names}
+    t0 = time.time()
+    kw = {"v2": s.v2, "seed": s.seed} if s.v2 != "exact" else {}
+    if s.v2_sample is not None:
+        kw["v2_sample"] = s.v2_sample
+    r = dataset_stats(m64, x, fam, 1, scheme="all", groups=groups, path=s.path, progress=s.progress,
+                      batch_size=s.batch_size, **kw)
+    t_stats = time.time() - t0
+    rows = group_rows(r, groups, s.target_rel_sd)
+    zero = r.info.get("var2_zero_reason", {}) or {}
+    estimated = r.info.get("estimated", {}) or {}
+    for row in rows:
+        n = row["group"]
+        row["shape"] = "×".join(map(str, shapes[n])) or "scalar"
+        if n in zero:
+            row["var2"], row["var2_detail"] = "0 (proved)", zero[n]
+        elif row["n_var2_known"] < row["n_params"]:
+            se = row.get("var2_sum_se")
+            row["var2"] = f"sampled: {row['n_var2_known']} of {row['n_params']} entries exact"
+            row["var2_detail"] = (f"w exact at {row['n_var2_known']} random entries (seed {s.seed}); the sum over the "
+                                  f"tensor is an estimate" + (f" with standard error {se:.3g}" if se is not None else "")
+                                  + " (report.json, 'estimated')")
+        else:
+            row["var2"], row["var2_detail"] = "exact", f"w = ∂²h/∂θᵢ² computed for every entry ({r.path} path)"
+    acc = None
+    if y is not None and fam.name == "categorical":
+        with torch.no_grad():
+            pred = torch.cat([m64(x[i:i + 64]).argmax(1) for i in range(0, x.shape[0], 64)])
+        acc = float((pred == y).double().mean())
+    paths = {"layers_csv": write_csv(out / "layers.csv", rows)}
+    paths["tensors.png"] = _plot_tensors(rows, out / "tensors.png")
+    from .table import SYMBOLIC, HEAD_TEXT
+    const_rows = [{"output": lab.replace("$", "").replace("\\sigma", "σ").replace("^2", "²"),
+                   **dict(zip(HEAD_TEXT, tc)), "source": src} for lab, _, tc, src in SYMBOLIC]
+    const_cols = [("output", "output")] + [(h, h) for h in HEAD_TEXT] + [("source", "source")]
+    P = sum(int(r_["n_params"]) for r_ in rows)
+    n_zero = sum(1 for r_ in rows if r_["var2"].startswith("0"))
+    intro = (f"Model {s.model}{' with ' + ', '.join(f'{k}={v!r}' for k, v in (s.model_args or {}).items()) if s.model_args else ''}"
+             f" ({type(m64).__name__}, {len(rows)} parameter tensors, {P:,} parameters; analysed as given, "
+             f"a float64 copy in eval mode, no training). Family {fam!r}. Data: {data.source} ({n_all} inputs; "
+             f"{data.adaptation}); {x.shape[0]} inputs of shape {tuple(x.shape[1:])} drawn with seed {s.seed}"
+             + (f"; accuracy on them {acc:.1%}" if acc is not None else "") + ". "
+             f"Exact path: {r.path} ({r.info.get('path_reason', '')}); {t_stats:.1f} s. "
+             f"V₂ ≡ 0 proved for {n_zero} of {len(rows)} tensors.")
+    rec_note = (f"Recommendation (THEORY §10): per tensor, the number N of label samples per input that brings the "
+                f"relative standard deviation √Var Îₖ(θᵢ) / I(θᵢ) of the median entry below {s.target_rel_sd:.0%}, "
+                f"for one typical input and for all {x.shape[0]} inputs with N labels each (§8, scheme 'all'). "
+                f"Î₂ is chosen when it needs fewer samples (always when V₂ = 0, where one sample is exact).")
+    est_note = ""
+    if estimated:
+        sampled = [r_["group"] for r_ in rows if r_["n_var2_known"] < r_["n_params"]]
+        est_note = (f"Estimated numbers (everything else is exact): V₂ was computed exactly on a random sample of "
+                    f"the entries of {len(sampled)} tensors ({', '.join(sampled)}); the sums of V₂ and of its bounds "
+                    f"over those tensors are estimates (standard error in the table; 95 % confidence intervals and "
+                    f"the full description in report.json, 'estimated'), and the medians of √V₂/I, the N for Î₂ "
+                    f"and the recommendation use the sampled entries only.")
+    zrows = [{"tensor": r_["group"], "V₂": r_["var2"], "why": r_["var2_detail"]} for r_ in rows]
+    zcols = [("tensor", "parameter tensor"), ("V₂", "V₂"), ("why", "why")]
+    page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>fishersym report: {html.escape(s.model)}</title>
+<style>{CSS}</style></head><body>
+<h1>fishersym report: diagonal Fisher estimators Î₁ vs Î₂ on {html.escape(s.model)}</h1>
+<p class="note">Soen &amp; Sun, "Trade-Offs of Diagonal Fisher Information Matrix Estimators" (NeurIPS 2024);
+notation and section numbers of THEORY.md. Generated {time.strftime('%Y-%m-%d %H:%M')} in
+{time.time() - started:.0f} s.</p>
+<h2>1. Model and data</h2><p>{html.escape(intro)}</p>
+<h2>2. Per-tensor Fisher, variances, bounds and recommendation</h2>
+<p class="note">Sums over each parameter tensor's entries of the exact per-parameter quantities (closed forms, §3;
+certified Theorem 4.1 bounds and the sharpened 𝟙^⊥ bounds, §5), for the estimator of the data-set Fisher from all
+{x.shape[0]} inputs with one label each (§8, scheme "all").</p>
+{_html_table(rows, MODEL_COLS)}<p class="note">{html.escape(rec_note)}</p>
+{f'<p class="note">{html.escape(est_note)}</p>' if est_note else ''}
+<h2>3. Relative standard deviations per tensor</h2>{_img(out / 'tensors.png')}
+<h2>4. Where V₂ ≡ 0 and why</h2>{_html_table(zrows, zcols)}
+<h2>5. Family constants (Table 1, §5)</h2>{_html_table(const_rows, const_cols)}
+<p class="note">Not in this report (they need the embedded MLP): the training curves, the paper's Figure 2 over
+epochs and the symbolic derivation; run <code>fishersym report</code> without --model for them.</p>
+<h2>Files</h2><p>Written to <code>{html.escape(str(display_path(out)))}</code>: report.html (this page), report.md,
+tensors.png, layers.csv, report.json, settings.json.</p></body></html>"""
+    md = "\n\n".join([f"# fishersym report: diagonal Fisher estimators Î₁ vs Î₂ on {s.model}",
+                      "## 1. Model and data", intro,
+                      "## 2. Per-tensor Fisher, variances, bounds and recommendation",
+                      _md_table(rows, MODEL_COLS), rec_note] + ([est_note] if est_note else []) + [
+                      "## 3. Relative standard deviations per tensor", "![per tensor](tensors.png)",
+                      "## 4. Where V₂ ≡ 0 and why", _md_table(zrows, zcols),
+                      "## 5. Family constants (Table 1, §5)", _md_table(const_rows, const_cols)]) + "\n"
+    paths["html"] = atomic_write_text(out / "report.html", page)
+    paths["markdown"] = atomic_write_text(out / "report.md", md)
+    summary = {"model": s.model, "model_args": s.model_args, "family": repr(fam), "path": r.path,
+               "path_reason": r.info.get("path_reason", ""), "n_params": P, "n_inputs": int(x.shape[0]),
+               "input_shape": list(x.shape[1:]), "data": data.summary(), "accuracy": acc, "tensors": rows,
+               "estimated": {k: str(v) for k, v in estimated.items()},
+               "timings_s": {"dataset_stats": round(t_stats, 2), "total": round(time.time() - started, 2)}}
+    paths["json"] = write_json(out / "report.json", summary)
+    paths["settings"] = write_settings(out, "report", asdict(s), started, extra={
+        "data": data.summary(), "files": {k: Path(v).name for k, v in paths.items()}})
     return paths, rows, summary

@@ -2,10 +2,14 @@
 
 THEORY.md §1 (setting), §3 (cumulants), §4 (closed forms), §5 (constants).
 
+>>> import torch
 >>> from fishersym import families
 >>> fam = families.get("categorical", C=3)
->>> fam.sigma_sym                     # Σ = ∇²F, derived by SymPy
->>> fam.mquad(h, u)                   # N·V₁ along direction u, numeric (torch)
+>>> fam.sigma_sym.shape               # Σ = ∇²F, derived by SymPy
+(3, 3)
+>>> h, u = torch.zeros(3, dtype=torch.float64), torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+>>> round(float(fam.mquad(h, u)), 6)  # N·V₁ = Σ_a p_a (d_a² − s)² with p = ⅓, d = (⅔, −⅓, −⅓): 6/243
+0.024691
 """
 from __future__ import annotations
 

@@ -119,7 +119,9 @@ class Categorical(ExponentialFamily):
         Minkowski gives |‖e‖_p − A| ≤ Δ, so |N·V₁ − N·V₁'| ≤ Δ(2A + Δ) + (γ + 2ε)A² (the last term: the final
         weighted sum and squaring).  Where some computed p_a is subnormal or zero (logit gaps beyond
         ≈ 87 in float32, 708 in float64) each p_a also carries an absolute error τ = 4·tiny·ε, adding
-        Cτ·max|u|, 4Cτ·max u² and Cτ(4max u² + s)² to E_ū, E_s and the bound.  First order in ε: the
+        Cτ·max|u|, 4Cτ·max u² and Cτ(4max u² + s)² to E_ū, E_s and the bound.  Gradual underflow adds
+        at most half the smallest subnormal per operation (about 3C + 4 of them) for a non-zero u: a
+        V₁ that underflows to 0 while u ≠ 0 is then flagged, an exactly-zero u is not.  First order in ε: the
         neglected terms are below 1e-3 of the bound whenever the bound is below 1e-3 relative, which
         is where it is used (the precision flag)."""
         single = u.dim() == h.dim()
@@ -159,15 +161,20 @@ class Categorical(ExponentialFamily):
             extra = None
             pmin = pr.squeeze(-2).amin(-1, keepdim=True)                  # (…, 1)
             tiny = torch.finfo(s.dtype).tiny
+            umax = torch.maximum(u.amax(-2), u.amin(-2).neg())            # (…, K) max_a |u_a|
             if bool((pmin < 2 * tiny).any()):
                 tau = torch.where(pmin < 2 * tiny, 4 * tiny * eps * h.shape[-1], 0.0)   # C·τ per row
-                umax = u.abs().amax(-2)
                 E_u = E_u + tau * umax
                 E_s = E_s + tau * 4 * umax * umax
                 extra = tau * (4 * umax * umax + s) ** 2
             Dn = 2 * E_u * rs + 3 * eps * (nv1.clamp_min(0) + s * s).sqrt()
             delta = Dn + E_s + eps * A
             err = delta * (2 * A + delta) + (gam + 2 * eps) * A * A
+            # gradual underflow: each of the ~3C + 4 operations adds at most half the smallest subnormal
+            # in absolute terms (d², e² and their weighted sums underflow for |u| below ≈ 1e-77 in float64,
+            # 1e-10 in float32); only for a non-zero direction, so an exactly-zero u stays exact
+            err = err + torch.where(umax > 0, 2.0 * (3 * h.shape[-1] + 4) * tiny * eps,
+                                    0.0)
             return err if extra is None else err + extra
 
     def sigma_quad(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

@@ -2,13 +2,15 @@
 
 Pipeline for one batch of inputs: validate (:mod:`.checks`), pick the exact
 path (fast factored MLP path of THEORY §7 when the model is supported, else
-the generic ``torch.func`` path), compute the per-input base quantities,
+the generic ``torch.func`` path, or the reverse-mode path of :mod:`.reverse` for large
+models), compute the per-input base quantities,
 the family constants of THEORY §5 (certified always; optimised λ̃ only with
 ``optimised=True``, it runs SS-HOPM), and assemble the keys of
 :mod:`.stats`.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -24,16 +26,59 @@ from .checks import GENERIC_MAX_PARAMS, check_count, check_inputs, check_model, 
 from .core import EngineOutput
 from .generic import generic_engine
 from .guard import check_budget, guarded
-from .mlp import mlp_engine, plan_mlp
+from .layers.engine import layer_engine, plan_layers
 from .parts import Part
 from .precision import check_inputs_count, measured_v1_error
 from .proofs import prove_w_zero
 from .reverse import _Fn as _ReverseFn
 from .reverse import reverse_engine
 from .attention import math_attention
-from .stats import StatsResult, add_derived, cancellation_ratio, per_input_keys, rel_sd, resolve_groups
+from .stats import (DEFAULT_LEVEL, StatsResult, add_derived, apply_sampling, base_keys_for, cancellation_ratio,
+                    check_keys, per_input_keys, rel_sd, resolve_groups)
+from .cost import V2_MODES, sample_size
+from .._checks import as_count
 
-__all__ = ["conditional_stats", "BatchAnalysis", "analyse_batch", "resolve_family", "Engine"]
+__all__ = ["conditional_stats", "BatchAnalysis", "analyse_batch", "resolve_family", "Engine", "check_v2"]
+
+
+def check_v2(v2: str, v2_sample: int | float | None, seed: int | None) -> tuple[str, int | float | None, int]:
+    """The public sampled-V₂ options (issue 9 item 2c), validated: (v2, v2_sample, seed).
+
+    ``v2`` says how the reverse path obtains w = ∂²h/∂θ_i² for the tensors where V₂ ≡ 0 is not proved:
+    "exact" (every entry), "sample" (``v2_sample`` entries per tensor, an int >= 2, or a fraction in
+    (0, 1]; drawn by a private generator seeded ``seed``, default 0) or "prove" (refuse unless proved)."""
+    if v2 not in V2_MODES:
+        raise ValueError(f"v2 must be one of {V2_MODES}, got {v2!r}")
+    if v2 != "sample":
+        if v2_sample is not None or seed is not None:
+            raise ValueError(f"v2_sample= and seed= choose the sampled entries of v2='sample' (got v2={v2!r}); "
+                             "pass v2='sample' or drop them")
+        return v2, None, 0
+    if v2_sample is None:
+        raise ValueError("v2='sample' needs v2_sample=: the entries per parameter tensor whose w is computed "
+                         "exactly (an int >= 2) or a fraction of each tensor's entries in (0, 1]")
+    if isinstance(v2_sample, bool) or not isinstance(v2_sample, (int, float)):
+        raise TypeError(f"v2_sample must be an int (entries per tensor, >= 2) or a float fraction in (0, 1], "
+                        f"got {v2_sample!r}")
+    if isinstance(v2_sample, int) and v2_sample < 2:
+        raise ValueError(f"v2_sample={v2_sample}: at least 2 entries per tensor are needed for a standard error")
+    if isinstance(v2_sample, float) and not 0.0 < v2_sample <= 1.0:
+        raise ValueError(f"v2_sample={v2_sample}: a fraction must lie in (0, 1] (or pass an int count)")
+    seed = 0 if seed is None else as_count(seed, "seed", minimum=0)
+    return v2, v2_sample, seed
+
+
+#: modules whose models "auto" sends to the reverse path rather than the generic one (fused kernels,
+#: and models large enough that u by reverse mode and the per-tensor proofs pay off)
+ATTENTION_TYPES = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.Transformer)
+
+
+def reverse_precision_inputs(B: int) -> int:
+    """Default number of inputs re-analysed in float64 on the reverse path and on the per-layer
+    (non-MLP) fast path (:mod:`.precision`): ⌈B/16⌉, at most 64.  A float64 input costs about twice
+    a float32 one there (CNNs, ResNets, transformers), so the measurement adds about 1/8 of the
+    analysis on large batches; MLPs and the generic path's small models keep 64."""
+    return min(64, max(1, -(-B // 16)))
 
 
 def resolve_family(family: str | ExponentialFamily) -> ExponentialFamily:
@@ -48,72 +93,173 @@ class Engine:
     plan: object | None
     reason: str
     params: dict[str, torch.Tensor]
+    #: how the reverse path obtains w (:func:`check_v2`); the fast and generic paths compute every w
+    v2: str = "exact"
+    v2_sample: int | float | None = None
+    seed: int = 0
+
+    @property
+    def mlp_plan(self):
+        """The MLP plan (THEORY §7's factored recursion: inputs (batch, features), a Linear first) when
+        the fast path runs a Linear/elementwise MLP, else None (a graph of per-layer rules)."""
+        return self.plan.mlp if self.path == "fast" else None
 
     def run(self, model, x, family, *, grams=False, pneg_samples=None, chunk_size=None,
-            max_params=GENERIC_MAX_PARAMS, progress: bool | None = None) -> EngineOutput:
+            max_params=GENERIC_MAX_PARAMS, progress: bool | None = None, base_keys=None) -> EngineOutput:
         if self.path == "fast":
-            eng = mlp_engine(model, x, family, self.plan, self.params, grams=grams, pneg_samples=pneg_samples)
+            eng = layer_engine(model, x, family, self.plan, self.params, grams=grams, pneg_samples=pneg_samples,
+                               base_keys=base_keys)
         elif self.path == "reverse":
-            check_reverse_w_cost(model, x, family, self.params, max_params)
+            if self.v2 != "prove":
+                check_reverse_w_cost(model, x, family, self.params, max_params, v2=self.v2, v2_sample=self.v2_sample)
+            # a fresh generator per call: every batch of dataset_stats samples the same entries
+            gen = torch.Generator().manual_seed(self.seed) if self.v2 == "sample" else None
             eng = reverse_engine(model, x, family, self.params, grams=grams, pneg_samples=pneg_samples,
-                                 chunk_inputs=chunk_size, w_mode="exact", progress=bool(progress))
+                                 chunk_inputs=chunk_size, w_mode=self.v2, w_sample=self.v2_sample, generator=gen,
+                                 progress=progress, base_keys=base_keys)
         else:
-            eng = generic_engine(model, x, family, self.params, grams=grams, pneg_samples=pneg_samples,
-                                 chunk_size=chunk_size, max_params=max_params)
+            total = sum(p.numel() for p in self.params.values())
+            if GENERIC_MAX_PARAMS < total <= max_params:   # the full generic computation on request (item 2d)
+                announce_cost(model, x, family, "generic", "exact", None, max_params)
+            with math_attention():   # fused attention kernels have no forward-mode rule (attention.py)
+                eng = generic_engine(model, x, family, self.params, grams=grams, pneg_samples=pneg_samples,
+                                     chunk_size=chunk_size, max_params=max_params)
         eng.info["path_reason"] = self.reason
         return eng
 
 
+def announce_cost(model, x, family, path: str, v2: str, v2_sample, max_params: int) -> None:
+    """Print :func:`.cost.cost_estimate`'s table to stderr before a long exact computation starts
+    (issue 9 item 2d: the full generic w computation on a large tensor set, allowed by raising
+    max_params above the default)."""
+    from .cost import cost_estimate
+    try:
+        est = cost_estimate(model, x, family, path=path, v2=v2, v2_sample=v2_sample, max_params=max_params)
+    except Exception as err:  # noqa: BLE001 - the estimate is advisory; say why it is missing
+        print(f"fishersym: cost estimate unavailable ({type(err).__name__}: {err}); starting the exact "
+              "computation", file=sys.stderr)
+        return
+    print(f"fishersym: starting a long exact computation (max_params={max_params} raised above the default "
+          f"{GENERIC_MAX_PARAMS}).\n{est}", file=sys.stderr)
+
+
 def check_reverse_w_cost(model: nn.Module, x: torch.Tensor, family: ExponentialFamily,
-                         params: dict[str, torch.Tensor], max_params: int) -> None:
+                         params: dict[str, torch.Tensor], max_params: int, *, v2: str = "exact",
+                         v2_sample: int | float | None = None) -> None:
     """The reverse path computes w exactly (nested forward mode, about three forward passes per
-    entry) for the tensors where V₂ ≡ 0 is not proved (:mod:`.proofs`); refuse before any work when
-    those tensors hold more than ``max_params`` entries, with the count and the options."""
+    entry) for the tensors where V₂ ≡ 0 is not proved (:mod:`.proofs`): every entry with
+    ``v2="exact"``, a sample of :func:`.cost.sample_size` entries per tensor with ``v2="sample"``.
+    Refuse before the computation when those entries exceed ``max_params``, with the count, the
+    estimated cost (:func:`.cost.cost_estimate`, a short timed calibration) and the options; when
+    they exceed the default limit but not a raised ``max_params``, print the estimate to stderr."""
     fn = _ReverseFn(model, family)
     values = {k: fn.fixed[k] for k in params}
     with math_attention():
         proofs = prove_w_zero(lambda: fn.batch(values, x[:1]), values)
     todo = {k: values[k].numel() for k, p in proofs.items() if not p.proved}
-    n = sum(todo.values())
+    need = todo if v2 == "exact" else {k: sample_size(n, v2_sample) for k, n in todo.items()}
+    n = sum(need.values())
     if n > max_params:
+        from .cost import cost_estimate
         worst = sorted(todo, key=todo.get, reverse=True)[:3]
         why = "; ".join(f"{k} ({todo[k]} entries): {proofs[k].reason}" for k in worst)
+        try:
+            est = cost_estimate(model, x, family, path="reverse", v2=v2, v2_sample=v2_sample,
+                                max_params=max(max_params, n))
+            cost = f"Estimated cost: {est.summary()}."
+        except Exception as err:  # noqa: BLE001 - the refusal must not hide behind a failed estimate
+            cost = f"(cost estimate unavailable: {type(err).__name__}: {err})."
+        what = "exactly" if v2 == "exact" else f"on a sample (v2_sample={v2_sample})"
         raise ValueError(
-            f"V₂ needs w = ∂²h/∂θ_i² exactly for {n} parameter entries where V₂ ≡ 0 could not be proved "
+            f"V₂ needs w = ∂²h/∂θ_i² {what} for {n} parameter entries where V₂ ≡ 0 could not be proved "
             f"(largest: {why}); at about three forward passes per entry and input that is more than "
-            f"max_params={max_params}. Options: raise max_params= if you accept the cost; analyse fewer "
-            "parameters (requires_grad_(False) on the others); or compute I and V₁ only for the smooth "
-            "layers' parameters by excluding them.")
+            f"max_params={max_params}. {cost} Options: v2='sample' with v2_sample= (exact w on a random "
+            "sample of entries per tensor, e.g. v2_sample=0.01; group totals of V₂ then come with standard "
+            "errors and confidence intervals); chunk_size= (fewer inputs per chunk: bounds the memory, not the "
+            "time); float32 (model.float(), inputs.float(): about half the time and memory, precision "
+            "measured); a GPU (model.cuda(), inputs.cuda()); raise max_params= if you accept the cost (the "
+            "estimate is printed before it starts); or analyse fewer parameters (requires_grad_(False) on "
+            "the others).")
+    if n > GENERIC_MAX_PARAMS:
+        announce_cost(model, x, family, "reverse", v2, v2_sample, max_params)
 
 
 def select_engine(model: nn.Module, family: ExponentialFamily, path: str = "auto",
-                  max_params: int = GENERIC_MAX_PARAMS) -> Engine:
+                  max_params: int = GENERIC_MAX_PARAMS, *, v2: str = "exact", v2_sample: int | float | None = None,
+                  seed: int = 0) -> Engine:
     """Validate the model and choose the exact path; ``path`` forces one.
 
     "fast" (THEORY §7: ``nn.Sequential`` MLPs), "generic" (nested forward mode per parameter entry,
     at most ``max_params`` entries) or "reverse" (:mod:`.reverse`: u from C backward passes per input
-    whatever P; w ≡ 0 proved per tensor from the executed ops, exact w elsewhere).  "auto" takes the
-    fast path when it applies, else the generic path up to ``max_params`` parameters, else the
-    reverse path."""
+    whatever P; w ≡ 0 proved per tensor from the executed ops, w elsewhere as ``v2`` says).  "auto"
+    takes the fast path when it applies (per-layer rules, :mod:`.layers`), else the generic path up to
+    ``max_params`` parameters unless the model has attention modules, else the reverse path.  ``v2`` other than "exact" (:func:`check_v2`) applies to the reverse path: with
+    "auto" it replaces the generic path (which computes every w), the fast path stays (its w is exact
+    for every entry at no extra cost); with path="fast" or "generic" it is refused."""
     if path not in ("auto", "fast", "generic", "reverse"):
         raise ValueError(f"path must be 'auto', 'fast', 'generic' or 'reverse', got {path!r}")
     check_model(model)
     params = check_params(model)
+    opts = {"v2": v2, "v2_sample": v2_sample, "seed": seed}
+    if v2 != "exact" and path in ("fast", "generic"):
+        raise ValueError(f"v2={v2!r} applies to the reverse path (path='reverse' or 'auto'); the {path} path "
+                         "computes w exactly for every entry. Pass v2='exact' or path='reverse'.")
     if path == "generic":
         return Engine("generic", None, "forced by path='generic'", params)
     if path == "reverse":
-        return Engine("reverse", None, "forced by path='reverse'", params)
-    plan, reason = plan_mlp(model, family)
+        return Engine("reverse", None, "forced by path='reverse'", params, **opts)
+    plan, reason = plan_layers(model, family)
     if plan is None:
         if path == "fast":
             raise ValueError(f"the fast path cannot handle this model: {reason}")
         total = sum(p.numel() for p in params.values())
+        if v2 != "exact":
+            return Engine("reverse", None, f"fast path unsupported: {reason}; v2={v2!r} selects the reverse path "
+                          "(u from C backward passes per input, V₂ ≡ 0 proved per tensor where it holds)",
+                          params, **opts)
         if total > max_params:
             return Engine("reverse", None, f"fast path unsupported: {reason}; {total} parameters exceed the "
                           f"generic path's limit of {max_params}, so u comes from reverse mode (C backward "
                           "passes per input) and V₂ ≡ 0 is proved per tensor where it holds", params)
+        attn = [n for n, m in model.named_modules() if isinstance(m, ATTENTION_TYPES)]
+        if attn:
+            return Engine("reverse", None, f"fast path unsupported: {reason}; attention ({attn[0]!r}) goes to the "
+                          "reverse path (math SDPA kernel; u from C backward passes per input, V₂ ≡ 0 proved "
+                          "per tensor where it holds, and v2='sample' available)", params)
         return Engine("generic", None, f"fast path unsupported: {reason}", params)
-    return Engine("fast", plan, "nn.Sequential MLP with an elementwise link", params)
+    extra = (f"; v2={v2!r} not needed: the fast path computes w exactly for every entry" if v2 != "exact" else "")
+    what = ("nn.Sequential MLP with an elementwise link (THEORY §7)" if plan.mlp is not None
+            else f"per-layer rules: {plan.source}")
+    return Engine("fast", plan, what + extra, params)
+
+
+def check_sampled_grams(engine: Engine, grams: bool) -> None:
+    """Theorem D.1's W Wᵀ sums over every entry's w: refused with a sampled V₂."""
+    if grams and engine.path == "reverse" and engine.v2 == "sample":
+        raise ValueError("group_bounds=True needs w for every entry (Theorem D.1's Gram matrix W Wᵀ sums over all "
+                         "entries), but v2='sample' computes w on a sample only. Use group_bounds='corollary46' "
+                         "(its V₂ trace bounds are then NaN, with the reason in result.info['not_estimated']) "
+                         "or v2='exact'.")
+
+
+def sampling_description(engine: Engine) -> str:
+    """How the sampled entries were chosen (for ``result.info`` and tables)."""
+    return (f"v2='sample', v2_sample={engine.v2_sample}, seed={engine.seed}: w exact on a simple random sample "
+            "of entries (without replacement, drawn by a private generator) of each tensor where V₂ ≡ 0 is not "
+            "proved")
+
+
+def v2_info(engine: Engine, eng: EngineOutput) -> dict:
+    """``result.info["v2"]``: the mode and, per tensor, how its w was obtained."""
+    out = {"mode": engine.v2 if engine.path == "reverse" else f"exact ({engine.path} path)"}
+    if engine.path == "reverse":
+        out["w_exact"] = list(eng.info.get("w_exact", []))
+        out["w_proved_zero"] = list(eng.info.get("var2_zero_reason", {}))
+        out["w_sampled"] = {k: (int(d["index"].numel()), int(d["population"]))
+                            for k, d in eng.info.get("w_sample", {}).items()}
+        if engine.v2 == "sample":
+            out["seed"], out["v2_sample"] = engine.seed, engine.v2_sample
+    return out
 
 
 @dataclass
@@ -148,7 +294,7 @@ def probe_outputs(model: nn.Module, x: torch.Tensor) -> None:
 
 def check_fast_inputs(engine: Engine, x: torch.Tensor) -> None:
     """Inputs (batch, features) for the fast path: floating point with the first Linear's in_features."""
-    lin = engine.plan.linears[0][1]
+    lin = engine.mlp_plan.linears[0][1]
     if not x.is_floating_point():
         raise TypeError(f"the inputs are {x.dtype}, but the model starts with a Linear layer: pass floating-point "
                         "inputs (x.to(torch.float64) or the parameters' dtype)")
@@ -163,8 +309,8 @@ def gram_bytes(engine: Engine, B: int, C: int, dtype: torch.dtype, chunk_size: i
     parameter tensor plus two more for the group sums and the bounds, and the (B, K, C²) products
     of the outer products u uᵀ (K rows of a layer, or a chunk of entries on the generic path)."""
     item = torch.finfo(dtype).bits // 8
-    if engine.path == "fast":
-        K = max(lin.weight.shape[0] for _, lin in engine.plan.linears)
+    if engine.mlp_plan is not None:
+        K = max(lin.weight.shape[0] for _, lin in engine.mlp_plan.linears)
     else:
         K = max(min(p.numel(), chunk_size or 1024) for p in engine.params.values())
     return item * B * (C ** 4 * (len(engine.params) + 2) + 2 * K * C ** 2)
@@ -185,7 +331,8 @@ def analyse_batch(engine: Engine, model: nn.Module, x: torch.Tensor, family: Exp
                   *, optimised: bool = False, use_eig: bool | None = None, grams: bool = False,
                   pneg: bool = False, chunk_size: int | None = None,
                   max_params: int = GENERIC_MAX_PARAMS, sharpened: bool = True,
-                  memory_budget: int | str | None = None) -> BatchAnalysis:
+                  memory_budget: int | str | None = None, keys: frozenset[str] | None = None,
+                  progress: bool | None = None) -> BatchAnalysis:
     """Base quantities, family constants and per-input keys for one batch (THEORY §3, §5).
 
     Before the engine runs: the inputs are validated (:func:`.checks.check_inputs`), the output shape
@@ -193,9 +340,9 @@ def analyse_batch(engine: Engine, model: nn.Module, x: torch.Tensor, family: Exp
     matrices of ``grams=True`` are sized against the memory budget (:func:`.guard.check_budget`)."""
     dtype = next(iter(engine.params.values())).dtype
     x = check_inputs(x, dtype)
-    if engine.path != "fast" or x.dim() != 2:
+    if engine.mlp_plan is None or x.dim() != 2:
         probe_outputs(model, x)
-    if engine.path == "fast" and x.dim() == 2:
+    if engine.mlp_plan is not None and x.dim() == 2:
         check_fast_inputs(engine, x)
     if grams:
         B, C = x.shape[0], family.C
@@ -206,8 +353,11 @@ def analyse_batch(engine: Engine, model: nn.Module, x: torch.Tensor, family: Exp
                       "group_bounds='corollary46' (Corollary 4.6 only: group bounds from norms, no C⁴ matrices)",
                       "fewer inputs per batch (batch_size= in dataset_stats, or split the inputs)"],
                      memory_budget)
+    if keys is not None and "prob_neg2" not in keys:
+        pneg = False
     eng = engine.run(model, x, family, grams=grams, pneg_samples=n_samples if pneg else None,
-                     chunk_size=chunk_size, max_params=max_params)
+                     chunk_size=chunk_size, max_params=max_params, progress=progress,
+                     base_keys=base_keys_for(keys, family.shift_invariant))
     h = eng.h.detach()
     gram_form = has_gram_form(family)
     eig = use_eig if use_eig is not None else (gram_form or family.C <= MAX_C_EIG)
@@ -262,7 +412,9 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
                       group_bounds: bool | str = False, prob_negative: bool = True,
                       chunk_size: int | None = None, max_params: int = GENERIC_MAX_PARAMS,
                       sharpened: bool = True, memory_budget: int | str | None = None,
-                      precision_check: int | None = None) -> StatsResult:
+                      precision_check: int | None = None, v2: str = "exact", v2_sample: int | float | None = None,
+                      seed: int | None = None, keys: Iterable[str] | None = None,
+                      progress: bool | None = None) -> StatsResult:
     """Exact I(θ_i|x), V₁, V₂ and the bounds of THEORY §5 for every parameter and input.
 
     Returns a :class:`StatsResult` whose mappings (``fisher``, ``var1``, ``var2``,
@@ -282,23 +434,62 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
     ``inputs``: a tensor (batch, features...) (detached; float32 or float64).  The model, its
     parameters, modes and hooks, torch's global flags and RNG are left unchanged
     (:func:`.guard.preserve_user_state`).
+
+    **V₂ on the reverse path** (issue 9 item 2; :func:`check_v2`): ``v2="exact"`` (default) computes
+    w for every entry where V₂ ≡ 0 is not proved (refused above ``max_params`` such entries, with the
+    estimated cost; above the default limit the estimate is printed before it starts);
+    ``v2="prove"`` refuses unless V₂ ≡ 0 is proved for every tensor; ``v2="sample"`` computes w
+    exactly on ``v2_sample`` random entries per unproved tensor (an int, or a fraction), drawn with a
+    private generator seeded ``seed``.  Then the per-entry V₂ keys (:data:`.stats.W_KEYS`) are exact
+    where ``result.v2_mask[name]`` is True and NaN elsewhere, and their group values are estimates
+    with standard errors (``result.standard_errors``) and 95 % normal intervals with the
+    finite-population correction (``result.ci()``); ``result.info["estimated"]`` lists them key by
+    key.  Every input shares the same sampled entries, so per-input estimates are correlated across
+    inputs.  ``cost_estimate`` (:mod:`.cost`) gives the route and cost per tensor without running.
+
+    ``keys`` (default: all of :data:`.stats.RESULT_KEYS`) restricts the result to those keys (plus
+    ``fisher``); on the reverse path only the base quantities they need are computed, which saves
+    time and memory on large models (e.g. ``keys=("fisher", "var1", "var2")``).  Without ``var1``
+    there is nothing for the precision flag to bound (``v1_rel_error`` = ε, nothing measured).  ``progress``: a tqdm
+    bar on stderr for the reverse path (None: when stderr is a terminal).
+
+    >>> import torch
+    >>> from torch import nn
+    >>> m = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    >>> from fishersym import families
+    >>> r = conditional_stats(m, torch.randn(2, 3, dtype=torch.float64), families.get("categorical", C=2),
+    ...                       path="reverse", v2="sample", v2_sample=4, seed=1)
+    >>> int(r.v2_mask["0.weight"].sum()), r.v2_mask["2.weight"].all().item()   # 4 of 12 exact; head: all
+    (4, True)
+    >>> lo, hi = r.ci()["0"]["var2"]; bool((lo <= r.groups["0"]["var2"]).all() and (r.groups["0"]["var2"] <= hi).all())
+    True
     """
     family = resolve_family(family)
     n_samples = _check_n(n_samples)
     chunk_size, max_params = check_sizes(chunk_size, max_params)
     group_bounds, grams = check_group_bounds(group_bounds)
     n_check = check_inputs_count(precision_check, 64)
-    engine = select_engine(model, family, path, max_params)
+    v2, v2_sample, seed = check_v2(v2, v2_sample, seed)
+    want = check_keys(keys)
+    if want is not None and group_bounds:
+        raise ValueError("group_bounds= needs every key (the group bounds use the norms and the Gram matrices); "
+                         "drop keys= or group_bounds=")
+    engine = select_engine(model, family, path, max_params, v2=v2, v2_sample=v2_sample, seed=seed)
+    check_sampled_grams(engine, grams)
+    if precision_check is None and (engine.path == "reverse" or (engine.path == "fast" and engine.mlp_plan is None)):
+        n_check = reverse_precision_inputs(len(inputs))
     ba = analyse_batch(engine, model, inputs, family, n_samples, optimised=optimised, use_eig=use_eig,
                        grams=grams, pneg=prob_negative, chunk_size=chunk_size, max_params=max_params,
-                       sharpened=sharpened, memory_budget=memory_budget)
+                       sharpened=sharpened, memory_budget=memory_budget, keys=want, progress=progress)
     values: dict[str, dict[str, torch.Tensor]] = {}
     for name, d in ba.keys.items():
         for k, part in d.items():
             values.setdefault(k, {})[name] = part.materialize()
-    add_derived(values)
+    add_derived(values, want)
     if ba.eng.pneg is not None:
         values["prob_neg2"] = {n: p.materialize() for n, p in ba.eng.pneg.items()}
+    if want is not None:
+        values = {k: v for k, v in values.items() if k in want}
     members = resolve_groups(model, values["fisher"], groups)
     gsum = {}
     for g, names in members.items():
@@ -307,17 +498,27 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
             if k.startswith(("rel_sd", "prob_neg")):
                 continue
             d[k] = sum(per[n].reshape(per[n].shape[0], -1).sum(1) for n in names)
-        d["rel_sd1"], d["rel_sd2"] = rel_sd(d["var1"], d["fisher"]), rel_sd(d["var2"], d["fisher"])
+        for q in ("1", "2"):
+            if f"var{q}" in d:
+                d[f"rel_sd{q}"] = rel_sd(d[f"var{q}"], d["fisher"])
         if group_bounds:
             d.update(group_trace_bounds(ba, family, names, n_samples, optimised))
         gsum[g] = d
     dtype = ba.eng.h.dtype
     from .core import mquad_cancels
-    canc = cancellation_ratio(ba.eng) if mquad_cancels(family) else 1.0
-    measured = measured_v1_error(engine, model, check_inputs(inputs, dtype), family, ba.eng, n_check,
-                                 max_params=max_params)
+    has_v1 = all("nv1_err" in b for b in ba.eng.parts.values())
+    canc = cancellation_ratio(ba.eng) if has_v1 and mquad_cancels(family) else 1.0
+    measured = (measured_v1_error(engine, model, check_inputs(inputs, dtype), family, ba.eng, n_check,
+                                  max_params=max_params) if has_v1 else None)
+    info = {"path_reason": ba.eng.info.get("path_reason", ""), "h": ba.eng.h,
+            **{k: ba.eng.info[k] for k in ("var2_zero_reason", "proofs") if k in ba.eng.info},
+            "constants": ba.consts, "constants_sharp": ba.sharp, "v2": v2_info(engine, ba.eng)}
+    sampling = None
+    index = {k: d["index"] for k, d in ba.eng.info.get("w_sample", {}).items()}
+    if index:
+        sampling, estimated = apply_sampling(values, gsum, members, index, "conditional",
+                                             sampling_description(engine), DEFAULT_LEVEL)
+        info["estimated"], info["not_estimated"] = estimated, sampling.not_estimated
     return StatsResult(values, kind="conditional", path=ba.eng.path, n_samples=n_samples, dtype=dtype,
                        cancellation=canc, groups=gsum, group_members=members, v1_rel_error_measured=measured,
-                       info={"path_reason": ba.eng.info.get("path_reason", ""), "h": ba.eng.h,
-                             **{k: ba.eng.info[k] for k in ("var2_zero_reason", "proofs") if k in ba.eng.info},
-                             "constants": ba.consts, "constants_sharp": ba.sharp})
+                       info=info, sampling=sampling)

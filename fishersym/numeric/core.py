@@ -20,7 +20,7 @@ import torch
 from ..families.base import ExponentialFamily
 from .parts import Part
 
-__all__ = ["EngineOutput", "BASE_POWER", "base_quantities", "prob_negative", "mquad_cancels",
+__all__ = ["EngineOutput", "BASE_POWER", "BASE_KEYS", "base_quantities", "base_quantities_chunked", "prob_negative", "mquad_cancels",
            "MAX_PNEG_OUTCOMES"]
 
 #: power of the input factor a_k in each base quantity of a weight (THEORY §7)
@@ -52,8 +52,15 @@ def mquad_cancels(family: ExponentialFamily) -> bool:
     return True
 
 
+#: bytes of u per slice in :func:`base_quantities_chunked` on CPU (cache-sized)
+CHUNK_BYTES = 1 << 20
+
+#: every key :func:`base_quantities` can compute
+BASE_KEYS = ("fisher", "nv1", "nv1_err", "u2", "nv2", "w2", "u2s", "w2s")
+
+
 def base_quantities(family: ExponentialFamily, h: torch.Tensor, u: torch.Tensor,
-                    w: torch.Tensor | None, cdim: int = -1) -> dict[str, torch.Tensor]:
+                    w: torch.Tensor | None, cdim: int = -1, keys=None) -> dict[str, torch.Tensor]:
     """Base quantities for directions u, w of shape (B, K, C) at h (B, C); each (B, K).
 
     fisher = uᵀΣu, nv1 = M(u,u,u,u) = N·V₁, nv2 = wᵀΣw = N·V₂ (THEORY §3; the family's
@@ -62,21 +69,60 @@ def base_quantities(family: ExponentialFamily, h: torch.Tensor, u: torch.Tensor,
     path factors it like nv1), u2 = ‖u‖², w2 = ‖w‖², and for shift-invariant families u2s, w2s =
     squared norms of the projections onto 𝟙^⊥ (THEORY §5 [beyond]).  ``w = None`` means
     w ≡ 0.  ``cdim=1`` takes u, w in the layout (B, C, K) instead (the fast path's G, D),
-    reducing over the outcome axis without a transposed copy.
+    reducing over the outcome axis without a transposed copy.  ``keys`` (a subset of
+    :data:`BASE_KEYS`, default all) restricts the work to those keys (fisher is always computed;
+    nv1 and nv1_err come together).
+
+    >>> from fishersym import families
+    >>> fam = families.get("categorical", C=3)
+    >>> q = base_quantities(fam, torch.zeros(1, 3), torch.tensor([[[1.0, 0.0, 0.0]]]), None)
+    >>> round(float(q["fisher"]), 6), round(float(q["u2"]), 6), sorted(q)[:3]
+    (0.222222, 1.0, ['fisher', 'nv1', 'nv1_err'])
     """
     if cdim not in (-1, 1):
         raise ValueError(f"cdim must be -1 or 1, got {cdim}")
-    fi, nv1, err = family.quad_forms(h, u, cdim, error=True)
-    out = {"fisher": fi, "nv1": nv1, "nv1_err": err, "u2": (u * u).sum(cdim)}
+    want = set(BASE_KEYS) if keys is None else set(keys) | {"fisher"}
+    bad = want - set(BASE_KEYS)
+    if bad:
+        raise ValueError(f"unknown base keys {sorted(bad)}; choose from {BASE_KEYS}")
+    moments = bool(want & {"nv1", "nv1_err"})
+    fi, nv1, err = family.quad_forms(h, u, cdim, moments=moments, error=moments) if moments else \
+        (family.quad_forms(h, u, cdim, moments=False)[0], None, None)
+    out = {"fisher": fi}
+    if moments:
+        out.update(nv1=nv1, nv1_err=err)
+    if "u2" in want:
+        out["u2"] = u.square().sum(cdim)
     if w is None:
-        zero = torch.zeros_like(fi)
-        out.update(nv2=zero, w2=zero)
+        for k in ("nv2", "w2"):
+            if k in want:
+                out[k] = torch.zeros_like(fi)
     else:
-        out.update(nv2=family.quad_forms(h, w, cdim, moments=False)[0], w2=(w * w).sum(cdim))
+        if "nv2" in want:
+            out["nv2"] = family.quad_forms(h, w, cdim, moments=False)[0]
+        if "w2" in want:
+            out["w2"] = w.square().sum(cdim)
     if family.shift_invariant:
-        out["u2s"] = (u - u.mean(cdim, keepdim=True)).square_().sum(cdim)
-        out["w2s"] = torch.zeros_like(fi) if w is None else (w - w.mean(cdim, keepdim=True)).square_().sum(cdim)
+        if "u2s" in want:
+            out["u2s"] = (u - u.mean(cdim, keepdim=True)).square_().sum(cdim)
+        if "w2s" in want:
+            out["w2s"] = torch.zeros_like(fi) if w is None else (w - w.mean(cdim, keepdim=True)).square_().sum(cdim)
     return out
+
+
+def base_quantities_chunked(family: ExponentialFamily, h: torch.Tensor, U: torch.Tensor, W: torch.Tensor | None,
+                            keys, write) -> None:
+    """:func:`base_quantities` of U, W in the (B, C, K) layout, in slices of the K entries small enough
+    to stay in cache (about 1 MiB of U per slice on CPU: measured 1.2–1.5× faster than one pass over
+    a large tensor; one slice on a GPU), each slice's values handed to ``write(key, lo, hi, value)``."""
+    K = U.shape[-1]
+    C = U.shape[1]
+    step = K if U.is_cuda else max(1, CHUNK_BYTES // max(1, C * U.element_size()))
+    for lo in range(0, K, step):
+        hi = min(K, lo + step)
+        q = base_quantities(family, h, U[:, :, lo:hi], None if W is None else W[:, :, lo:hi], cdim=1, keys=keys)
+        for key, val in q.items():
+            write(key, lo, hi, val)
 
 
 def _count_vectors(S: int, N: int) -> torch.Tensor:

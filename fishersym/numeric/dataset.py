@@ -35,13 +35,13 @@ from tqdm.auto import tqdm
 from ..bounds.lemma48 import lemma48_bound
 from ..families.base import ExponentialFamily
 from .checks import GENERIC_MAX_PARAMS, check_count, check_inputs
-from .conditional import (_check_n, analyse_batch, check_group_bounds, check_sizes, group_trace_bounds,
-                          resolve_family, select_engine)
+from .conditional import (_check_n, analyse_batch, check_group_bounds, check_sampled_grams, check_sizes, check_v2,
+                          group_trace_bounds, resolve_family, sampling_description, select_engine, v2_info)
 from .core import mquad_cancels
 from .guard import guarded
 from .parts import Part, batch_sums
 from .precision import check_inputs_count, measured_v1_error
-from .stats import StatsResult, add_derived, cancellation_ratio, rel_sd, resolve_groups
+from .stats import DEFAULT_LEVEL, StatsResult, add_derived, apply_sampling, cancellation_ratio, rel_sd, resolve_groups
 
 __all__ = ["dataset_stats", "iter_batches", "iter_data", "CentredMoments", "DATA_FORMS"]
 
@@ -239,7 +239,8 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
                   groups: Mapping[str, Iterable[str] | str] | None = None, group_bounds: bool | str = False,
                   batch_size: int = 256, progress: bool | None = None, chunk_size: int | None = None,
                   max_params: int = GENERIC_MAX_PARAMS, sharpened: bool = True,
-                  memory_budget: int | str | None = None, precision_check: int | None = None) -> StatsResult:
+                  memory_budget: int | str | None = None, precision_check: int | None = None,
+                  v2: str = "exact", v2_sample: int | float | None = None, seed: int | None = None) -> StatsResult:
     """Many-input I(θ_i), Var Î₁, Var Î₂ and bounds per parameter (shape param.shape), THEORY §8.
 
     ``data`` (one meaning in every entry point, :func:`iter_data`): a tensor of inputs; a tuple
@@ -259,6 +260,15 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
     about 10× slower than ``use_eig=False``, which certifies by closed forms only (Theorem 5.2,
     Corollary R.1, exact zeros) and gives V₁ upper bounds about 2× wider on an MNIST-sized
     MLP (the Fisher and V₂ bounds are unchanged).  Every bound is certified either way.
+
+    **Sampled V₂** (``v2="sample"``, ``v2_sample=``, ``seed=``; as in :func:`conditional_stats`).
+    The *same* entries are sampled for every input (every batch draws them from a fresh generator
+    seeded ``seed``, and the indices are checked to agree across batches): so the data-set values
+    of the V₂ keys (means over all inputs) are exact at the sampled entries, and each group total is
+    the expansion estimate from those exact per-entry data-set values z_i (Var Î₂(θ_i) under the
+    scheme), with s.e. P·√((1 − n/P)s_z²/n) computed from the z_i themselves.  This is the right
+    s.e. for the data-set value: per-input errors share the sample, so they must not be combined as
+    if independent.  NaN at the entries not sampled; ``result.v2_mask`` marks the exact ones.
     """
     if scheme not in ("all", "iid"):
         raise ValueError(f"scheme must be 'all' or 'iid', got {scheme!r}")
@@ -272,7 +282,11 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
     chunk_size, max_params = check_sizes(chunk_size, max_params)
     group_bounds, grams = check_group_bounds(group_bounds)
     batches, n_batches = iter_data(data, batch_size)
-    engine = select_engine(model, family, path, max_params)
+    v2, v2_sample, seed = check_v2(v2, v2_sample, seed)
+    engine = select_engine(model, family, path, max_params, v2=v2, v2_sample=v2_sample, seed=seed)
+    check_sampled_grams(engine, grams)
+    index: dict[str, torch.Tensor] | None = None
+    v2_record: dict | None = None
     members = None
     sums: dict[str, dict[str, torch.Tensor]] = {}
     gsums: dict[str, dict[str, torch.Tensor]] = {}
@@ -288,6 +302,15 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
                            grams=grams, chunk_size=chunk_size, max_params=max_params, sharpened=sharpened,
                            memory_budget=memory_budget)
         M += ba.eng.h.shape[0]
+        idx_b = {k: d["index"] for k, d in ba.eng.info.get("w_sample", {}).items()}
+        if index is None:
+            index, v2_record = idx_b, v2_info(engine, ba.eng)
+        elif idx_b.keys() != index.keys() or any(not torch.equal(idx_b[k], index[k]) for k in index):
+            raise ValueError(
+                f"v2='sample': the sampled entries differ between batches (tensors sampled: {sorted(index)} in the "
+                f"first batch, {sorted(idx_b)} in a later one), because the proofs of V₂ ≡ 0 differ between the "
+                "batches (data-dependent control flow in the model). The data-set estimate needs the same "
+                "entries for every input: pass all inputs in one batch (batch_size=), or use v2='exact'.")
         for k, why in ba.eng.info.get("var2_zero_reason", {}).items():
             zero_reasons.setdefault(k, why)
         if mquad_cancels(family):
@@ -348,8 +371,15 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
                 else:
                     d[k] = v / M / M if scheme == "all" else (in_var + v / M) / Mi
         gsum[g] = d
+    info = {"path_reason": engine.reason, "n_inputs": M, "m_inputs": Mi, "scheme": scheme,
+            **({"var2_zero_reason": zero_reasons} if zero_reasons else {}), "v2": v2_record}
+    sampling = None
+    if index:
+        sampling, estimated = apply_sampling(values, gsum, members or {}, index, "dataset",
+                                             sampling_description(engine) + "; the same entries for every input",
+                                             DEFAULT_LEVEL)
+        info["estimated"], info["not_estimated"] = estimated, sampling.not_estimated
     return StatsResult(values, kind="dataset", path=engine.path, n_samples=n_samples,
-                       dtype=next(iter(engine.params.values())).dtype, cancellation=canc, v1_rel_error_measured=measured, groups=gsum,
-                       group_members=members or {},
-                       info={"path_reason": engine.reason, "n_inputs": M, "m_inputs": Mi, "scheme": scheme,
-                             **({"var2_zero_reason": zero_reasons} if zero_reasons else {})})
+                       dtype=next(iter(engine.params.values())).dtype, cancellation=canc,
+                       v1_rel_error_measured=measured, groups=gsum, group_members=members or {}, info=info,
+                       sampling=sampling)

@@ -149,16 +149,16 @@ def estimate(model: nn.Module, data, family: str | ExponentialFamily, estimator:
         xb = check_inputs(xb, dtype)
         if estimator == "empirical" and yb is None:
             raise ValueError("the empirical Fisher needs observed labels: pass a tuple (x, y) or (x, y) batches")
-        if engine.path != "fast" or xb.dim() != 2:
+        if engine.mlp_plan is None or xb.dim() != 2:
             probe_outputs(model, xb)
-        if engine.path == "fast" and xb.dim() == 2:
+        if engine.mlp_plan is not None and xb.dim() == 2:
             check_fast_inputs(engine, xb)
         if estimator != "empirical":
             B, C = xb.shape[0], family.C
             check_budget(3 * n_samples * B * C * item,
                          f"estimate with n_samples={n_samples} (labels and residuals of shape (N, B={B}, C={C}))",
                          ["fewer labels per input (n_samples=)", "smaller batches (batch_size=)"], memory_budget)
-        if engine.path == "fast":
+        if engine.mlp_plan is not None:     # THEORY §7's factors (layer_of, G, D, a_in) of the MLP route
             eng = engine.run(model, xb, family)
             h = eng.h
         else:
@@ -168,7 +168,7 @@ def estimate(model: nn.Module, data, family: str | ExponentialFamily, estimator:
             T = statistic(family, yb, dtype).unsqueeze(0)
         else:
             T = family.sample(h, n_samples, generator)
-        if engine.path == "fast":
+        if engine.mlp_plan is not None:
             parts = _fast(eng, family, engine.params, T, estimator)
         else:
             p1, p2 = _generic(model, xb, family, engine.params, T, chunk_size)  # one pass of directions() gives both

@@ -39,13 +39,14 @@ from ..families.base import ExponentialFamily
 from .checks import GENERIC_MAX_PARAMS, check_batch_independent
 from .core import EngineOutput, base_quantities, prob_negative
 from .parts import Part
+from .. import activations as _act
 from .safe_ad import composite_norms, preserved_attributes, stateless_call
 
 __all__ = ["generic_engine", "directions", "FAST_LAYERS_HINT"]
 
-FAST_LAYERS_HINT = ("nn.Sequential of Linear layers and elementwise activations (Sigmoid, Tanh, ReLU, "
-                    "LeakyReLU, Hardtanh, ELU, Softplus, GELU, SiLU, Identity; Flatten before the first "
-                    "Linear; Dropout in eval mode) with an elementwise link")
+FAST_LAYERS_HINT = ("nn.Sequential of Linear layers and elementwise activations ("
+                    + ", ".join(t.__name__ for t in _act.TYPES if t is not nn.Dropout)
+                    + "; Flatten before the first Linear; Dropout in eval mode) with an elementwise link")
 
 #: seed of the private generator of the check's random combination r (the global RNG is not used)
 _CHECK_SEED = 0x5EED

@@ -53,9 +53,16 @@ def measured_v1_error(engine, model: nn.Module, x: torch.Tensor, family: Exponen
         m64 = copy.deepcopy(model).double()
     except Exception:  # a model that cannot be copied: the measurement is unavailable (reported as None)
         return None
-    e64 = select_engine(m64, family, engine.path, max_params or GENERIC_MAX_PARAMS)
     x64 = x[idx].double() if x.is_floating_point() else x[idx]
-    out = e64.run(m64, x64, family, max_params=max_params or GENERIC_MAX_PARAMS)
+    if engine.path == "reverse":   # only V₁ is compared: u alone, no w (however V₂ was obtained)
+        from .reverse import reverse_engine
+        params = {k: p for k, p in m64.named_parameters() if k in engine.params}
+        out = reverse_engine(m64, x64, family, params, w_mode="skip", progress=False,
+                             base_keys=("fisher", "nv1", "nv1_err"))
+    else:
+        e64 = select_engine(m64, family, engine.path, max_params or GENERIC_MAX_PARAMS)
+        out = e64.run(m64, x64, family, max_params=max_params or GENERIC_MAX_PARAMS,
+                      base_keys=("fisher", "nv1", "nv1_err"))
     worst = 0.0
     for name, base in out.parts.items():
         ref = base["nv1"].materialize()

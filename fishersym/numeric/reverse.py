@@ -60,14 +60,14 @@ from .attention import math_attention
 from .checks import check_batch_independent
 from .guard import MemoryBudgetError
 from .generic import directions
-from .core import EngineOutput, base_quantities, prob_negative
+from .core import BASE_KEYS, EngineOutput, base_quantities, base_quantities_chunked, prob_negative
 from .parts import Part
 from .proofs import _verdicts, merge_proofs, trace_taints
 from .safe_ad import composite_norms, preserved_attributes
 
 __all__ = ["reverse_engine", "per_sample_jacobians", "W_MODES", "W_METHODS", "DEFAULT_MAX_BYTES", "estimate_bytes"]
 
-W_MODES = ("prove", "exact", "sample")
+W_MODES = ("prove", "exact", "sample", "skip")
 W_METHODS = ("forward", "forward-over-reverse")
 DEFAULT_MAX_BYTES = 1 << 30
 #: working set aimed at when choosing the input chunk automatically (larger chunks were not faster on CPU)
@@ -77,18 +77,19 @@ _TARGET_BYTES = 256 << 20
 _TMP_FACTOR = 3
 
 
-def _tqdm(iterable, progress: bool, **kw):
-    if not progress:
+def _tqdm(iterable, progress: bool | None, **kw):
+    """tqdm over ``iterable`` on stderr; ``progress`` None: only when stderr is a terminal."""
+    if progress is False:
         return iterable
     try:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return iterable
-    return tqdm(iterable, file=sys.stderr, leave=False, **kw)
+    return tqdm(iterable, file=sys.stderr, leave=False, disable=None if progress is None else False, **kw)
 
 
-def _bar(progress: bool, total: int, desc: str):
-    if not progress:
+def _bar(progress: bool | None, total: int, desc: str):
+    if progress is False or (progress is None and not sys.stderr.isatty()):
         return None
     try:
         from tqdm.auto import tqdm
@@ -240,8 +241,9 @@ def _check_sample(w_sample, w_mode):
 
 
 def _sample_index(n_entries: int, w_sample, generator: torch.Generator) -> torch.Tensor:
-    n = w_sample if isinstance(w_sample, int) else math.ceil(w_sample * n_entries)
-    n = min(n_entries, max(n, min(2, n_entries)))
+    """A simple random sample (without replacement, sorted) of :func:`.cost.sample_size` flat indices."""
+    from .cost import sample_size   # cost imports this module's callers; the rule lives there
+    n = sample_size(n_entries, w_sample)
     return torch.randperm(n_entries, generator=generator)[:n].sort().values
 
 
@@ -257,14 +259,18 @@ def _sample_estimate(vals: torch.Tensor, population: int) -> dict[str, torch.Ten
 
 def reverse_engine(model: nn.Module, x: torch.Tensor, family: ExponentialFamily, params: dict[str, torch.Tensor], *,
                    grams: bool = False, pneg_samples: int | None = None, chunk_inputs: int | None = None,
-                   w_mode: str = "prove", max_bytes: int | None = None, progress: bool = True,
+                   w_mode: str = "prove", max_bytes: int | None = None, progress: bool | None = None,
                    w_method: str = "forward", w_sample: int | float | None = None,
-                   generator: torch.Generator | None = None) -> EngineOutput:
+                   generator: torch.Generator | None = None, base_keys=None) -> EngineOutput:
     """Exact per-input base quantities for every entry of ``params`` by reverse mode (module docstring).
 
     ``w_mode``: "prove" (V₂ ≡ 0 proved per tensor, else a ValueError), "exact" (w computed for the
-    tensors not proved) or "sample" (w exact on ``w_sample`` random entries per tensor not proved,
+    tensors not proved), "skip" (u only: the w keys are absent; used by the float64 precision
+    measurement, which compares V₁) or "sample" (w exact on ``w_sample`` random entries per tensor not proved,
     drawn with ``generator``, default a private generator seeded 0; the global RNG is not used).
+    ``base_keys`` (a subset of :data:`.core.BASE_KEYS`, default all) restricts the per-entry work
+    to those base quantities (``fisher`` always).  For a tensor with w ≡ 0 proved, the w keys are
+    one zero broadcast over (B, *shape) (stride 0: no memory).
     ``w_method`` for the exact entries: "forward" (nested forward mode along e_i, ~3 forward passes
     per entry, verified against reverse-over-reverse: :func:`.generic.directions`) or
     "forward-over-reverse" (jvp of the per-sample Jacobian along e_i; ~C backward passes per entry).
@@ -300,11 +306,11 @@ def reverse_engine(model: nn.Module, x: torch.Tensor, family: ExponentialFamily,
         raise ValueError(f"chunk_inputs must be a positive int or None, got {chunk_inputs!r}")
     with preserved_attributes(model), math_attention():
         return _reverse(model, x, family, params, grams, pneg_samples, chunk_inputs, w_mode, max_bytes, progress,
-                        w_method, w_sample, generator)
+                        w_method, w_sample, generator, base_keys)
 
 
 def _reverse(model, x, family, params, grams, pneg_samples, chunk_inputs, w_mode, max_bytes, progress,
-             w_method, w_sample, generator) -> EngineOutput:
+             w_method, w_sample, generator, base_keys) -> EngineOutput:
     named = dict(model.named_parameters())
     for k in params:
         if k not in named:
@@ -352,7 +358,7 @@ def _reverse(model, x, family, params, grams, pneg_samples, chunk_inputs, w_mode
             t2, _ = trace_taints(lambda: fn.batch(values, x[s:e]), values)
             proofs = merge_proofs(proofs, _verdicts(t2, values))
 
-    todo_w = [k for k, p in proofs.items() if not p.proved]
+    todo_w = [k for k, p in proofs.items() if not p.proved] if w_mode != "skip" else []
     if todo_w and w_mode == "prove":
         lines = "; ".join(f"{k}: {proofs[k].reason}" for k in todo_w)
         raise ValueError(
@@ -373,6 +379,14 @@ def _reverse(model, x, family, params, grams, pneg_samples, chunk_inputs, w_mode
         for k in params:
             gram_out[k] = {"JJ": h.new_zeros(B, C, C), "UU": h.new_zeros(B, C * C, C * C), "WW": h.new_zeros(B, C, C)}
     w_keys = ("nv2", "w2", "w2s")
+    wanted = list(BASE_KEYS if base_keys is None else base_keys)
+    bad = set(wanted) - set(BASE_KEYS)
+    if bad:
+        raise ValueError(f"base_keys: unknown keys {sorted(bad)}; choose from {BASE_KEYS}")
+    if "fisher" not in wanted:
+        wanted.insert(0, "fisher")
+    if w_mode == "skip":     # u only: the w keys are not computed at all
+        wanted = [q for q in wanted if q not in w_keys]
     routes: list[str] = []
     samples: dict[str, dict[str, list[torch.Tensor]]] = {k: {} for k in sample_idx}
 
@@ -393,30 +407,43 @@ def _reverse(model, x, family, params, grams, pneg_samples, chunk_inputs, w_mode
                 idx = sample_idx.get(k)
                 if k in todo_w:
                     W = _w_entries(fn, model, family, values, k, xc, idx, w_method, act, max_bytes, progress)
+                acc = parts_acc.setdefault(k, {})
                 if idx is None:
-                    q = base_quantities(family, hc, U, W, cdim=1)
+                    zero_w = W is None and k not in todo_w and w_mode != "skip"
+                    keys_k = wanted if not zero_w else [q for q in wanted if q not in w_keys]
+                    if zero_w:                                                    # proved w ≡ 0: no memory
+                        for key in w_keys:
+                            if key in wanted and key not in acc and (key != "w2s" or family.shift_invariant):
+                                acc[key] = hc.new_zeros(()).expand(B, U.shape[-1])
+
+                    def write(key, lo, hi, val, acc=acc, s=s, e=e):
+                        buf = acc.get(key)
+                        if buf is None:
+                            buf = acc[key] = val.new_empty((B, U.shape[-1]))
+                        buf[s:e, lo:hi] = val
+                    base_quantities_chunked(family, hc, U, W, keys_k, write)
                 else:                                                             # sampled: exact at idx, NaN elsewhere
-                    q = base_quantities(family, hc, U, None, cdim=1)
-                    qs = base_quantities(family, hc, U.index_select(2, idx), W, cdim=1)
+                    q = base_quantities(family, hc, U, None, cdim=1, keys=wanted)
+                    qs = base_quantities(family, hc, U.index_select(2, idx), W, cdim=1, keys=wanted)
                     for key in w_keys:
                         if key in q:
                             full = torch.full_like(q[key], float("nan"))
                             full[:, idx] = qs[key]
                             q[key] = full
                             samples[k].setdefault(key, []).append(qs[key])
-                for key, val in q.items():
-                    buf = parts_acc.setdefault(k, {}).get(key)
-                    if buf is None:
-                        buf = parts_acc[k][key] = val.new_empty((B,) + tuple(val.shape[1:]))
-                    buf[s:e] = val
+                    for key, val in q.items():
+                        buf = acc.get(key)
+                        if buf is None:
+                            buf = acc[key] = val.new_empty((B,) + tuple(val.shape[1:]))
+                        buf[s:e] = val
                 if pneg_acc is not None:
-                    fis = q["fisher"] if idx is None else q["fisher"].index_select(1, idx)
+                    fis = acc["fisher"][s:e] if idx is None else acc["fisher"][s:e].index_select(1, idx)
                     pv = prob_negative(family, hc, fis, None if W is None else W.transpose(1, 2), pneg_samples)
                     if pv is None:
                         pneg_acc = None
                     else:
                         if idx is not None:
-                            full = torch.full_like(q["fisher"], float("nan"))
+                            full = torch.full_like(acc["fisher"][s:e], float("nan"))
                             full[:, idx] = pv
                             pv = full
                         pneg_acc.setdefault(k, h.new_empty(B, U.shape[-1]))[s:e] = pv
@@ -476,7 +503,7 @@ def _w_entries(fn, model, family, values, name, xc, idx, method, act, max_bytes,
     k = int(max(1, min(len(idx), cap, max_bytes // max(1, per_entry))))
     cols = []
     rng = range(0, len(idx), k)
-    for i in _tqdm(rng, progress and len(rng) > 1, desc=f"exact w of {name}"):
+    for i in _tqdm(rng, progress if len(rng) > 1 else False, desc=f"exact w of {name}"):
         sel = idx[i:i + k]
         if method == "forward":
             _, W = directions(model, xc, family, name, sel)                       # (b, k, C), verified

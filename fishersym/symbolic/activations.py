@@ -1,42 +1,45 @@
 """Activations for the symbolic engine (THEORY.md §6.1, §6.3, §7).
 
-Each activation φ is given three times, consistently:
+The symbolic view of the activation registry :mod:`fishersym.activations` (one entry per
+activation, shared with the numeric engines, the per-layer rules and the hypothesis
+strategies).  Each activation φ is given three times, consistently:
 
 * ``fn(z)``: the SymPy expression φ(z) that *defines* the activation
   a = φ(z) (used to build the fully expanded network, which the tests
-  differentiate directly);
+  differentiate directly); ``Piecewise`` for the kinked ones (ReLU, leaky ReLU,
+  ELU, Hardtanh);
 * ``d1(z, a)``, ``d2(z, a)``: φ'(z) and φ''(z) written, for readability,
   through the intermediate symbols z (pre-activation) and a = φ(z)
   (activation) where that is shorter — σ' = σ(1 − σ) for the sigmoid,
   tanh' = 1 − tanh², softplus' = 1 − e^{−a};
-* ``torch_module()``: the equivalent ``torch.nn`` module, so that a symbolic
-  network maps one-to-one onto ``nn.Sequential(Linear, act, Linear, …)``.
+* ``torch_module()``: the equivalent ``torch.nn`` module with the same
+  hyper-parameters, so that a symbolic network maps one-to-one onto
+  ``nn.Sequential(Linear, act, Linear, …)``.
 
-Piecewise-linear activations (ReLU, leaky ReLU, identity) are
-differentiable except on a null set (z = 0).  We use the derivative torch's
+Piecewise-linear activations (ReLU, leaky ReLU, Hardtanh, identity) are
+differentiable except on a null set.  We use the derivative torch's
 autograd uses — ReLU'(z) = H(z) with H(0) = 0, leaky ReLU'(z) = 1 for
-z > 0 and α otherwise — and the second derivative **0**, which is its value
-almost everywhere (THEORY §6.3: V₂ ≡ 0 a.e. for piecewise-linear networks).
-The derivative of the step at z = 0 is a Dirac mass; it is deliberately not
-represented, because the estimators only see the a.e. derivatives.
+z > 0 and α otherwise, Hardtanh' = 0 at the clip points — and the second
+derivative **0**, which is its value almost everywhere (THEORY §6.3: V₂ ≡ 0
+a.e. for piecewise-linear networks).  The derivative of a step is a Dirac
+mass; it is deliberately not represented, because the estimators only see the
+a.e. derivatives.  Softplus is the smooth log(1 + e^{βz})/β; torch's module
+returns z where βz exceeds its ``threshold``, within e^{−threshold}/β of it, so
+thresholds below torch's default 20 are refused.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from functools import partial
+from typing import Any, Callable
 
 import sympy as sp
 import torch.nn as nn
 
+from .. import activations as _registry
+from ..activations import ActivationSpec
+
 __all__ = ["Activation", "ACTIVATIONS", "available", "get_activation"]
-
-
-def _logistic(z):
-    return 1 / (1 + sp.exp(-z))
-
-
-def _phi(z):  # standard normal density
-    return sp.exp(-z ** 2 / 2) / sp.sqrt(2 * sp.pi)
 
 
 @dataclass(frozen=True)
@@ -63,72 +66,27 @@ class Activation:
         return f"Activation({self.name!r}{extra})"
 
 
-def _leaky(slope: float = 0.01) -> Activation:
-    if not isinstance(slope, (int, float)) or not (0 <= slope):
-        raise ValueError(f"leaky_relu: negative_slope must be a number >= 0, got {slope!r}")
-    s = sp.nsimplify(slope)
+def _from_registry(spec: ActivationSpec, *args: Any, **kwargs: Any) -> Activation:
+    """The :class:`Activation` of a registry entry with these hyper-parameters (positional in
+    the entry's order, or by keyword; defaults: torch's)."""
+    p = spec.params(*args, **kwargs)
+    why = spec.sympy_refuses(**p) if spec.sympy_refuses is not None else None
+    if why is not None:
+        raise ValueError(f"{spec.name}: {why}")
+    q = spec.sympy_params(p)
     return Activation(
-        "leaky_relu", r"\operatorname{LeakyReLU}",
-        fn=lambda z: sp.Piecewise((z, z > 0), (s * z, True)),
-        d1=lambda z, a: sp.Piecewise((1, z > 0), (s, True)),
-        d2=lambda z, a: sp.Integer(0),
-        torch_module=lambda: nn.LeakyReLU(float(slope)),
-        piecewise_linear=True, params=(float(slope),),
-        note=(rf"leaky ReLU with slope $\alpha = {sp.latex(s)}$: $\phi'(z) = 1$ for $z > 0$, $\alpha$ otherwise "
-              r"(autograd's convention at $z = 0$), and $\phi'' = 0$ almost everywhere."))
+        spec.name, spec.latex,
+        fn=lambda z: spec.phi(z, **q),
+        d1=lambda z, a: spec.sympy_d1(z, a, **q),
+        d2=lambda z, a: spec.sympy_d2(z, a, **q),
+        torch_module=lambda: spec.make(**p),
+        assumptions=dict(spec.assumptions), piecewise_linear=spec.piecewise_linear,
+        note=spec.describe(**q), params=tuple(p[h.name] for h in spec.hyper))
 
 
-def _builtin() -> dict[str, Callable[..., Activation]]:
-    return {
-        "sigmoid": lambda: Activation(
-            "sigmoid", r"\operatorname{sigmoid}", fn=_logistic,
-            d1=lambda z, a: a * (1 - a), d2=lambda z, a: a * (1 - a) * (1 - 2 * a),
-            torch_module=nn.Sigmoid, assumptions={"positive": True},
-            note=r"sigmoid $\phi(z) = 1/(1+e^{-z})$: $\phi' = \phi(1-\phi)$, $\phi'' = \phi(1-\phi)(1-2\phi)$."),
-        "tanh": lambda: Activation(
-            "tanh", r"\tanh", fn=sp.tanh,
-            d1=lambda z, a: 1 - a ** 2, d2=lambda z, a: -2 * a * (1 - a ** 2),
-            torch_module=nn.Tanh,
-            note=r"$\tanh$: $\phi' = 1 - \phi^2$, $\phi'' = -2\phi(1-\phi^2)$."),
-        "softplus": lambda: Activation(
-            "softplus", r"\operatorname{softplus}", fn=lambda z: sp.log(1 + sp.exp(z)),
-            d1=lambda z, a: 1 - sp.exp(-a), d2=lambda z, a: sp.exp(-a) * (1 - sp.exp(-a)),
-            torch_module=nn.Softplus, assumptions={"positive": True},
-            note=(r"softplus $\phi(z) = \log(1+e^{z})$: $\phi' = \operatorname{sigmoid}(z) = 1 - e^{-\phi}$, "
-                  r"$\phi'' = e^{-\phi}(1 - e^{-\phi})$.")),
-        "relu": lambda: Activation(
-            "relu", r"\operatorname{ReLU}", fn=lambda z: sp.Piecewise((z, z > 0), (0, True)),
-            d1=lambda z, a: sp.Heaviside(z, 0), d2=lambda z, a: sp.Integer(0),
-            torch_module=nn.ReLU, assumptions={"nonnegative": True}, piecewise_linear=True,
-            note=(r"ReLU $\phi(z) = \max(0, z)$: $\phi'(z) = \theta(z)$ (Heaviside step, $\theta(0) = 0$ as in "
-                  r"autograd) and $\phi'' = 0$ almost everywhere (the Dirac mass at $z = 0$ is a null set).")),
-        "leaky_relu": _leaky,
-        "identity": lambda: Activation(
-            "identity", r"\operatorname{id}", fn=lambda z: z,
-            d1=lambda z, a: sp.Integer(1), d2=lambda z, a: sp.Integer(0),
-            torch_module=nn.Identity, piecewise_linear=True,
-            note=r"identity: $\phi' = 1$, $\phi'' = 0$."),
-        "gelu": lambda: Activation(
-            "gelu", r"\operatorname{GELU}",
-            fn=lambda z: z * (1 + sp.erf(z / sp.sqrt(2))) / 2,
-            d1=lambda z, a: (1 + sp.erf(z / sp.sqrt(2))) / 2 + z * _phi(z),
-            d2=lambda z, a: (2 - z ** 2) * _phi(z),
-            torch_module=nn.GELU,
-            note=(r"GELU $\phi(z) = z\,\Phi(z)$ with $\Phi(z) = \tfrac12(1 + \operatorname{erf}(z/\sqrt2))$: "
-                  r"$\phi' = \Phi(z) + z\varphi(z)$, $\phi'' = (2 - z^2)\varphi(z)$, $\varphi$ the normal density.")),
-        "silu": lambda: Activation(
-            "silu", r"\operatorname{SiLU}", fn=lambda z: z * _logistic(z),
-            d1=lambda z, a: _logistic(z) * (1 + z * (1 - _logistic(z))),
-            d2=lambda z, a: _logistic(z) * (1 - _logistic(z)) * (2 + z * (1 - 2 * _logistic(z))),
-            torch_module=nn.SiLU,
-            note=(r"SiLU $\phi(z) = z\,s(z)$, $s$ the sigmoid: $\phi' = s(1 + z(1-s))$, "
-                  r"$\phi'' = s(1-s)(2 + z(1-2s))$.")),
-    }
-
-
-ACTIVATIONS = _builtin()
-_ALIASES = {"leakyrelu": "leaky_relu", "leaky-relu": "leaky_relu", "linear": "identity", "swish": "silu",
-            "logistic": "sigmoid"}
+#: name → factory(*hyper-parameters) of the :class:`Activation`, one per registry entry
+ACTIVATIONS: dict[str, Callable[..., Activation]] = {
+    name: partial(_from_registry, spec) for name, spec in _registry.REGISTRY.items()}
 
 
 def available() -> list[str]:
@@ -136,26 +94,39 @@ def available() -> list[str]:
     return sorted(ACTIVATIONS)
 
 
+def _parse_arg(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def get_activation(spec) -> Activation:
-    """An :class:`Activation` from a name (``"tanh"``), ``"leaky_relu:0.2"``, a tuple
-    ``("leaky_relu", 0.2)`` or an instance."""
+    """An :class:`Activation` from a name (``"tanh"``), ``"leaky_relu:0.2"``,
+    ``"hardtanh:-0.5,0.7"``, ``"gelu:tanh"``, ``"softplus:beta=2"``, a tuple
+    ``("leaky_relu", 0.2)`` or an instance.  Parameters are the torch module's
+    hyper-parameters, positionally in the registry's order or by keyword."""
     if isinstance(spec, Activation):
         return spec
     args: tuple = ()
+    kwargs: dict[str, Any] = {}
     if isinstance(spec, tuple) and spec and isinstance(spec[0], str):
         spec, args = spec[0], tuple(spec[1:])
     if isinstance(spec, str) and ":" in spec:
         spec, arg = spec.split(":", 1)
-        try:
-            args = (float(arg),)
-        except ValueError:
-            raise ValueError(f"invalid activation parameter {arg!r} in {spec!r}") from None
-    if not isinstance(spec, str):
+        pos = []
+        for part in arg.split(","):
+            if not part.strip():
+                raise ValueError(f"invalid activation parameter {arg!r} in {spec!r}")
+            if "=" in part:
+                k, v = part.split("=", 1)
+                kwargs[k.strip()] = _parse_arg(v.strip())
+            elif kwargs:
+                raise ValueError(f"invalid activation parameter {arg!r} in {spec!r}: positional after keyword")
+            else:
+                pos.append(_parse_arg(part.strip()))
+        args = tuple(pos)
+    entry = _registry.get(spec) if isinstance(spec, str) else None
+    if entry is None:
         raise ValueError(f"unknown activation {spec!r}; known: {', '.join(available())}")
-    key = _ALIASES.get(spec.lower(), spec.lower())
-    if key not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {spec!r}; known: {', '.join(available())}")
-    try:
-        return ACTIVATIONS[key](*args)
-    except TypeError:
-        raise ValueError(f"activation {key!r} takes no parameter, got {args}") from None
+    return ACTIVATIONS[entry.name](*args, **kwargs)

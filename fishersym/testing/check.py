@@ -25,9 +25,16 @@ from torch import nn
 
 from .. import families as _families
 from ..families.base import ExponentialFamily
+from .brute import BRUTE_MAX_PARAMS
 from .properties import PROPERTIES, NotApplicable
 
-__all__ = ["check_model", "Report", "PropertyResult", "resolve_factory", "preflight"]
+__all__ = ["check_model", "Report", "PropertyResult", "resolve_factory", "preflight", "infer_input_shape",
+           "progress_bar", "CANDIDATE_SHAPES"]
+
+#: properties that take ``result=`` (their conditional_stats call) and the options they compute it with:
+#: check_model hands them the baseline on unperturbed examples and a result on ``path`` otherwise
+RESULT_OPTIONS = {"closed_forms": {}, "unbiased": {}, "structural": {}, "rescaling": {}, "nonnegative": {},
+                  "shift_invariance": {}, "bounds": {"optimised": True}}
 
 #: examples per property in check_model (the expensive ones get fewer)
 DEFAULT_EXAMPLES = {"monte_carlo": 1, "symbolic_numeric": 2, "closed_forms": 5, "unbiased": 3, "rescaling": 3}
@@ -144,13 +151,68 @@ def preflight(model: nn.Module, family: ExponentialFamily, x: torch.Tensor) -> N
     family.check_output(out.detach())
 
 
+#: per-input shapes tried, in order, when a model's input shape cannot be read off its first layer
+#: (:func:`infer_input_shape`): flat vectors of the digits / MNIST sizes, the digits' 8 rows of 8,
+#: then images with 1 or 3 channels at the digits, MNIST and CIFAR sizes
+CANDIDATE_SHAPES: tuple[tuple[int, ...], ...] = (
+    (64,), (784,), (8, 8), (28, 28), (1, 8, 8), (1, 28, 28), (1, 32, 32), (1, 16, 16),
+    (3, 8, 8), (3, 32, 32), (3, 28, 28), (3, 16, 16))
+
+
+def _runs_on(model: nn.Module, shape: tuple[int, ...]) -> bool:
+    """True when ``model`` maps a (2, *shape) batch to a (2, C) float output (C ≥ 1)."""
+    p = next((q for q in model.parameters()), None)
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.get_default_dtype()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros((2, *shape), dtype=dtype))
+    except Exception:  # noqa: BLE001 - the probe: any failure means "not this shape"
+        return False
+    return isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == 2 and out.is_floating_point()
+
+
+def infer_input_shape(model: nn.Module, candidates=CANDIDATE_SHAPES) -> tuple[int, ...]:
+    """The shape of one input of ``model`` (without the batch dimension).
+
+    An ``nn.Linear`` or a ``Conv1d``/``Conv2d`` seen first among the modules gives the feature or
+    channel count; the result is then the first of ``candidates`` that agrees with it and on which
+    the model maps a batch of 2 to a (2, C) output (one forward pass of zeros per candidate tried).
+    For a model whose first module is a Linear, its (in_features,) is returned when the model runs
+    on it.  Raises ``ValueError`` naming ``inputs=``/``input_shape=`` when no candidate runs.
+
+    >>> infer_input_shape(nn.Sequential(nn.Linear(5, 2)))
+    (5,)
+    >>> infer_input_shape(nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2)))
+    (3, 8, 8)
+    """
+    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding))), None)
+    cands = list(candidates)
+    if isinstance(first, nn.Linear):
+        cands = [(first.in_features,)] + [c for c in cands if c[-1] == first.in_features]
+    elif isinstance(first, nn.Conv2d):
+        cands = [c for c in cands if len(c) == 3 and c[0] == first.in_channels]
+    elif isinstance(first, nn.Conv1d):
+        cands = [(first.in_channels, n) for n in (8, 16, 28, 32, 64)]
+    elif isinstance(first, nn.Embedding):
+        cands = []  # token ids: no float shape to guess
+    for c in cands:
+        if _runs_on(model, c):
+            return tuple(c)
+    tried = ", ".join(str(tuple(c)) for c in cands[:6]) + (", ..." if len(cands) > 6 else "")
+    raise ValueError(f"cannot infer the input shape of this {type(model).__name__} (tried {tried or 'nothing'}): "
+                     "pass inputs= or input_shape= (the shape of one input, without the batch dimension)")
+
+
 def _infer_input_shape(model: nn.Module) -> tuple[int, ...]:
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            return (m.in_features,)
-        if isinstance(m, nn.Conv2d):
-            raise ValueError("cannot infer the input size of a convolutional model: pass inputs= or input_shape=")
-    raise ValueError("cannot infer the input shape: pass inputs= or input_shape=")
+    """Backwards-compatible name of :func:`infer_input_shape`."""
+    return infer_input_shape(model)
+
+
+def progress_bar(iterable=None, progress: bool | None = None, **kw):
+    """A tqdm bar on stderr, shown only when stderr is a terminal and ``progress`` is not False."""
+    from tqdm.auto import tqdm
+    disable = progress is False or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+    return tqdm(iterable, file=sys.stderr, disable=disable, leave=False, **kw)
 
 
 def _perturbed(model: nn.Module, seed: int, eps: float) -> nn.Module:
@@ -183,13 +245,17 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
                 inputs: torch.Tensor | None = None, *, input_shape: Sequence[int] | None = None,
                 n_samples: int = 1, max_examples: int = 5, perturb: float = 0.3,
                 properties: Iterable[str] | None = None, groups=None, seed: int = 0,
-                family_params: dict | None = None) -> Report:
+                family_params: dict | None = None, path: str = "auto",
+                progress: bool | None = None) -> Report:
     """Run the applicable properties of :mod:`fishersym.testing.properties` on ``model``.
 
     ``model`` is an ``nn.Module`` or a 'package.module:factory' string.
     ``inputs`` (batch, …) or ``input_shape`` (per input) fix where the model
     is checked; hypothesis perturbs parameters (relative scale ``perturb``)
     and inputs around them.  The model is analysed in float64 (a copy).
+    ``path`` is the exact path of the baseline ``conditional_stats`` call (the V₂/V₁ ratios;
+    "auto", "fast", "generic", "reverse", …).  ``progress``: a tqdm bar on stderr over the
+    properties, with the current example count (None: when stderr is a terminal; False: never).
     """
     _check_run_settings(max_examples, perturb)
     notes = []
@@ -208,7 +274,7 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
     model.eval()
     notes.append("analysed a float64 copy in eval mode")
     if inputs is None:
-        shape = tuple(input_shape) if input_shape is not None else _infer_input_shape(model)
+        shape = tuple(input_shape) if input_shape is not None else infer_input_shape(model)
         inputs = torch.randn((2, *shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     if not isinstance(inputs, torch.Tensor) or inputs.dim() < 2:
         raise ValueError("inputs must be a tensor with a batch dimension (batch, ...)")
@@ -216,7 +282,7 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
     preflight(model, family, x0)
 
     from ..numeric import conditional_stats
-    base = conditional_stats(model, x0, family, n_samples, groups=groups)
+    base = conditional_stats(model, x0, family, n_samples, groups=groups, path=path)
     ratios = {}
     for g, d in base.groups.items():
         v1, v2 = float(d["var1"].mean()), float(d["var2"].mean())
@@ -226,8 +292,10 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
     if unknown:
         raise ValueError(f"unknown properties {sorted(unknown)}; available: {', '.join(PROPERTIES)}")
 
+    too_big = sum(p.numel() for p in model.parameters() if p.requires_grad) > BRUTE_MAX_PARAMS
     results = []
-    for name in names:
+    bar = progress_bar(names, progress, desc="fishersym check", unit="property")
+    for name in bar:
         fn = PROPERTIES[name]
         count = {"n": 0}
         reports: list[str] = []
@@ -239,10 +307,19 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
         @given(st.integers(0, 2 ** 31 - 1), st.floats(0.0, float(perturb)), st.floats(0.0, float(perturb)))
         def run(s, eps_p, eps_x):
             count["n"] += 1
+            bar.set_postfix_str(f"{name}: example {count['n']}", refresh=True)
             m = _perturbed(model, s, eps_p) if eps_p > 0 else model
             g = torch.Generator().manual_seed(s + 1)
             x = x0 + eps_x * torch.randn(x0.shape, generator=g, dtype=x0.dtype)
-            out = fn(m, family, x, n_samples=n_samples) if name != "n_scaling" else fn(m, family, x)
+            kw = {}
+            if name in RESULT_OPTIONS and not (name in ("closed_forms", "unbiased") and too_big):
+                # the property's own conditional_stats call: the baseline when unperturbed, else on ``path``
+                opts = RESULT_OPTIONS[name]
+                if not opts and eps_p == 0 and eps_x == 0:
+                    kw["result"] = base
+                elif path != "auto":
+                    kw["result"] = conditional_stats(m, x, family, n_samples, path=path, **opts)
+            out = fn(m, family, x, n_samples=n_samples, **kw) if name != "n_scaling" else fn(m, family, x)
             if isinstance(out, list):
                 reports.extend(out)
 
@@ -255,4 +332,5 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
         except AssertionError as exc:
             res = PropertyResult(name, "failed", count["n"], time.time() - t0, str(exc))
         results.append(res)
+    bar.close()
     return Report(label, repr(family), base.path, n_samples, results, ratios, notes)

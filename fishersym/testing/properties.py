@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .. import activations as _act
+
 from ..bounds.theorem41 import STAT_KEYS
 from ..families.base import ExponentialFamily
 from ..families.links import Identity, Scale
@@ -175,7 +177,9 @@ def check_monte_carlo(model: nn.Module, family: ExponentialFamily, x: torch.Tens
     """The estimators as implemented (``fishersym.numeric.estimate``), replicated ``reps`` times
     on one input: sample mean of Î_k vs I (sd √(V_k/reps)), sample variance vs V_k (sd from the
     exact fourth central moment of Î_k, via the oracle), and Î₁ ≥ 0 surely.  False-alarm
-    probability ≤ ``alpha`` (asymptotic normal, Bonferroni over all comparisons)."""
+    probability ≤ ``alpha`` (asymptotic normal, Bonferroni over all comparisons; for heavy-tailed
+    Î_k, kurtosis above R/100, the variance comparison uses Chebyshev's bound instead, valid for
+    any law)."""
     from ..numeric import estimate
     _small(model)
     x1 = x[:1]
@@ -183,6 +187,7 @@ def check_monte_carlo(model: nn.Module, family: ExponentialFamily, x: torch.Tens
     bf = brute_force(model, x1, family, 1)
     P = sum(v.numel() for v in bf.fisher.values())
     z = z_value(alpha, 4 * P)
+    cheb = math.sqrt(4 * P / alpha)
     N, R = n_samples, reps
     xs = x1.expand(R, *x1.shape[1:]).contiguous()
     g = torch.Generator().manual_seed(seed)
@@ -211,7 +216,12 @@ def check_monte_carlo(model: nn.Module, family: ExponentialFamily, x: torch.Tens
             # exact variance of the unbiased sample variance of R draws: μ₄/R − σ⁴(R−3)/(R(R−1))
             # (the leading (μ₄ − σ⁴)/R vanishes for symmetric two-point laws; the O(1/R²) term stays)
             var_sv = mu4_hat / R - V ** 2 * (R - 3) / (R * (R - 1))
-            tol_v = z * var_sv.clamp_min(0).sqrt() + natural_floor(r, f"var{k}", 1e-10)
+            # heavy tails (kurtosis μ₄/V² above R/100: a handful of draws dominate the sample variance,
+            # e.g. a Poisson output with a small rate) make the normal approximation unsafe: there the
+            # tolerance is Chebyshev's, valid for any law, P(|s² − V| ≥ k·sd) ≤ 1/k² = alpha/(4P)
+            heavy = mu4_hat > (R / 100.0) * V ** 2
+            zz = torch.where(heavy, torch.full_like(V, cheb), torch.full_like(V, z))
+            tol_v = zz * var_sv.clamp_min(0).sqrt() + natural_floor(r, f"var{k}", 1e-10)
             bad = (var - V).abs() > tol_v
             if bool(bad.any()):
                 f = int(bad.reshape(-1).nonzero()[0])
@@ -261,8 +271,13 @@ def last_layer_names(model: nn.Module) -> list[str]:
 
 
 def _piecewise_linear(model: nn.Module) -> bool:
-    pl = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Hardtanh, nn.Flatten, nn.Linear, nn.Dropout)
-    return isinstance(model, nn.Sequential) and all(isinstance(m, pl) for m in model)
+    """A Sequential of Linear/Flatten layers and piecewise-linear activations (the registry's flag)."""
+    def pl(m: nn.Module) -> bool:
+        if isinstance(m, (nn.Linear, nn.Flatten)):
+            return True
+        spec = _act.lookup(m)
+        return spec is not None and _act.module_spec(m) is not None and spec.piecewise_linear
+    return isinstance(model, nn.Sequential) and all(pl(m) for m in model)
 
 
 def check_structural(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 1,
@@ -381,10 +396,6 @@ def check_fast_generic(model: nn.Module, family: ExponentialFamily, x: torch.Ten
                  atol=natural_floor(rg, key, rtol))
 
 
-_SYM_NAMES = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu", nn.Identity: "identity",
-              nn.GELU: "gelu", nn.SiLU: "silu"}
-
-
 def symbolic_spec(model: nn.Module) -> tuple[list[int], list] | None:
     """(widths, activation specs) when ``model`` is a Sequential MLP the symbolic engine can express."""
     if not isinstance(model, nn.Sequential) or not isinstance(model[0], nn.Linear):
@@ -397,16 +408,14 @@ def symbolic_spec(model: nn.Module) -> tuple[list[int], list] | None:
                 return None
             widths.append(m.out_features)
         else:
-            if isinstance(m, nn.LeakyReLU):
-                acts.append(("leaky_relu", m.negative_slope))
-            elif isinstance(m, nn.Softplus) and m.beta == 1 and m.threshold >= 20:
-                acts.append("softplus")
-            elif isinstance(m, nn.GELU) and m.approximate != "none":
+            ms = _act.module_spec(m)
+            if ms is None or type(m) in _act.lookup(m).eval_types:
                 return None
-            elif type(m) in _SYM_NAMES:
-                acts.append(_SYM_NAMES[type(m)])
-            else:
+            name, params = ms
+            spec = _act.get(name)
+            if spec.sympy_refuses is not None and spec.sympy_refuses(**params):
                 return None
+            acts.append((name, *params.values()) if params else name)
         expect_linear = not expect_linear
     if expect_linear:  # ends in an activation
         return None

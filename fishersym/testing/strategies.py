@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch import nn
 
+from .. import activations as _act_registry
 from .. import families as _families
 from ..families.base import ExponentialFamily
 
@@ -34,15 +35,13 @@ __all__ = ["TINY", "elements", "ACTIVATIONS", "SMOOTH", "PIECEWISE_LINEAR", "fam
            "Architecture", "architectures", "parameter_values", "inputs", "n_samples", "Case", "cases",
            "build_mlp"]
 
-#: activation name → module factory (the fast path's elementwise activations)
-ACTIVATIONS = {
-    "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.1),
-    "elu": nn.ELU, "softplus": nn.Softplus, "gelu": nn.GELU, "silu": nn.SiLU, "identity": nn.Identity,
-}
+#: activation name → module factory: every entry of the registry :mod:`fishersym.activations`
+#: with its strategy hyper-parameters (``ActivationSpec.example``, e.g. a leaky slope 0.1)
+ACTIVATIONS = _act_registry.constructors(example=True)
 #: activations with σ'' ≠ 0 somewhere (V₂ > 0 in hidden layers in general, THEORY §6.3)
-SMOOTH = ("sigmoid", "tanh", "elu", "softplus", "gelu", "silu")
+SMOOTH = _act_registry.smooth_names()
 #: piecewise-linear activations: every diagonal second derivative vanishes a.e. (THEORY §6.3)
-PIECEWISE_LINEAR = ("relu", "leaky_relu", "identity")
+PIECEWISE_LINEAR = _act_registry.piecewise_linear_names()
 
 
 def family_specs(names: Sequence[str] | None = None, max_classes: int = 5) -> st.SearchStrategy[tuple[str, dict]]:

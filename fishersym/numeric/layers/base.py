@@ -43,6 +43,18 @@ at a time by a :class:`LayerRule`.  For layer l with input x = x_l and output y 
     §12's R^m_{a,j}).  ``None`` when the layer is linear or piecewise linear
     (``piecewise_linear``): its contribution to w is then exactly 0 (a.e.).
 
+``second_order_rows(module, cache, G) -> (F, R) | None``
+    For a layer that is neither piecewise linear nor elementwise (LayerNorm): its second-order
+    contribution as explicit factor rows over its input, F (B, K, *x-shape), and residuals
+    R (B, C, K), such that for every direction v of the input
+
+        Σ_j G[b, a, j] · vᵀ ∇²_x y_j(x_b) v  =  Σ_k R[b, a, k] · (F[b, k] · v)²,
+
+    i.e. the layer's full Hessian quadratic form written as a sum of squares of fixed rows
+    (THEORY §12: "a non-elementwise operation adds its full Hessian").  The runner treats the
+    block exactly like the identity block of an elementwise layer, so w stays exact.  Used only
+    when ``curvature`` returns None; default None.
+
 ``piecewise_linear: bool``
     The layer's map x ↦ y is linear or piecewise linear (its Hessian in x is 0 a.e.);
     a parameter all of whose layers above are piecewise linear has w ≡ 0 (THEORY §12).
@@ -195,6 +207,11 @@ class LayerRule:
 
     def curvature(self, module: nn.Module, cache: Any, G: torch.Tensor) -> torch.Tensor | None:
         """Linear and piecewise-linear layers: no second-order residual."""
+        return None
+
+    def second_order_rows(self, module: nn.Module, cache: Any,
+                          G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Elementwise, linear and piecewise-linear layers: no explicit rows (``curvature`` covers them)."""
         return None
 
 

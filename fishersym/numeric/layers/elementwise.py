@@ -1,6 +1,7 @@
-"""Every elementwise activation of :data:`fishersym.numeric.activations.SUPPORTED` (THEORY §7).
+"""Every elementwise activation of the registry :mod:`fishersym.activations` (THEORY §7, §12).
 
-One rule class, one instance per module type (read from the activation registry):
+One rule class, one instance per module type (read from the activation registry
+:data:`fishersym.activations.TYPES`):
 
     y = σ(x),   jac_t(M) = M ⊙ σ'(x),   curvature(G) = G ⊙ σ''(x)  (units = the inputs x),
 
@@ -14,7 +15,7 @@ from typing import Callable
 
 from torch import nn
 
-from ..activations import SUPPORTED
+from ...activations import TYPES
 from . import flatten  # noqa: F401  (structural rules first: they own Identity and Dropout)
 from .base import RULES, LayerRule, register
 
@@ -43,6 +44,6 @@ class ElementwiseRule(LayerRule):
         return G * cache[1].unsqueeze(1)
 
 
-for _t, (_fn, _pl) in SUPPORTED.items():
+for _t, _spec in TYPES.items():
     if _t not in RULES:                      # Identity, Dropout: structural rules of flatten.py
-        register(ElementwiseRule(_t, _fn, _pl))
+        register(ElementwiseRule(_t, _spec.numeric, _spec.piecewise_linear))
