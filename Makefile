@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS ?= test,experiments
 
-.PHONY: demo test venv derivations bench clean
+.PHONY: demo test venv derivations bench bench-arch clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ derivations: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_mlp.py --threads 1
+
+bench-arch: $(STAMP)
+	$(PY) benchmarks/bench_architectures.py resnet18 --batch 2 --repeats 3
+	$(PY) benchmarks/bench_architectures.py lenet5 --batch 8
+	$(PY) benchmarks/bench_architectures.py transformer --batch 2
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

@@ -18,7 +18,7 @@ def _cnn():
 
 @pytest.mark.parametrize("path", ["reverse", "generic"])
 @pytest.mark.parametrize("keys", [("var1",), ("var2", "fisher_upper"), ("var1_lower_sharp", "rel_sd2"),
-                                  ("prob_neg2",)])
+                                  ("prob_neg2",), ("rel_sd1",)])
 def test_keys_subset_equals_full(path, keys):
     m, x = _cnn(), torch.randn(3, 1, 6, 6, dtype=torch.float64)
     full = conditional_stats(m, x, FAM,
@@ -28,10 +28,11 @@ def test_keys_subset_equals_full(path, keys):
     for k in set(keys) | {"fisher"}:
         for n in full[k]:
             torch.testing.assert_close(part[k][n], full[k][n], rtol=1e-13, atol=0, equal_nan=True)
-    for g in part.groups:
+    for g in full.groups:
+        # every requested key that the full result has per group is there, with the same value
+        assert {k for k in full.groups[g] if k in set(keys) | {"fisher"}} <= set(part.groups[g]), g
         for k, v in part.groups[g].items():
-            if k in full.groups[g]:
-                torch.testing.assert_close(v, full.groups[g][k], rtol=1e-13, atol=0, equal_nan=True)
+            torch.testing.assert_close(v, full.groups[g][k], rtol=1e-13, atol=0, equal_nan=True)
 
 
 def test_keys_bad_input():
@@ -41,3 +42,15 @@ def test_keys_bad_input():
     with pytest.raises(ValueError, match="group_bounds"):
         conditional_stats(m, x, "categorical", keys=["var1"], group_bounds=True)
     assert "var1_upper_sharp_opt" in RESULT_KEYS
+    # a key the options do not produce is an error naming the option, never silently dropped
+    with pytest.raises(ValueError, match="optimised=True"):
+        conditional_stats(m, x, FAM, keys=["var1_lower_opt"])
+    with pytest.raises(ValueError, match="prob_negative=True"):
+        conditional_stats(m, x, FAM, keys=["prob_neg2"], prob_negative=False)
+    with pytest.raises(ValueError, match="sharpened=True"):
+        conditional_stats(m, x, FAM, keys=["var2_lower_sharp"], sharpened=False)
+    gauss = nn.Sequential(nn.Flatten(), nn.Linear(36, 1)).double()
+    with pytest.raises(ValueError, match="shift-invariant"):
+        conditional_stats(gauss, x, "gaussian", keys=["var2_lower_sharp"])
+    with pytest.raises(ValueError, match="discrete families only"):
+        conditional_stats(gauss, x, "gaussian", keys=["prob_neg2"])

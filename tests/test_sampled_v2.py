@@ -157,3 +157,23 @@ def test_auto_keeps_the_fast_path_exact():
     assert r.path == "fast" and not r.estimated and "not needed" in r.info["path_reason"]
     assert r.info["v2"]["mode"] == "exact (fast path)" and "estimated" not in r.info
     assert all(bool(torch.isfinite(v).all()) for v in r.var2.values())
+
+
+def test_interval_not_trusted_for_tiny_or_constant_samples():
+    """A sample of 2 entries (m₃ = 0 always) or with no spread (all zeros beside one large unsampled
+    entry) cannot support a normal interval: normal_ok is False.  Totals of V₂ are ≥ 0, so the
+    interval's lower end is clamped at 0."""
+    from fishersym.numeric.stats import MIN_SAMPLE_FOR_NORMAL, _rescale, estimate_total
+    vals = torch.zeros(1, 100, dtype=torch.float64)
+    vals[0, 99] = 50.0                                       # the true total is 50
+    idx = torch.arange(10)                                   # 10 zeros sampled
+    e = estimate_total([(vals, idx)])
+    assert float(e.value) == 0.0 and float(e.stderr) == 0.0 and not e.normal_ok
+    two = torch.tensor([[1.0, 30.0, 2.0, 3.0]], dtype=torch.float64)
+    e2 = estimate_total([(two, torch.tensor([0, 1]))])
+    assert not e2.normal_ok and MIN_SAMPLE_FOR_NORMAL > 2
+    spread = torch.arange(40, dtype=torch.float64).reshape(1, 40) % 7
+    e3 = estimate_total([(spread, torch.arange(0, 40, 2))])
+    assert e3.normal_ok                                      # 20 entries with spread, mild skew
+    lo, hi = _rescale(estimate_total([(two, torch.tensor([0, 1]))]), "conditional").interval()
+    assert float(lo.min()) >= 0.0 and float(hi.min()) > 0.0

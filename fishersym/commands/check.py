@@ -42,7 +42,8 @@ def _import_user_module(mod_name: str, spec: str):
 
 def parse_model_args(items) -> dict:
     """``--model-arg KEY=VALUE`` items → keyword arguments of the factory (values as Python literals,
-    e.g. ``input_size=8``, ``width=4``, ``activation='relu'``; a bare word stays a string)."""
+    e.g. ``input_size=8``, ``width=4``, ``activation='relu'``; a bare word such as ``tanh`` stays a
+    string; anything else that is not a literal, and true/false/none, is refused)."""
     import ast
     out = {}
     for item in items or []:
@@ -53,10 +54,17 @@ def parse_model_args(items) -> dict:
                              "e.g. --model-arg input_size=8")
         if key in out:
             raise ValueError(f"--model-arg {key} given twice")
+        v = val.strip()
         try:
-            out[key] = ast.literal_eval(val.strip())
+            out[key] = ast.literal_eval(v)
         except (ValueError, SyntaxError):
-            out[key] = val.strip()
+            if v.lower() in ("true", "false", "none", "null"):
+                raise ValueError(f"--model-arg {item!r}: write the Python literal {v.capitalize() if v.lower() != 'null' else 'None'!r} "
+                                 "(True, False, None), not a string") from None
+            if not v.isidentifier():
+                raise ValueError(f"--model-arg {item!r}: {v!r} is neither a Python literal (8, 0.5, 'relu', (3, 32, 32)) "
+                                 "nor a bare word; quote strings, e.g. --model-arg activation=\"'relu'\"") from None
+            out[key] = v                               # a bare word, e.g. activation=tanh
     return out
 
 

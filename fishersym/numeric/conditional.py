@@ -73,6 +73,27 @@ def check_v2(v2: str, v2_sample: int | float | None, seed: int | None) -> tuple[
 ATTENTION_TYPES = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.Transformer)
 
 
+def check_keys_available(want: frozenset[str], family: ExponentialFamily, *, optimised: bool, prob_negative: bool,
+                         sharpened: bool) -> None:
+    """Every key of ``keys=`` must be one these options produce: a ValueError names the option a key needs
+    (the result never drops a requested key silently)."""
+    need = []
+    for k in sorted(want):
+        if k.endswith("_opt") and not optimised:
+            need.append(f"{k!r} needs optimised=True")
+        if "_sharp" in k and not family.shift_invariant:
+            need.append(f"{k!r} exists for shift-invariant families only (the softmax), not {family.name!r}")
+        elif "_sharp" in k and not sharpened:
+            need.append(f"{k!r} needs sharpened=True")
+        if k == "prob_neg2" and not prob_negative:
+            need.append(f"{k!r} needs prob_negative=True")
+        if k == "prob_neg2" and not family.discrete:
+            need.append(f"{k!r} (the exact P(Î₂ < 0)) exists for discrete families only, not {family.name!r}; "
+                        "'prob_neg2_upper' (Cantelli's bound) exists for every family")
+    if need:
+        raise ValueError("keys=: " + "; ".join(need))
+
+
 def reverse_precision_inputs(B: int) -> int:
     """Default number of inputs re-analysed in float64 on the reverse path and on the per-layer
     (non-MLP) fast path (:mod:`.precision`): ⌈B/16⌉, at most 64.  A float64 input costs about twice
@@ -471,6 +492,8 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
     n_check = check_inputs_count(precision_check, 64)
     v2, v2_sample, seed = check_v2(v2, v2_sample, seed)
     want = check_keys(keys)
+    if want is not None:
+        check_keys_available(want, family, optimised=optimised, prob_negative=prob_negative, sharpened=sharpened)
     if want is not None and group_bounds:
         raise ValueError("group_bounds= needs every key (the group bounds use the norms and the Gram matrices); "
                          "drop keys= or group_bounds=")
@@ -488,8 +511,6 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
     add_derived(values, want)
     if ba.eng.pneg is not None:
         values["prob_neg2"] = {n: p.materialize() for n, p in ba.eng.pneg.items()}
-    if want is not None:
-        values = {k: v for k, v in values.items() if k in want}
     members = resolve_groups(model, values["fisher"], groups)
     gsum = {}
     for g, names in members.items():
@@ -519,6 +540,16 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
         sampling, estimated = apply_sampling(values, gsum, members, index, "conditional",
                                              sampling_description(engine), DEFAULT_LEVEL)
         info["estimated"], info["not_estimated"] = estimated, sampling.not_estimated
+    if want is not None:   # only now: the group values of rel_sd and the sampled estimates need the variances
+        values = {k: v for k, v in values.items() if k in want}
+        gsum = {g: {k: v for k, v in d.items() if k in want or k == "n_params"} for g, d in gsum.items()}
+        if sampling is not None:
+            for per in (sampling.groups, sampling.tensors):
+                for d in per.values():
+                    for k in [k for k in d if k not in want]:
+                        del d[k]
+        if not has_v1:
+            info["v1_precision"] = "not computed: var1 is not among keys= (v1_rel_error is then ε, not a measurement)"
     return StatsResult(values, kind="conditional", path=ba.eng.path, n_samples=n_samples, dtype=dtype,
                        cancellation=canc, groups=gsum, group_members=members, v1_rel_error_measured=measured,
                        info=info, sampling=sampling)

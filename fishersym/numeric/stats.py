@@ -277,6 +277,8 @@ class Estimate:
     base: "Estimate | None" = None
     transform: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     normal_ok: bool = True
+    #: the estimated quantity is a sum of non-negative entries: the interval's lower end is clamped at 0
+    nonnegative: bool = False
 
     def interval(self, level: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(lower, upper) of the normal confidence interval at ``level`` (default ``self.level``)."""
@@ -285,7 +287,10 @@ class Estimate:
             lo, hi = self.base.interval(level)
             return self.transform(lo), self.transform(hi)
         z = normal_quantile(level)
-        return self.value - z * self.stderr, self.value + z * self.stderr
+        lo = self.value - z * self.stderr
+        if self.nonnegative:        # a total of non-negative entries (V₂ and its bounds) is ≥ 0
+            lo = lo.clamp_min(0)
+        return lo, self.value + z * self.stderr
 
     @property
     def lower(self) -> torch.Tensor:
@@ -308,7 +313,9 @@ class Estimate:
         show = (f"{float(v):.6g} ± {float(se):.3g}" if v.numel() == 1
                 else f"mean over inputs {float(v.mean()):.6g}, s.e. up to {float(se.max()):.3g}")
         return (f"Estimate({show} (s.e.), {self.level:.0%} normal interval, {self.n_sampled} of {self.population} "
-                "entries exact" + ("" if self.normal_ok else "; Cochran's rule fails: the interval may under-cover")
+                "entries exact" + ("" if self.normal_ok else "; normal interval not trusted (a tensor with fewer than "
+                                                f"{MIN_SAMPLE_FOR_NORMAL} sampled entries or no spread, or Cochran's "
+                                                "rule fails): it may under-cover")
                 + ")")
 
 
@@ -319,6 +326,11 @@ def _cumulants(sample: torch.Tensor, population: int) -> tuple[torch.Tensor, tor
     n = sample.shape[1]
     d = sample - sample.mean(1, keepdim=True)
     return population ** 2 * d.square().mean(1) / n, population ** 3 * d.pow(3).mean(1) / n ** 2
+
+
+#: fewest sampled entries of a tensor for which the normal interval is trusted (``Estimate.normal_ok``);
+#: below it the sample skewness that Cochran's rule reads is meaningless (n = 2 always gives m₃ = 0)
+MIN_SAMPLE_FOR_NORMAL = 10
 
 
 def skew_ok(k2: torch.Tensor, k3: torch.Tensor) -> bool:
@@ -339,6 +351,7 @@ def estimate_total(parts: list[tuple[torch.Tensor, torch.Tensor | None]], level:
     total, var = None, None
     n, pop = 0, 0
     k2 = k3 = 0.0
+    small = False
     for vals, idx in parts:
         P = vals.shape[1]
         pop += P
@@ -352,10 +365,15 @@ def estimate_total(parts: list[tuple[torch.Tensor, torch.Tensor | None]], level:
             if idx.numel() < P:
                 c2, c3 = _cumulants(sample, P)
                 k2, k3 = k2 + c2, k3 + c3
+                # a sample too small to judge its skewness (two points always have m₃ = 0), or one
+                # with no spread (s² = 0: a constant sample says nothing about the unsampled entries,
+                # e.g. zeros from dead units beside a few large values): the interval is not trusted
+                if idx.numel() < MIN_SAMPLE_FOR_NORMAL or bool((c2 == 0).any()):
+                    small = True
             n += idx.numel()
         total = t if total is None else total + t
         var = v if var is None else var + v
-    ok = True if isinstance(k2, float) else skew_ok(k2, k3)
+    ok = True if isinstance(k2, float) else (skew_ok(k2, k3) and not small)
     return Estimate(total, var.sqrt(), n, pop, level, normal_ok=ok)
 
 
@@ -389,7 +407,7 @@ def _unrow(t: torch.Tensor, kind: str) -> torch.Tensor:
 
 def _rescale(e: Estimate, kind: str) -> Estimate:
     return Estimate(_unrow(e.value, kind), _unrow(e.stderr, kind), e.n_sampled, e.population, e.level,
-                    normal_ok=e.normal_ok)
+                    normal_ok=e.normal_ok, nonnegative=True)   # V₂ and its bounds: sums of entries ≥ 0
 
 
 def apply_sampling(values: dict[str, dict[str, torch.Tensor]], groups: dict[str, dict[str, torch.Tensor]],
@@ -441,7 +459,9 @@ def apply_sampling(values: dict[str, dict[str, torch.Tensor]], groups: dict[str,
                     f"estimated sum over the group's {e.population} entries from {e.n_sampled} exact ones "
                     f"(simple random sample per tensor, expansion estimator); s.e. in "
                     f"result.standard_errors[{g!r}][{k!r}], {z_desc}: result.ci()[{g!r}][{k!r}]"
-                    + ("" if e.normal_ok else "; Cochran's rule fails (estimated skewness of the estimator > 1/5): "
+                    + ("" if e.normal_ok else f"; normal interval not trusted (a tensor with fewer than {MIN_SAMPLE_FOR_NORMAL} "
+                                              "sampled entries or no spread, or estimated skewness of the estimator "
+                                              "> 1/5, Cochran's rule): "
                        "the interval may cover less often than stated (sample more entries)"))
         if "var2" in ge and "rel_sd2" in d:
             fis = d["fisher"]
