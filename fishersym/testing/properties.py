@@ -134,8 +134,8 @@ def check_closed_forms(model: nn.Module, family: ExponentialFamily, x: torch.Ten
                        rtol: float = 1e-9, result=None) -> None:
     """I, V₁, V₂ (Lemma 3.1 closed forms, THEORY §3) equal their definitions, and the exact
     P(Î₂ < 0) for discrete families with N = 1: label enumeration / quadrature (``brute``)."""
+    _small(model)                       # before any computation: not applicable above the oracle's size
     r = result or _stats(model, x, family, n_samples)
-    _small(model)
     for b in range(x.shape[0]):
         bf = brute_force(model, x[b:b + 1], family, n_samples)
         for key in STAT_KEYS:
@@ -152,8 +152,8 @@ def check_closed_forms(model: nn.Module, family: ExponentialFamily, x: torch.Ten
 def check_unbiased_exact(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 1,
                          rtol: float = 1e-9, result=None) -> None:
     """E[Î₁] = E[Î₂] = I(θ|x) = uᵀΣu, exactly (enumeration / quadrature of the labels; THEORY §2)."""
+    _small(model)                       # before any computation: not applicable above the oracle's size
     r = result or _stats(model, x, family, n_samples)
-    _small(model)
     for b in range(x.shape[0]):
         bf = brute_force(model, x[b:b + 1], family, n_samples)
         closed = {n: v[b:b + 1] for n, v in r["fisher"].items()}
@@ -311,11 +311,14 @@ class _Rescaled(nn.Module):
 
     def __init__(self, model: nn.Module, name: str, c: float):
         super().__init__()
-        self.inner, self.name, self.c = model, name, c
+        # the model is held outside the module tree: φ is this module's only parameter, so the
+        # analysis differentiates with respect to φ alone (the others are constants here)
+        object.__setattr__(self, "inner", model)
+        self.name, self.c = name, c
         self.phi = nn.Parameter(dict(model.named_parameters())[name].detach().clone() / c)
 
     def forward(self, x):
-        params = dict(self.inner.named_parameters())
+        params = {k: v.detach() for k, v in self.inner.named_parameters()}
         params[self.name] = self.c * self.phi
         return functional_call(self.inner, params, (x,))
 
@@ -327,7 +330,8 @@ def check_rescaling(model: nn.Module, family: ExponentialFamily, x: torch.Tensor
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        rs = _stats(_Rescaled(model, name, c), x, family, n_samples, path="generic", prob_negative=False)
+        # the reverse path (u by reverse mode, w proved zero or exact): independent of the fast path of r
+        rs = _stats(_Rescaled(model, name, c), x, family, n_samples, path="reverse", prob_negative=False)
         for key, power in (("fisher", 2), ("var1", 4), ("var2", 4)):
             _compare(f"rescaling: {key}(phi) = c^{power} {key}(theta), c = {c}", model, x,
                      {name: rs[key]["phi"]}, {name: c ** power * r[key][name]},
