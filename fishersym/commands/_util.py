@@ -114,3 +114,15 @@ def relocate(obj: Any, stage: Path, final: Path) -> Any:
         if p == stage or stage in p.parents:
             return final / p.relative_to(stage)
     return obj
+
+
+def family_params(items: list[str] | None) -> dict:
+    """``--param KEY=VALUE`` options (repeatable) → the family's keyword arguments; a malformed item is a
+    ValueError naming it (the parser is the pytest plugin's, whose UsageError is re-raised as such)."""
+    from ..testing.pytest_plugin import parse_params
+    try:
+        return parse_params(items)
+    except Exception as exc:  # noqa: BLE001 - pytest.UsageError: a malformed KEY=VALUE
+        if type(exc).__name__ == "UsageError":
+            raise ValueError(str(exc)) from None
+        raise

@@ -19,7 +19,7 @@ import os
 import sys
 
 from ..families import available
-from ._util import UserCodeError, nonneg_int, positive_int
+from ._util import UserCodeError, family_params, nonneg_int, positive_int
 
 FACTORY_RESULT = ("an nn.Module, a (module, inputs) pair, or a dict {'model': module, 'inputs': tensor (optional), "
                   "'family': name (optional)}")
@@ -147,13 +147,7 @@ def probe_inputs(model, inputs, shape, seed: int, n_inputs: int = 2):
 
 def run(args: argparse.Namespace) -> int:
     from ..testing.check import check_model
-    from ..testing.pytest_plugin import parse_params
-    try:
-        params = parse_params(args.param)
-    except Exception as exc:  # noqa: BLE001 - pytest.UsageError: a malformed KEY=VALUE
-        if type(exc).__name__ == "UsageError":
-            raise ValueError(str(exc)) from None
-        raise
+    params = family_params(args.param)
     spec = model_spec(args)
     model, inputs, fam_from = load_factory(spec, parse_model_args(args.model_arg))
     inputs = probe_inputs(model, inputs, args.input_shape, args.seed, args.n_inputs)

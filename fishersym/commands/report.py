@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..experiments.io import ExperimentError, output_run
-from ._util import UserCodeError, fail, nonneg_int, positive_float, positive_int, relocate
+from ._util import UserCodeError, fail, family_params, nonneg_int, positive_float, positive_int, relocate
 
 
 def add_report_options(p: argparse.ArgumentParser, default_out: str = "out/report") -> None:
@@ -114,7 +114,6 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 def model_settings_from(args: argparse.Namespace):
     """:class:`ModelReportSettings` from the command line; MLP-only options refused with --model."""
     from ..experiments.report import ModelReportSettings
-    from ..testing.pytest_plugin import parse_params
     from .check import parse_model_args
     given = [k for k, v in MLP_ONLY.items() if getattr(args, k) != v]
     if given:
@@ -122,12 +121,7 @@ def model_settings_from(args: argparse.Namespace):
                          "which --model replaces; drop it")
     if not 0 < args.target < float("inf"):
         raise ExperimentError(f"--target must be a positive number, got {args.target}")
-    try:
-        params = parse_params(args.param)
-    except Exception as exc:  # noqa: BLE001 - pytest.UsageError: a malformed KEY=VALUE
-        if type(exc).__name__ == "UsageError":
-            raise ValueError(str(exc)) from None
-        raise
+    params = family_params(args.param)
     v2s = args.v2_sample
     if v2s is not None:
         if args.v2 != "sample":
