@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from fishersym import families
-from fishersym.cli import main
 from fishersym.experiments.architectures import lenet5, resnet18, small_transformer
 from fishersym.experiments.data import adapt_inputs, load_model_data
 from fishersym.experiments.io import ExperimentError
@@ -108,12 +107,8 @@ def test_digits_adapted_to_each_architecture():
 
 
 def _cli(args, capsys):
-    try:
-        code = main(args)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    from test_reliability_cli import _run_cli     # main(args) → (exit code, stdout, stderr)
+    return _run_cli(args, capsys)
 
 
 def test_check_cli_on_lenet5(capsys):

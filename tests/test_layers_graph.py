@@ -25,7 +25,7 @@ from fishersym.numeric.generic import generic_engine
 from fishersym.numeric.layers import ProvedZero, dense, plan_graph, run_graph
 from fishersym.numeric.layers.engine import layer_engine, plan_layers
 from fishersym.testing.brute import brute_force
-from test_layers import _bn, _ln, brute_model, check_units_shortcut, close
+from test_layers import _bn, _ln, check_against_brute, check_units_shortcut, close
 
 CAT3 = families.get("categorical", C=3)
 
@@ -39,15 +39,7 @@ def check_graph(model: nn.Module, x: torch.Tensor, source: str | None = None) ->
         assert plan.source == source
     with torch.no_grad():
         h, q = run_graph(plan, x)
-    h_ref, u_ref, w_ref = brute_model(model, x)
-    close(h, h_ref, 1e-13)
-    assert set(q) == set(u_ref)
-    for n in q:
-        close(dense(q[n].u), u_ref[n])
-        if isinstance(q[n].w, ProvedZero):
-            assert w_ref[n].abs().max().item() == 0.0, n
-        close(dense(q[n].w), w_ref[n])
-    return q
+    return check_against_brute(model, x, h, q)
 
 
 def check_oracle(model: nn.Module, x: torch.Tensor, family=CAT3, n_inputs: int = 2) -> None:
