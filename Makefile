@@ -6,6 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS ?= test,experiments
+# the [peers] extra of pyproject.toml, installed without their own requirements (see there)
+PEERS := backpack-for-pytorch==1.7.1 unfoldNd einops curvlinops-for-pytorch==3.0.1 einconv linear-operator opt-einsum
 
 .PHONY: demo test venv derivations bench bench-arch clean
 
@@ -13,6 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip -c constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -q --no-deps -c constraints.txt $(PEERS)
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -132,7 +132,7 @@ def test_cli_unknown_experiment_and_option_are_usage_errors(capsys):
     assert e.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("exp", ["toy-ngd", "mlp", "table"])
+@pytest.mark.parametrize("exp", ["toy-ngd", "mlp", "table", "estimators"])
 def test_cli_help_documents_common_options(exp, capsys):
     with pytest.raises(SystemExit) as e:
         main(["experiment", exp, "--help"])

@@ -66,6 +66,15 @@ def test_report_is_self_contained_and_consistent(tmp_path):
         if row["recommended"] == "I1":                     # the pick needs fewer samples
             assert row["N_I1_one_input"] <= row["N_I2_one_input"]
     summary = json.loads((out / "report.json").read_text())
+    # the planner's section (issue 10): recommendation per layer, cost against accuracy, log–log figure
+    assert "the planner" in page and "Cost against accuracy" in page and (out / "plan.png").exists()
+    plan_rows = read_csv(out / "plan.csv")
+    recs = [r for r in plan_rows if r["row"] == "recommended"]
+    assert [r["group"] for r in recs] == ["layer1", "layer2", "layer3", "layer4"]
+    for r in recs:                                         # each meets the report's target (10 %)
+        assert r["meets"] == "True" and r["rel_se"] <= 0.10
+    assert {r["row"] for r in plan_rows} >= {"best", "ladder"}
+    assert [r["group"] for r in summary["plan"]["recommendation"]] == ["layer1", "layer2", "layer3", "layer4"]
     if "error" not in summary["derivation"]:
         assert (out / "derivation.tex").read_text().startswith(r"\documentclass")
         assert max(summary["derivation"]["max_rel_dev_symbolic_vs_numeric"].values()) < 1e-8

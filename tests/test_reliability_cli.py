@@ -592,7 +592,9 @@ def test_toy_settings_are_validated_in_the_api(tmp_path, field, value):
 _NUMERIC = {("experiment", "toy-ngd"): {"--seeds": 1, "--n-train": 1, "--n-test": 1, "--batch-size": 1,
                                         "--check-every": 1, "--epochs": 1, "--lr": 0.0, "--damping": 0.0},
             ("experiment", "mlp"): {"--n-train": 1, "--n-test": 1, "--batch-size": 1, "--n-samples": 1,
-                                    "--n-inputs": 1, "--epochs": 0, "--lr": 0.0}}
+                                    "--n-inputs": 1, "--epochs": 0, "--lr": 0.0},
+            ("experiment", "estimators"): {"--n-train": 1, "--n-analysis": 1, "--ewc-inputs": 1,
+                                           "--n-mc-inputs": 1, "--repeats": 1, "--epochs": 0}}
 
 
 @settings(max_examples=60)

@@ -26,6 +26,7 @@ from fishersym.experiments.io import ExperimentError, output_run, read_marker
 from fishersym.experiments.mlp import MLPSettings, run_mlp
 from fishersym.experiments.report import ReportSettings, run_report
 from fishersym.experiments.table import TableSettings, run_table
+from fishersym.experiments.estimators import EstimatorSettings, run_estimators
 from fishersym.experiments.toy_ngd import ToySettings, run_toy_ngd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +48,9 @@ CASES = {
     "toy-ngd": (run_toy_ngd, lambda seed: ToySettings(seed=seed, epochs=1, n_seeds=1, n_train=4, n_test=4,
                                                       batch_size=4, check_every=1, models=("regression",),
                                                       progress=False), "experiment toy-ngd"),
+    "estimators": (run_estimators, lambda seed: EstimatorSettings(
+        seed=seed, models=("mlp",), epochs=0, widths=(2,), n_train=40, n_analysis=8, n_mc_inputs=2, repeats=20,
+        m_ladder=(1,), n_samples=(1,), ewc_inputs=4, ewc_population=16, progress=False), "experiment estimators"),
 }
 
 

@@ -99,7 +99,9 @@ def test_certified_theorem41_constants_hold_at_saturated_softmax(C, hv, uv, dt):
             n2 = mp.mpf(float((uk * uk).sum()))
             i, nv1 = mp_cat_forms(h.double(), uk)
             assert nv1 <= n2 ** 2 * mp.mpf(float(c.M_max_cert[0])), (restricted, nv1, c.sources)
-            assert nv1 >= n2 ** 2 * mp.mpf(float(c.M_min_cert[0]))
+            # the 50-digit reference rounds too: N·V₁ = m4 − I² loses ~1e-50·m4 (C = 2 at p = ½ is exactly
+            # 0 and the reference gave −8e-53), so the lower check allows that reference error
+            assert nv1 >= n2 ** 2 * mp.mpf(float(c.M_min_cert[0])) - mp.mpf(10) ** -45 * n2 ** 2
             assert i <= n2 * mp.mpf(float(c.sigma_max_cert[0]))
             assert i >= n2 * mp.mpf(float(c.sigma_min_cert[0]))
 

@@ -39,7 +39,7 @@ from .io import ExperimentError, atomic_write_text, display_path, output_run, wr
 from .mlp import MLPSettings, linear_groups, run_mlp
 
 __all__ = ["ReportSettings", "run_report", "recommend", "layer_table", "group_rows", "ModelReportSettings",
-           "run_model_report"]
+           "run_model_report", "demo_mlp", "plan_section", "plot_plan"]
 
 
 @dataclass
@@ -259,6 +259,28 @@ def run_report(out: str | Path = "out/report", settings: ReportSettings | None =
             "rows": rows, "summary": summary}
 
 
+def demo_mlp(settings: ReportSettings | None = None) -> tuple[torch.nn.Module, object]:
+    """The report's MLP without the per-epoch analysis: the same data (:func:`~.data.load_dataset`),
+    architecture (:func:`~.mlp.build_mlp` with :class:`~.mlp.MLPSettings`' dropout and batch size)
+    and training (Adam, ``settings.epochs`` epochs of :func:`~.mlp.train_epoch`, seeded), in float32.
+    Returns (model in eval mode, dataset).  Used by ``fishersym plan`` without ``--model``."""
+    from .data import load_dataset
+    from .mlp import build_mlp, train_epoch
+    s = settings or ReportSettings()
+    ms = MLPSettings(seed=s.seed, epochs=s.epochs, lr=s.lr, data=s.data, widths=tuple(s.widths), activation=s.activation,
+                     n_samples=s.n_samples, n_inputs=s.n_inputs, progress=s.progress)
+    ms.validate()
+    ds = load_dataset(s.data, seed=s.seed, n_train=s.n_train, n_test=s.n_test)
+    torch.manual_seed(ms.seed)
+    model = build_mlp(ds.n_features, ms.widths, ds.n_classes, ms.activation, ms.dropout, ms.seed)
+    xtr, ytr = torch.from_numpy(ds.x_train).float(), torch.from_numpy(ds.y_train)
+    opt = torch.optim.Adam(model.parameters(), lr=ms.lr)
+    gen = torch.Generator().manual_seed(ms.seed)
+    for _ in range(ms.epochs):
+        train_epoch(model, xtr, ytr, opt, ms.batch_size, gen)
+    return model.eval(), ds
+
+
 def _write_report(out: Path, s: ReportSettings, ms: MLPSettings, ds, started: float) -> tuple[dict, list, dict]:
     """Everything :func:`run_report` writes, into the staging folder ``out``: (paths, layer rows, summary)."""
     mlp = run_mlp(out / "mlp", ms, force=False, dataset=ds)
@@ -266,6 +288,10 @@ def _write_report(out: Path, s: ReportSettings, ms: MLPSettings, ds, started: fl
     xte = torch.from_numpy(ds.x_test)
     rows = layer_table(mlp["model"], xte, s.target_rel_sd, progress=s.progress)
     t_layers = time.time() - started - t_mlp
+    m64 = copy.deepcopy(mlp["model"]).double().eval()
+    plan_sec = plan_section(m64, (xte.double(), torch.from_numpy(ds.y_test)),
+                            families.get("categorical", C=ds.n_classes), linear_groups(m64), s.target_rel_sd, out,
+                            f"the {len(ds.y_test)} test inputs with their labels")
     deriv = _derivation(s, out)
     from .table import SYMBOLIC, HEAD_TEXT
     f = mlp["findings"]
@@ -337,9 +363,10 @@ V₂ of the last layer is exactly 0 (Remark 4.4).</p>{_img(out / 'mlp_figure2.pn
 {_html_table(fig_rows, fcols)}
 <h2>4. Family constants (Table 1, §5)</h2>{_html_table(const_rows, const_cols)}
 <h2>5. Symbolic derivation of a small network (§1–§7)</h2>{deriv_html}
+<h2>6. Which estimator, with how many inputs and labels (the planner)</h2>{plan_sec["html"]}
 <h2>Files</h2><p>Written to <code>{html.escape(str(display_path(out)))}</code>: report.html (this page), report.md,
-layers.csv, report.json, derivation.tex, the PNG figures, settings.json, and the MLP run (CSV per epoch and layer,
-findings, model) in mlp/.</p></body></html>"""
+layers.csv, plan.csv, report.json, derivation.tex, the PNG figures, settings.json, and the MLP run (CSV per epoch and
+layer, findings, model) in mlp/.</p></body></html>"""
     md = "\n\n".join([
         "# fishersym report: diagonal Fisher estimators Î₁ vs Î₂",
         "## 1. Model and data", intro, "![training](mlp_training.png)",
@@ -347,12 +374,15 @@ findings, model) in mlp/.</p></body></html>"""
         _md_table(rows, LAYER_COLS), rec_note,
         "## 3. Figure 2 of the paper, on this model", "![figure 2](mlp_figure2.png)", _md_table(fig_rows, fcols),
         "## 4. Family constants (Table 1, §5)", _md_table(const_rows, const_cols),
-        "## 5. Symbolic derivation of a small network", deriv_md]) + "\n"
+        "## 5. Symbolic derivation of a small network", deriv_md,
+        "## 6. Which estimator, with how many inputs and labels (the planner)", plan_sec["md"]]) + "\n"
     paths["html"] = atomic_write_text(out / "report.html", page)
     paths["markdown"] = atomic_write_text(out / "report.md", md)
+    paths.update(plan_sec["paths"])
     summary = {"layers": rows, "findings": f, "final": hist,
-               "derivation": {k: v for k, v in deriv.items() if k != "latex"},
+               "derivation": {k: v for k, v in deriv.items() if k != "latex"}, "plan": plan_sec["summary"],
                "timings_s": {"mlp": round(t_mlp, 2), "layer_table": round(t_layers, 2),
+                             "plan": plan_sec["summary"].get("runtime_s"),
                              "derivation": deriv["runtime_s"], "total": round(time.time() - started, 2)}}
     paths["json"] = write_json(out / "report.json", summary)
     if "latex" in deriv:
@@ -360,6 +390,123 @@ findings, model) in mlp/.</p></body></html>"""
     paths["settings"] = write_settings(out, "report", asdict(s), started, extra={
         "dataset": ds.summary(), "architecture": arch, "files": {k: Path(v).name for k, v in paths.items()}})
     return paths, rows, summary
+
+
+# ---------------------------------------------------------------------- the planner's section (issue 10 item 2)
+PLAN_COLS = [("group", "layer"), ("n_params", "params"), ("estimator", "use"), ("scheme", "scheme"),
+             ("m_inputs", "inputs M′"), ("n_samples", "labels N per input"), ("cost", "cost (backward passes)"),
+             ("rel_se", "relative s.e."), ("min_inputs", "fewest i.i.d. inputs (input term)"), ("note", "note")]
+PLAN_BEST_COLS = [("group", "layer"), ("estimator", "estimator"), ("scheme", "scheme"), ("m_inputs", "M′"),
+                  ("n_samples", "N"), ("cost", "cost"), ("rel_se", "relative s.e."), ("status", "status")]
+
+
+def plot_plan(p, path: Path) -> Path:
+    """Per group (one panel each), the smallest relative s.e. of each estimator within a cost (backward
+    passes) on log–log axes: the planner's cost-against-accuracy ladder.  An estimator that becomes
+    exact (relative s.e. 0) is marked ▼ at the bottom from that cost on; the recommendation is a star
+    (at the bottom when it is exact); the target is the dashed line."""
+    from .plots import plt
+    from .io import save_figure
+    groups = list(p.groups)
+    ncol = min(4, len(groups))
+    nrow = math.ceil(len(groups) / ncol)
+    from matplotlib.ticker import NullFormatter
+    leg_h = 0.2 * math.ceil(len(p.estimators) / 4) + 0.15            # inches for the legend below the panels
+    W, H = 4.2 * ncol, 3.4 * nrow + leg_h
+    fig, axes = plt.subplots(nrow, ncol, figsize=(W, H), squeeze=False)
+    cmap = plt.get_cmap("tab20")
+    colors = {e: cmap(i % 20) for i, e in enumerate(p.estimators)}
+    for ax, g in zip(axes.flat, groups):
+        gp = p.groups[g]
+        zero_at = {}
+        for e in p.estimators:
+            pts = sorted((r["budget"], r["rel_se"]) for r in gp.ladder if r["estimator"] == e)
+            xs = [c for c, v in pts if v > 0 and math.isfinite(v)]
+            ys = [v for c, v in pts if v > 0 and math.isfinite(v)]
+            if xs:
+                ax.plot(xs, ys, "o-", ms=2.5, lw=1, color=colors[e], label=e)
+            zs = [c for c, v in pts if v == 0]
+            if zs:
+                zero_at[e] = zs[0]
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        lo = ax.get_ylim()[0]
+        for e, c in zero_at.items():
+            ax.plot([c], [lo], "v", color=colors[e], ms=7, clip_on=False)
+        if gp.target is not None:
+            ax.axhline(gp.target, ls="--", color="k", lw=0.8)
+        r = gp.recommended
+        if r is not None and math.isfinite(r.cost):
+            ax.plot([r.cost], [r.rel_se if r.rel_se > 0 else lo], "*", color="k", ms=11, clip_on=False)
+        ax.set_title(f"{g} ({gp.n_params} params)", fontsize=9)
+        ax.set_xlabel("cost (backward passes)", fontsize=8)
+        ax.set_ylabel(f"relative s.e. ({p.quantile:g}-quantile)", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_minor_formatter(NullFormatter())
+    for ax in list(axes.flat)[len(groups):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize=7, frameon=False)
+    fig.suptitle("Planner: best relative s.e. within a cost, per estimator (exact; ▼ exact from there; ★ recommended; "
+                 "-- target)", fontsize=9)
+    fig.subplots_adjust(left=0.6 / W, right=1 - 0.15 / W, bottom=(leg_h + 0.5) / H, top=1 - 0.55 / H,
+                        wspace=0.35, hspace=0.55)           # fixed margins: tight_layout costs seconds here
+    return save_figure(fig, path)
+
+
+def plan_section(model, data, family, groups, target: float, out: Path, what: str) -> dict:
+    """Run :func:`fishersym.estimators.planner.plan` for the report (target ``target``), write
+    ``plan.csv`` and ``plan.png`` into ``out``, and return the section's HTML, Markdown, rows and paths.
+    A memory-budget refusal of the analysis is reported in the section (not raised)."""
+    from ..estimators.planner import Plan, plan
+    from ..numeric.guard import MemoryBudgetError
+    t0 = time.time()
+    try:
+        p = plan(model, data, family, target=target, groups=groups)
+    except MemoryBudgetError as exc:
+        msg = f"The planner was not run: {exc}"
+        return {"html": f"<p>{html.escape(msg)}</p>", "md": msg, "rows": [], "paths": {},
+                "summary": {"error": str(exc)}}
+    paths = {"plan_csv": p.to_csv(out / "plan.csv"), "plan.png": plot_plan(p, out / "plan.png")}
+    rows = p.recommendation_rows()
+    for r in rows:
+        if r.get("estimator") is None:
+            r["estimator"] = "none reaches the target"
+    best = []
+    for g, gp in p.groups.items():
+        for e, o in gp.best.items():
+            best.append({"group": g, **o.as_dict(),
+                         "status": "meets" if o.meets else "not reached: " + o.reason})
+    costs = sorted({r["budget"] for gp in p.groups.values() for r in gp.ladder})
+    show = costs[::2] if len(costs) > 10 else costs
+    ladder_rows = []
+    for g, gp in p.groups.items():
+        by = {(r["estimator"], r["budget"]): r["rel_se"] for r in gp.ladder}
+        for e in p.estimators:
+            ladder_rows.append({"group": g, "estimator": e, **{f"{c:g}": by.get((e, c)) for c in show}})
+    ladder_cols = [("group", "layer"), ("estimator", "estimator")] + [(f"{c:g}", f"≤ {c:g}") for c in show]
+    left = "; ".join(f"{e}: {why}" for e, why in p.not_evaluated.items())
+    note = (f"Planner (THEORY §8, §9, §13; fishersym.estimators.planner.plan, `fishersym plan`) on {what}: per layer, "
+            f"the cheapest way to estimate the Fisher diagonal with a relative standard error ≤ {target:g} for the "
+            f"median entry — the estimator, the inputs M′ (scheme 'iid': drawn i.i.d. from the data; 'all': every "
+            f"input once) and the labels (or probes) N per input, the cost in backward passes. 'Fewest i.i.d. inputs': "
+            f"below it no unbiased estimator reaches the target whatever N (the input term Var_q I/M′ of §8). "
+            f"{Plan.EXACT_NOTE}" + (f" Not evaluated: {left}." if left else ""))
+    ladder_note = ("Cost against accuracy: the smallest relative s.e. of each estimator among the options costing at "
+                   "most the given number of backward passes (empty: none that cheap); full table in plan.csv.")
+    h = (f"<p class=\"note\">{html.escape(note)}</p>{_html_table(rows, PLAN_COLS)}"
+         f"<h3>Each estimator's best option</h3>{_html_table(best, PLAN_BEST_COLS)}"
+         f"<h3>Cost against accuracy</h3>{_img(paths['plan.png'])}"
+         f"<p class=\"note\">{html.escape(ladder_note)}</p>{_html_table(ladder_rows, ladder_cols)}")
+    md = "\n\n".join([note, _md_table(rows, PLAN_COLS), "### Each estimator's best option",
+                      _md_table(best, PLAN_BEST_COLS), "### Cost against accuracy", "![planner](plan.png)",
+                      ladder_note, _md_table(ladder_rows, ladder_cols)])
+    summary = {"target": target, "quantile": p.quantile, "n_inputs": p.M, "recommendation": rows,
+               "not_evaluated": p.not_evaluated, "runtime_s": round(time.time() - t0, 2)}
+    return {"html": h, "md": md, "rows": rows, "paths": paths, "summary": summary}
+
 
 
 # ---------------------------------------------------------------------- a user's model: fishersym report --model
@@ -529,6 +676,9 @@ def _write_model_report(out: Path, m64, x, y, fam, s: ModelReportSettings, data,
         acc = float((pred == y).double().mean())
     paths = {"layers_csv": write_csv(out / "layers.csv", rows)}
     paths["tensors.png"] = _plot_tensors(rows, out / "tensors.png")
+    plan_sec = plan_section(m64, (x, y) if y is not None else x, fam, None, s.target_rel_sd, out,
+                            f"the {x.shape[0]} inputs" + (" with their labels" if y is not None else " (no labels)"))
+    paths.update(plan_sec["paths"])
     from .table import SYMBOLIC, HEAD_TEXT
     const_rows = [{"output": lab.replace("$", "").replace("\\sigma", "σ").replace("^2", "²"),
                    **dict(zip(HEAD_TEXT, tc)), "source": src} for lab, _, tc, src in SYMBOLIC]
@@ -574,22 +724,25 @@ certified Theorem 4.1 bounds and the sharpened 𝟙^⊥ bounds, §5), for the es
 <h2>5. Family constants (Table 1, §5)</h2>{_html_table(const_rows, const_cols)}
 <p class="note">Not in this report (they need the embedded MLP): the training curves, the paper's Figure 2 over
 epochs and the symbolic derivation; run <code>fishersym report</code> without --model for them.</p>
+<h2>6. Which estimator, with how many inputs and labels (the planner)</h2>{plan_sec["html"]}
 <h2>Files</h2><p>Written to <code>{html.escape(str(display_path(out)))}</code>: report.html (this page), report.md,
-tensors.png, layers.csv, report.json, settings.json.</p></body></html>"""
+tensors.png, plan.png, layers.csv, plan.csv, report.json, settings.json.</p></body></html>"""
     md = "\n\n".join([f"# fishersym report: diagonal Fisher estimators Î₁ vs Î₂ on {s.model}",
                       "## 1. Model and data", intro,
                       "## 2. Per-tensor Fisher, variances, bounds and recommendation",
                       _md_table(rows, MODEL_COLS), rec_note] + ([est_note] if est_note else []) + [
                       "## 3. Relative standard deviations per tensor", "![per tensor](tensors.png)",
                       "## 4. Where V₂ ≡ 0 and why", _md_table(zrows, zcols),
-                      "## 5. Family constants (Table 1, §5)", _md_table(const_rows, const_cols)]) + "\n"
+                      "## 5. Family constants (Table 1, §5)", _md_table(const_rows, const_cols),
+                      "## 6. Which estimator, with how many inputs and labels (the planner)", plan_sec["md"]]) + "\n"
     paths["html"] = atomic_write_text(out / "report.html", page)
     paths["markdown"] = atomic_write_text(out / "report.md", md)
     summary = {"model": s.model, "model_args": s.model_args, "family": repr(fam), "path": r.path,
                "path_reason": r.info.get("path_reason", ""), "n_params": P, "n_inputs": int(x.shape[0]),
                "input_shape": list(x.shape[1:]), "data": data.summary(), "accuracy": acc, "tensors": rows,
-               "estimated": {k: str(v) for k, v in estimated.items()},
-               "timings_s": {"dataset_stats": round(t_stats, 2), "total": round(time.time() - started, 2)}}
+               "estimated": {k: str(v) for k, v in estimated.items()}, "plan": plan_sec["summary"],
+               "timings_s": {"dataset_stats": round(t_stats, 2), "plan": plan_sec["summary"].get("runtime_s"),
+                             "total": round(time.time() - started, 2)}}
     paths["json"] = write_json(out / "report.json", summary)
     paths["settings"] = write_settings(out, "report", asdict(s), started, extra={
         "data": data.summary(), "files": {k: Path(v).name for k, v in paths.items()}})

@@ -333,6 +333,32 @@ class ExponentialFamily:
         return self.mbar_from(S, m4)
 
     # ------------------------------------------------------------------ numeric: distribution
+    # ------------------------------------------------------------------ output-space factor (THEORY §13)
+    #: how :meth:`sigma_factor_t` factors Σ = LLᵀ (reported by the output-space Hutchinson estimators)
+    sigma_factor_name = "Cholesky factor of Σ (torch.linalg.cholesky)"
+
+    def sigma_factor(self, h: torch.Tensor) -> torch.Tensor:
+        """A factor L (..., C, C) with LLᵀ = Σ(h), used by the output-space Hutchinson estimators
+        (THEORY §13): ξ = Lε has Cov ξ = Σ for any ε with E εεᵀ = I.  Default: the Cholesky
+        factor (Σ must be positive definite; :attr:`sigma_factor_name` says which factor is used).
+        The variance of Rademacher probes depends on the factor through ‖Lᵀu‖₄⁴."""
+        S = self.sigma(self.check_h(h))
+        L, info = torch.linalg.cholesky_ex(S)
+        if bool((info != 0).any()):
+            raise ValueError(f"{self.name}: Σ(h) is not positive definite at some input, so its Cholesky "
+                             "factor (the default output-space factor L with LLᵀ = Σ) does not exist; "
+                             "give the family a sigma_factor method with a factor valid for singular Σ")
+        return L
+
+    def sigma_factor_t(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Lᵀu for directions u (..., K, C) at h (..., C) → (..., K, C) (THEORY §13):
+        uᵀLε = (Lᵀu)ᵀε, so Var_ε (uᵀLε)² = 2I² − 2‖Lᵀu‖₄⁴ for Rademacher ε."""
+        return torch.einsum("...ca,...kc->...ka", self.sigma_factor(h), u)
+
+    def sigma_factor_apply(self, h: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """ξ = Lε for probes ε (n, ..., C) → (n, ..., C), so that Cov ξ = Σ(h) (THEORY §13)."""
+        return torch.einsum("...ca,n...a->n...c", self.sigma_factor(h), eps)
+
     def sample(self, h: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n label draws y ~ p(y|h), returned as t(y) with shape (n, ..., C)."""
         raise NotImplementedError  # pragma: no cover

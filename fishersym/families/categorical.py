@@ -193,6 +193,29 @@ class Categorical(ExponentialFamily):
         sq, mq = self.quad_forms(h, u)
         return (mq - 2 * sq * sq).expand(batch_shape(h, u))
 
+    #: Σ = diag(p) − ppᵀ is singular (Σ𝟙 = 0), so there is no Cholesky factor; this one is exact
+    sigma_factor_name = "L = (I − p𝟙ᵀ)·diag(√p)"
+
+    def sigma_factor(self, h: torch.Tensor) -> torch.Tensor:
+        """L = (I − p𝟙ᵀ)diag(√p), so LLᵀ = diag(p) − 2ppᵀ + p(𝟙ᵀdiag(p)𝟙)pᵀ = diag(p) − ppᵀ = Σ
+        (THEORY §13).  Materialises (..., C, C); :meth:`sigma_factor_t` and
+        :meth:`sigma_factor_apply` never do."""
+        p = torch.softmax(self.check_h(h), dim=-1)
+        eye = torch.eye(self.C, dtype=p.dtype, device=p.device)
+        return (eye - p.unsqueeze(-1)) * p.sqrt().unsqueeze(-2)
+
+    def sigma_factor_t(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """(Lᵀu)_a = √p_a (u_a − ū), ū = pᵀu, in O(C) per direction: ‖Lᵀu‖₄⁴ = Σ_a p_a²(u_a − ū)⁴."""
+        p = torch.softmax(self.check_h(h), dim=-1).unsqueeze(-2)          # (..., 1, C)
+        ubar = (p * u).sum(-1, keepdim=True)
+        return p.sqrt() * (u - ubar)
+
+    def sigma_factor_apply(self, h: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """ξ_a = √p_a ε_a − p_a Σ_b √p_b ε_b, in O(C) per probe."""
+        p = torch.softmax(self.check_h(h), dim=-1)
+        se = p.sqrt() * eps
+        return se - p * se.sum(-1, keepdim=True)
+
     def sample(self, h: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         h = self.check_h(h)
         p = torch.softmax(h, dim=-1).reshape(-1, self.C)

@@ -106,6 +106,10 @@ def resolve_family(family: str | ExponentialFamily) -> ExponentialFamily:
     return _families.get(family)
 
 
+#: the base quantities (:data:`.core.BASE_KEYS`) that read w (THEORY §3, §5)
+W_BASE_KEYS = frozenset({"nv2", "w2", "w2s"})
+
+
 @dataclass
 class Engine:
     """The chosen exact path for a model and family."""
@@ -131,12 +135,16 @@ class Engine:
             eng = layer_engine(model, x, family, self.plan, self.params, grams=grams, pneg_samples=pneg_samples,
                                base_keys=base_keys)
         elif self.path == "reverse":
-            if self.v2 != "prove":
+            # w only where a requested key reads it (keys=): else the reverse path computes u alone
+            w_needed = (base_keys is None or bool(set(base_keys) & W_BASE_KEYS) or pneg_samples is not None
+                        or grams)
+            w_mode = self.v2 if w_needed else "skip"
+            if w_mode not in ("prove", "skip"):
                 check_reverse_w_cost(model, x, family, self.params, max_params, v2=self.v2, v2_sample=self.v2_sample)
             # a fresh generator per call: every batch of dataset_stats samples the same entries
-            gen = torch.Generator().manual_seed(self.seed) if self.v2 == "sample" else None
+            gen = torch.Generator().manual_seed(self.seed) if w_mode == "sample" else None
             eng = reverse_engine(model, x, family, self.params, grams=grams, pneg_samples=pneg_samples,
-                                 chunk_inputs=chunk_size, w_mode=self.v2, w_sample=self.v2_sample, generator=gen,
+                                 chunk_inputs=chunk_size, w_mode=w_mode, w_sample=self.v2_sample, generator=gen,
                                  progress=progress, base_keys=base_keys)
         else:
             total = sum(p.numel() for p in self.params.values())

@@ -5,7 +5,9 @@ For each input x_m and labels y_{m,1..N}:
     Î₁(θ_i|x) = (1/N) Σ_k (∂ℓ(y_k)/∂θ_i)²,        Î₂(θ_i|x) = −(1/N) Σ_k ∂²ℓ(y_k)/∂θ_i²,
     Î_e(θ_i|x_m) = (∂ℓ(y_m)/∂θ_i)²  with the *observed* label y_m (THEORY §9),
 
-ℓ = log p(y|x;θ), and the data-set estimate is the average over inputs.  The
+ℓ = log p(y|x;θ), and the data-set estimate is the average over inputs.  The catalogue of every
+estimator practitioners use, with exact means and variances, is :mod:`fishersym.estimators`
+(THEORY §13); this module streams the three of the paper over large data sets.  The
 generic path differentiates ``family.log_prob`` directly (nested forward mode
 along e_i gives the score and the diagonal second derivative per label), so
 it is independent of the closed forms; the fast path uses the factors of

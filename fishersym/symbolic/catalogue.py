@@ -2,7 +2,10 @@
 
 Each case is a small network and family; the catalogue writes one standalone
 .tex per case and an index ``README.md`` saying what each case shows (its
-structural results as established by SymPy, THEORY.md §6).  Output is
+structural results as established by SymPy, THEORY.md §6).  The estimator
+cases (``ESTIMATOR_CASES``, THEORY.md §13) add, for one GLM and one
+hidden-layer net, the variances of the batched squared gradient and of the
+output- and parameter-space Hutchinson estimators.  Output is
 deterministic, so tests compare the committed files with fresh output.
 """
 from __future__ import annotations
@@ -17,7 +20,8 @@ from ..families import get as get_family
 from .derive import derive
 from .network import mlp
 
-__all__ = ["CASES", "Case", "build_case", "render_case", "write_catalogue", "index_entry"]
+__all__ = ["CASES", "Case", "build_case", "render_case", "write_catalogue", "index_entry",
+           "ESTIMATOR_CASES", "EstimatorCase", "render_estimator_case", "estimator_index_entry"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,43 @@ CASES: tuple[Case, ...] = (
     Case("gelu_gaussian_meanvar", "One hidden GELU layer, Gaussian with learned mean and variance", (1, 2, 2),
          "gelu", "gaussian_meanvar"),
 )
+
+
+@dataclass(frozen=True)
+class EstimatorCase:
+    """Estimator variances (THEORY §13) for the network and family of the case named ``case``."""
+    name: str
+    case: str
+    title: str
+
+
+ESTIMATOR_CASES: tuple[EstimatorCase, ...] = (
+    EstimatorCase("estimators_logistic_regression", "logistic_regression",
+                  "Estimator variances (batched, Hutchinson): logistic regression"),
+    EstimatorCase("estimators_sigmoid_bernoulli", "sigmoid_bernoulli",
+                  "Estimator variances (batched, Hutchinson): one hidden sigmoid layer, Bernoulli output"),
+)
+
+
+def _case(name: str) -> Case:
+    for c in CASES:
+        if c.name == name:
+            return c
+    raise KeyError(f"no catalogue case {name!r}; cases: {', '.join(c.name for c in CASES)}")
+
+
+def render_estimator_case(ec: EstimatorCase, D=None) -> tuple[str, object]:
+    """The .tex of an estimator case (THEORY §13); ``D`` reuses an already built derivation."""
+    from .estimators import estimators_latex
+    D = build_case(_case(ec.case)) if D is None else D
+    return estimators_latex(D, ec.title, derivation_file=f"{ec.case}.tex"), D
+
+
+def estimator_index_entry(ec: EstimatorCase, D) -> str:
+    """One line of the index for an estimator case."""
+    from .estimators import estimator_facts
+    return f"- [{ec.title}]({ec.name}.tex) — the model of [{ec.case}]({ec.case}.tex). " + \
+        "; ".join(estimator_facts(D)) + "."
 
 
 def build_case(case: Case):
@@ -93,19 +134,42 @@ def index_entry(case: Case, D) -> str:
     return f"- [{case.title}]({case.name}.tex) — {model}. " + "; ".join(facts) + "."
 
 
-def write_catalogue(directory, cases=CASES, verbose: bool = True) -> dict[str, float]:
-    """Write every case's .tex and the index README.md; returns the seconds per case."""
+def write_catalogue(directory, cases=CASES, verbose: bool = True,
+                    estimator_cases=ESTIMATOR_CASES) -> dict[str, float]:
+    """Write every case's .tex, the estimator cases' .tex and the index README.md; returns the
+    seconds per case."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    timings, entries = {}, []
+    timings, entries, est_entries, built = {}, [], [], {}
     for case in cases:
         t0 = time.perf_counter()
         text, D = render_case(case)
+        built[case.name] = D
         (out / f"{case.name}.tex").write_text(text, encoding="utf-8")
         entries.append(index_entry(case, D))
         timings[case.name] = time.perf_counter() - t0
         if verbose:
             print(f"{case.name}.tex  ({timings[case.name]:.1f} s)")
+    for ec in estimator_cases:
+        t0 = time.perf_counter()
+        text, D = render_estimator_case(ec, built.get(ec.case))
+        (out / f"{ec.name}.tex").write_text(text, encoding="utf-8")
+        est_entries.append(estimator_index_entry(ec, D))
+        timings[ec.name] = time.perf_counter() - t0
+        if verbose:
+            print(f"{ec.name}.tex  ({timings[ec.name]:.1f} s)")
+    if est_entries:
+        est_entries = [
+            "## Estimator variances (THEORY §13)",
+            "",
+            "Variances of one draw of the estimators practitioners use: the batched squared gradient (Σ_m s_m)² "
+            "(EWC, Sophia-GNB), output-space Hutchinson with Gaussian and Rademacher probes (Sun 2025) and "
+            "parameter-space Hutchinson z_i (Fz)_i (AdaHessian, curvlinops), per parameter, with the general "
+            "statements proven by SymPy (`fishersym.symbolic.estimators`).",
+            "",
+            *est_entries,
+            "",
+        ]
     readme = [
         "# Derivation catalogue",
         "",
@@ -120,6 +184,7 @@ def write_catalogue(directory, cases=CASES, verbose: bool = True) -> dict[str, f
         "",
         *entries,
         "",
+        *est_entries,
     ]
     (out / "README.md").write_text("\n".join(readme), encoding="utf-8")
     return timings

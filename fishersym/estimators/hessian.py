@@ -1,0 +1,30 @@
+"""The negative-Hessian estimator Î₂ (THEORY §2–§3): Σ_m [u_mᵀΣ_mu_m − (1/N) Σ_k w_mᵀ r_{m,k}].
+
+Unbiased; Var = Σ_m v₂(θ_i|x_m)/N with v₂ = w_iᵀΣw_i (Lemma 3.1), 0 wherever w ≡ 0 (the last layer,
+piecewise-linear networks; THEORY §6, §12).  Cost: the uᵀΣu term is the exact Fisher (C backward
+passes per input) and each label adds one second-order backward pass for wᵀr.
+"""
+from __future__ import annotations
+
+from .base import Estimator, register
+from .sampling import label_average
+
+
+class NegHessian(Estimator):
+    name = "neg_hessian"
+    formula = "−Σ_m (1/N) Σ_k ∂² log p(y_mk|x_m)/∂θ_i²"
+    variance_formula = "Σ_m v₂(θ_i|x_m) / N,  v₂ = wᵀΣw"
+    used_by = "Î₂ of the paper; BackPACK DiagHessian with sampled labels"
+    needs = ("fisher", "v2")
+
+    def label_var_sum(self, mom):
+        return dict(mom.v2_sum)
+
+    def cost(self, C, n_samples=1):
+        return float(C + n_samples)
+
+    def draw(self, ctx, n_samples, generator):
+        return label_average(ctx, n_samples, generator, ctx.hessian_diag, scale=-1.0)
+
+
+register(NegHessian())

@@ -1,0 +1,280 @@
+"""The per-parameter moments of a data set from which every estimator's exact mean and variance follow
+(THEORY §8, §9, §13).
+
+One pass over the data accumulates, per parameter θ_i (tensors of ``param.shape``), only what the
+requested estimators need (:data:`NEEDS`):
+
+* ``"fisher"``: M, Σ_m I_m, Var_q I (centred, :class:`~fishersym.numeric.dataset.CentredMoments`) and
+  the cross sum Σ_{m≠n} I_m I_n (an exclusive prefix sum: every term non-negative, no cancellation);
+* ``"v1"``: Σ_m v₁(θ_i|x_m) with v₁ = N·V₁ for one label (Lemma 3.1, THEORY §3);
+* ``"v2"``: Σ_m v₂(θ_i|x_m), v₂ = w_iᵀΣw_i;
+* ``"q4"``: Σ_m ‖L_mᵀu_{m,i}‖₄⁴ with L_mL_mᵀ = Σ_m (the family's :meth:`sigma_factor_t`), and the
+  Rademacher-probe variance Σ_m (2I_m² − 2‖L_mᵀu_m‖₄⁴), summed as 2Σ_{a≠b}A_a²A_b² (A = Lᵀu, ≥ 0);
+* ``"gram"``: Σ_m Σ_{j≠i} F_m,ij² = Σ_m [u_iᵀΣ_m(J_mJ_mᵀ)Σ_mu_i − I_m²] (per-input C × C Gram over
+  all parameters);
+* ``"F"``: the data-set Fisher F = Σ_m J_mᵀΣ_mJ_m (P × P, all parameters) → Σ_{j≠i} F_ij² (the
+  diagonal zeroed first, so no cancellation);
+* ``"score"``: the scores s_m = u_iᵀ(t(y_m) − η_m) at the *observed* labels: Σ_m s_m, the central
+  moments of s up to order 4 and those of s² (THEORY §9).
+
+I, v₁, v₂ come from :func:`fishersym.numeric.conditional_stats` (its exact paths); the others from the
+per-input Jacobians u (:func:`fishersym.numeric.reverse.per_sample_jacobians`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..families.base import ExponentialFamily
+from ..numeric.checks import check_inputs
+from ..numeric.conditional import conditional_stats
+from ..numeric.dataset import CentredMoments, iter_data
+from ..numeric.estimators import statistic
+from ..numeric.guard import check_budget
+from ..numeric.guard import memory_budget as memory_budget_bytes
+from ..numeric.reverse import per_sample_jacobians
+
+__all__ = ["DataMoments", "data_moments", "NEEDS", "HigherMoments", "unflatten", "auto_batch_size"]
+
+NEEDS = ("fisher", "v1", "v2", "q4", "gram", "F", "score")
+
+
+class HigherMoments:
+    """Count, mean and central sums M₂, M₃, M₄ of a stream of values per entry, merged exactly
+    (Pébay 2008; with δ = mean_b − mean_a, n = n_a + n_b):
+
+        M₂ = M₂a + M₂b + δ²n_an_b/n
+        M₃ = M₃a + M₃b + δ³n_an_b(n_a − n_b)/n² + 3δ(n_aM₂b − n_bM₂a)/n
+        M₄ = M₄a + M₄b + δ⁴n_an_b(n_a² − n_an_b + n_b²)/n³ + 6δ²(n_a²M₂b + n_b²M₂a)/n² + 4δ(n_aM₃b − n_bM₃a)/n
+
+    so the cumulants of the empirical distribution never come from raw power sums."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean: torch.Tensor | None = None
+        self.m2 = self.m3 = self.m4 = None
+
+    def add(self, values: torch.Tensor) -> None:
+        nb = values.shape[0]
+        mb = values.mean(0)
+        d = values - mb
+        d2 = d * d
+        self._merge(nb, mb, d2.sum(0), (d2 * d).sum(0), (d2 * d2).sum(0))
+
+    def _merge(self, nb, mb, m2b, m3b, m4b) -> None:
+        if self.n == 0:
+            self.n, self.mean, self.m2, self.m3, self.m4 = nb, mb, m2b, m3b, m4b
+            return
+        na, n = self.n, self.n + nb
+        d = mb - self.mean
+        m2a, m3a, m4a = self.m2, self.m3, self.m4
+        self.m4 = (m4a + m4b + d ** 4 * (na * nb * (na * na - na * nb + nb * nb) / n ** 3)
+                   + 6 * d * d * (na * na * m2b + nb * nb * m2a) / n ** 2 + 4 * d * (na * m3b - nb * m3a) / n)
+        self.m3 = m3a + m3b + d ** 3 * (na * nb * (na - nb) / n ** 2) + 3 * d * (na * m2b - nb * m2a) / n
+        self.m2 = m2a + m2b + d * d * (na * nb / n)
+        self.mean = self.mean + d * (nb / n)
+        self.n = n
+
+    def cumulants(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(k₁, k₂, k₃, k₄) of the empirical distribution: mean, μ₂, μ₃, μ₄ − 3μ₂²."""
+        n = self.n
+        mu2, mu3, mu4 = self.m2 / n, self.m3 / n, self.m4 / n
+        return self.mean, mu2, mu3, mu4 - 3 * mu2 * mu2
+
+
+@dataclass
+class DataMoments:
+    """What one pass over M inputs leaves per parameter (see the module docstring).  Every field is a
+    dict {parameter name: tensor of param.shape} (or None when not requested); all values are exact
+    (sums of exact per-input quantities, up to rounding)."""
+    M: int
+    names: list[str]
+    shapes: dict[str, torch.Size]
+    family: ExponentialFamily
+    have: frozenset[str]
+    I_sum: dict[str, torch.Tensor] | None = None
+    I_var: dict[str, torch.Tensor] | None = None          # Var_q I = M₂/M
+    I_cross: dict[str, torch.Tensor] | None = None        # Σ_{m≠n} I_m I_n
+    v1_sum: dict[str, torch.Tensor] | None = None
+    v2_sum: dict[str, torch.Tensor] | None = None
+    q4_sum: dict[str, torch.Tensor] | None = None         # Σ_m ‖L_mᵀu_m‖₄⁴
+    rad_sum: dict[str, torch.Tensor] | None = None        # Σ_m 2Σ_{a≠b}(Lᵀu)_a²(Lᵀu)_b² = Σ_m (2I_m² − 2‖Lᵀu_m‖₄⁴)
+    gram_off_sum: dict[str, torch.Tensor] | None = None   # Σ_m Σ_{j≠i} F_m,ij² = Σ_m [(F_m²)_ii − F_m,ii²]
+    F_off: dict[str, torch.Tensor] | None = None          # Σ_{j≠i} F_ij², F = Σ_m F_m
+    score_sum: dict[str, torch.Tensor] | None = None      # Σ_m s_m (observed labels)
+    score: HigherMoments | None = None                    # central moments of s (flattened entries)
+    score_sq: CentredMoments | None = None                # centred moments of s²
+    info: dict = field(default_factory=dict)
+
+    def require(self, needs: Iterable[str], who: str) -> None:
+        missing = sorted(set(needs) - self.have)
+        if missing:
+            raise ValueError(f"{who} needs the data moments {missing}, which this DataMoments lacks (it has "
+                             f"{sorted(self.have)}); compute them with data_moments(..., needs=...)")
+
+    @property
+    def I_sq_sum(self) -> dict[str, torch.Tensor]:
+        """Σ_m I_m² = M(Var_q I + Ī²)."""
+        M = self.M
+        return {n: M * (self.I_var[n] + (self.I_sum[n] / M) ** 2) for n in self.names}
+
+
+def _stack_u(U: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
+    """(B, C, P): the per-input Jacobians of all tensors side by side."""
+    return torch.cat([U[n].reshape(U[n].shape[0], U[n].shape[1], -1) for n in names], -1)
+
+
+def _check_needs(needs) -> frozenset[str]:
+    if isinstance(needs, str):
+        needs = (needs,)
+    bad = sorted(set(needs) - set(NEEDS))
+    if bad:
+        raise ValueError(f"unknown data moments {bad}; the available ones are {list(NEEDS)}")
+    return frozenset(needs) | {"fisher"}
+
+
+def auto_batch_size(model: nn.Module, C: int, memory_budget: int | str | None = None, cap: int = 64) -> int:
+    """The largest batch (≤ ``cap``) whose per-input Jacobians (3·B·C·P values) fit the memory budget."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    P = sum(p.numel() for p in params)
+    item = torch.finfo(params[0].dtype).bits // 8 if params else 8
+    return max(1, min(cap, memory_budget_bytes(memory_budget) // max(1, 3 * C * P * item)))
+
+
+def data_moments(model: nn.Module, data, family: ExponentialFamily, needs: Iterable[str], *,
+                 batch_size: int | None = None, memory_budget: int | str | None = None,
+                 progress: bool | None = None) -> DataMoments:
+    """One streamed pass over ``data`` (any form of :data:`fishersym.numeric.dataset.DATA_FORMS`)
+    accumulating the moments in ``needs`` (a subset of :data:`NEEDS`; ``"fisher"`` is always included).
+    ``"score"`` needs observed labels: ``data`` must carry them ((x, y) batches).  ``"F"`` holds the
+    P × P data-set Fisher, sized against ``memory_budget`` before it is allocated.  ``batch_size``
+    None: the largest batch ≤ 64 whose Jacobians fit the budget (:func:`auto_batch_size`); a tensor
+    or (x, y) tuple is split into such batches, a list or loader is read as given.  ``progress``:
+    a tqdm bar over the batches (None: when the output is a terminal)."""
+    needs = _check_needs(needs)
+    if batch_size is None:
+        batch_size = auto_batch_size(model, family.C, memory_budget)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if not params:
+        raise ValueError("the model has no trainable parameters (requires_grad=True)")
+    names = list(params)
+    shapes = {n: p.shape for n, p in params.items()}
+    dtype = next(iter(params.values())).dtype
+    P = sum(p.numel() for p in params.values())
+    item = torch.finfo(dtype).bits // 8
+    if "F" in needs:
+        check_budget(P * P * item, f"the data-set Fisher F (P × P with P = {P}) for param_hutchinson's (F²)_ii",
+                     ["leave param_hutchinson out (estimators=...)", "analyse fewer parameters"], memory_budget)
+    keys = ["fisher"] + (["var1"] if "v1" in needs else []) + (["var2"] if "v2" in needs else [])
+    need_u = bool(needs & {"q4", "gram", "F", "score"})
+    batches, n_batches = iter_data(data, batch_size)
+    batches = tqdm(batches, total=n_batches, desc="estimator moments", leave=False,
+                   disable=progress is False if progress is not None else None)
+    C = family.C
+    acc: dict[str, dict[str, torch.Tensor]] = {k: {} for k in ("I", "cross", "run", "v1", "v2", "q4", "rad", "gram", "s")}
+    Imom = {n: CentredMoments() for n in names}
+    F = None
+    score = HigherMoments() if "score" in needs else None
+    score_sq = CentredMoments() if "score" in needs else None
+    M = 0
+
+    def add(key, n, v):
+        acc[key][n] = acc[key][n] + v if n in acc[key] else v
+
+    for xb, yb in batches:
+        xb = check_inputs(xb, dtype)
+        B = xb.shape[0]
+        if "score" in needs and yb is None:
+            raise ValueError("the empirical estimators need observed labels: pass data as (x, y) or (x, y) batches")
+        if need_u:
+            check_budget(B * C * P * item * 3, f"the per-input Jacobians of a batch of {B} inputs (B·C·P values)",
+                         ["a smaller batch_size="], memory_budget)
+        r = conditional_stats(model, xb, family, keys=keys, precision_check=0, progress=False,
+                              memory_budget=memory_budget)
+        for n in names:
+            I = r["fisher"][n]
+            Imom[n].add(I)
+            run = acc["run"].get(n, torch.zeros_like(I[0]))
+            excl = torch.cumsum(I, 0) - I + run                 # Σ_{n' < m} I_{n'} (all non-negative)
+            add("cross", n, 2 * (I * excl).sum(0))
+            acc["run"][n] = run + I.sum(0)
+            add("I", n, I.sum(0))
+            if "v1" in needs:
+                add("v1", n, r["var1"][n].sum(0))
+            if "v2" in needs:
+                add("v2", n, r["var2"][n].sum(0))
+        if need_u:
+            with torch.no_grad():
+                h = family.natural(model(xb))
+            U = per_sample_jacobians(model, xb, family, names)            # {n: (B, C, *shape)}
+            J = _stack_u(U, names)                                        # (B, C, P)
+            del U
+            Jt = J.transpose(1, 2)                                        # (B, P, C)
+            if "q4" in needs or "F" in needs:
+                A = family.sigma_factor_t(h, Jt)                          # (B, P, C): L_mᵀu_{m,i}
+                if "q4" in needs:
+                    A2 = A * A
+                    S = A2.sum(-1, keepdim=True)
+                    q4 = (A2 * A2).sum(-1).sum(0)
+                    rad = 2 * (A2 * (S - A2)).sum(-1).sum(0)  # 2Σ_{a≠b}A_a²A_b² = 2I² − 2‖Lᵀu‖₄⁴ ≥ 0
+                    for n, v in unflatten(q4, names, shapes).items():
+                        add("q4", n, v)
+                    for n, v in unflatten(rad, names, shapes).items():
+                        add("rad", n, v)
+                if "F" in needs:
+                    At = A.reshape(B, -1, C).transpose(1, 2).reshape(B * C, P)
+                    F = At.T @ At if F is None else F.addmm_(At.T, At)
+                del A
+            if "gram" in needs:
+                S = family.sigma(h)                                       # (B, C, C)
+                G = torch.einsum("bcp,bdp->bcd", J, J)                   # J_mJ_mᵀ
+                SU = torch.einsum("bcd,bpd->bpc", S, Jt)                  # Σ_m u_{m,i}
+                fii = torch.einsum("bpc,bpc->bp", SU, Jt)                # F_m,ii = u_iᵀΣ_mu_i
+                g = (torch.einsum("bpc,bcd,bpd->bp", SU, G, SU) - fii * fii).sum(0)   # Σ_m Σ_{j≠i} F_m,ij²
+                for n, v in unflatten(g, names, shapes).items():
+                    add("gram", n, v)
+            if "score" in needs:
+                T = statistic(family, yb, dtype)
+                rr = T - family.mean(h)                                   # (B, C)
+                s = torch.einsum("bpc,bc->bp", Jt, rr)                    # (B, P)
+                score.add(s)
+                score_sq.add(s * s)
+                for n, v in unflatten(s.sum(0), names, shapes).items():
+                    add("s", n, v)
+            del J, Jt
+        M += B
+    if M == 0:
+        raise ValueError("the data contained no inputs")
+    out = DataMoments(M=M, names=names, shapes=shapes, family=family, have=needs)
+    out.I_sum = acc["I"]
+    out.I_var = {n: Imom[n].m2 / M for n in names}
+    out.I_cross = acc["cross"]
+    if "v1" in needs:
+        out.v1_sum = acc["v1"]
+    if "v2" in needs:
+        out.v2_sum = acc["v2"]
+    if "q4" in needs:
+        out.q4_sum, out.rad_sum = acc["q4"], acc["rad"]
+    if "gram" in needs:
+        out.gram_off_sum = acc["gram"]
+    if "F" in needs:
+        F.fill_diagonal_(0)
+        out.F_off = unflatten((F * F).sum(0), names, shapes)             # Σ_{j≠i} F_ij², no cancellation
+    if "score" in needs:
+        out.score_sum, out.score, out.score_sq = acc["s"], score, score_sq
+    out.info.update(path=r.path, sigma_factor=getattr(family, "sigma_factor_name", None))
+    return out
+
+
+def unflatten(flat: torch.Tensor, names: list[str], shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+    """Split a flat (P,) vector into {name: tensor of shape}, in the order of ``names``."""
+    out, k = {}, 0
+    for n in names:
+        c = shapes[n].numel()
+        out[n] = flat[k:k + c].reshape(shapes[n])
+        k += c
+    return out
