@@ -19,7 +19,7 @@ import torch
 from torch.func import grad, vmap
 
 import fishersym.estimators as fe
-from _estimator_oracle import compare_exact, gaussian_probe_draws, make_case, mc_check, support_check
+from _estimator_oracle import Oracle, compare_exact, gaussian_probe_draws, make_case, mc_check, support_check
 
 ALL = ["squared_score", "batched_squared_gradient", "neg_hessian", "output_hutchinson_gaussian",
        "output_hutchinson_rademacher", "batched_output_hutchinson_gaussian",
@@ -475,3 +475,39 @@ def test_rademacher_cholesky_is_announced():
     c = make_case("meanvar")
     with pytest.warns(UserWarning, match="Cholesky"):
         fe.variance(c.model, c.x, c.family, "output_hutchinson_rademacher")
+
+
+@pytest.mark.parametrize("est", ["batched_squared_gradient", "batched_output_hutchinson_rademacher",
+                                 "batched_empirical", "squared_score"])
+def test_given_batches_are_squared_batch_by_batch(est):
+    """Data given as a list of batches (as a DataLoader gives them): the batched estimators square each
+    batch's gradient, Σ_b (Σ_{m∈b} s_m)², so the exact moments are the sums over independent batches of
+    the enumeration oracle run on each batch alone; per-input estimators do not depend on the batching."""
+    c = make_case("cat3")
+    cuts = [(0, 1), (1, c.x.shape[0])]
+    batches = [(c.x[i:j], c.y[i:j]) for i, j in cuts]
+    a = fe.analyse(c.model, batches, c.family, [est])
+    assert a.moments.batch_sizes == [j - i for i, j in cuts]
+    parts = [Oracle(c.model, c.x[i:j], c.fam, c.y[i:j]).moments(est) for i, j in cuts]
+    var, mean = sum(p["var"] for p in parts), sum(p["mean"] for p in parts)
+    o = c.oracle
+    fails = compare_exact(o.flat(a.variance(est)), var, f"{est} batches", scale=float(mean.abs().max()) ** 2)
+    fails += compare_exact(o.flat(a.mean(est)), mean, f"{est} batches mean")
+    assert not fails, "\n".join(fails)
+
+
+def test_iid_batch_size_splits_the_cross_term():
+    """Scheme "iid" with batch=B: M' i.i.d. inputs squared in batches of B; the label term's cross part
+    is 2·Σ_b B_b(B_b − 1)/M'·Ī² (= 0 for B = 1: the batched estimator becomes the squared score)."""
+    a = analysis("cat3")
+    one = a.variance("batched_squared_gradient", scheme="iid", m_inputs=4, batch=1)
+    ss = a.variance("squared_score", scheme="iid", m_inputs=4)
+    for n in one:
+        torch.testing.assert_close(one[n], ss[n], rtol=1e-12, atol=0)
+    full = a.variance("batched_squared_gradient", scheme="iid", m_inputs=4)
+    two = a.variance("batched_squared_gradient", scheme="iid", m_inputs=4, batch=2)
+    Ibar = {n: v / a.M for n, v in a.moments.I_sum.items()}
+    for n in full:     # pairs per input: 3 (one batch of 4) against 1 (two batches of 2)
+        torch.testing.assert_close(full[n] - two[n], 2 * (3 - 1) * Ibar[n] ** 2 / 4, rtol=1e-10, atol=1e-300)
+    with pytest.raises(ValueError, match="scheme='iid' only"):
+        a.variance("batched_squared_gradient", batch=2)

@@ -22,3 +22,12 @@ def test_costs_in_the_table_follow_the_estimators():
         n = N if est.random_labels else 1
         value = eval(cost.replace("C", str(C)).replace("2N", f"2*{N}").replace("N", str(n)))  # noqa: S307
         assert value == est.cost(C, n), (name, cost)
+
+
+def test_docstring_examples_run():
+    import doctest
+    import importlib
+    for mod in ("api", "planner", "peers", "base", "moments"):
+        m = importlib.import_module(f"fishersym.estimators.{mod}")
+        res = doctest.testmod(m, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+        assert res.failed == 0, mod

@@ -44,7 +44,7 @@ def test_missing_cross_term_iid_is_caught(monkeypatch):
     est = "batched_squared_gradient"
     assert not _var_failures("cat3", est, "iid", 2)
 
-    def no_cross(self, mom, m_inputs):   # the 2(M'−1)Ī² term dropped
+    def no_cross(self, mom, m_inputs, batch=None):   # the 2(M′−1)Ī² term dropped
         return {n: mom.v1_sum[n] / mom.M for n in mom.names}
     monkeypatch.setattr(BatchedSquaredGradient, "label_var_iid", no_cross)
     assert _var_failures("cat3", est, "iid", 2)

@@ -129,3 +129,39 @@ def test_optax_mapping_scale_by_hand():
     for (n, _), g in zip(net.named_parameters(), grads):
         torch.testing.assert_close(g * g, eb.mean[n], rtol=1e-12, atol=1e-15)
         assert float(eb.variance[n].abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_backpack_mse_mapping(reduction):
+    """MSELoss: reduction 'sum' is gaussian(C=D, sigma2=0.5), 'mean' (÷ B·D) is gaussian(C=D, sigma2=D/2)
+    with c = 1/B — the documented mapping, checked against BackPACK's exact GGN diagonal."""
+    backpack = pytest.importorskip("backpack", reason="BackPACK is in the optional [peers] extra")
+    from backpack.extensions import DiagGGNExact
+    g = torch.Generator().manual_seed(5)
+    D, B = 2, 5
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, D)).double()
+    x = torch.randn(B, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(B, D, generator=g, dtype=torch.float64)
+    bp = backpack.extend(copy.deepcopy(net))
+    loss_fn = backpack.extend(nn.MSELoss(reduction=reduction))
+    with backpack.backpack(DiagGGNExact()):
+        loss_fn(bp(x), y).backward()
+    fam = families.get("gaussian", C=D, sigma2=D / 2 if reduction == "mean" else 0.5)
+    eb = error_bars(net, x, fam, "backpack_diag_ggn_exact", reduction=reduction)
+    for n, p in bp.named_parameters():
+        torch.testing.assert_close(p.diag_ggn_exact, eb.mean[n], rtol=1e-12, atol=1e-14)
+
+
+def test_error_bars_batches_and_the_mean_reduction_note():
+    net, x, y, fam = _setup(6, B=6)
+    with pytest.raises(ValueError, match="batch size"):
+        error_bars(net, [(x[:2], y[:2]), (x[2:], y[2:])], fam, "ewc_batched")
+    eb = error_bars(net, [(x[:3], y[:3]), (x[3:], y[3:])], fam, "optax_fisher_diag")
+    assert "Ī/B" in eb.info["note"] and eb.info["batch_sizes"] == [3, 3]
+    by_hand = None                        # one call per batch of the mean NLL, squared, summed
+    for i in (0, 3):
+        loss = nn.functional.cross_entropy(net(x[i:i + 3]), y[i:i + 3], reduction="mean")
+        g2 = [t * t for t in torch.autograd.grad(loss, list(net.parameters()))]
+        by_hand = g2 if by_hand is None else [a + b for a, b in zip(by_hand, g2)]
+    for (n, _), v in zip(net.named_parameters(), by_hand):
+        torch.testing.assert_close(v, eb.mean[n], rtol=1e-12, atol=1e-15)

@@ -51,11 +51,15 @@ def _demo(args: argparse.Namespace):
     fam = get_family("categorical", C=ds.n_classes)
     arch = f"{ds.n_features}-{'-'.join(map(str, s.widths))}-{ds.n_classes}"
     what = (f"the report's {s.activation} MLP {arch} trained {s.epochs} epochs on {ds.source} (seed {s.seed}); "
-            f"{x.shape[0]} test inputs with their labels")
+            f"{x.shape[0]} test inputs with their labels"
+            + (f" (a seeded subset of {ds.x_test.shape[0]}: the plan targets the Fisher of this subset, and its "
+               "'all' options have no input term only relative to it)" if x.shape[0] < ds.x_test.shape[0] else ""))
     return m64, (x, y), fam, linear_groups(m64), what
 
 
 def _subset(x, y, n, seed):
+    """A seeded subset of n inputs.  The plan then describes the Fisher *of these inputs*: its "every
+    input once" options have no input term relative to them, not to the full data (said in the output)."""
     import torch
     if n is None or n >= x.shape[0]:
         return x, y
@@ -89,7 +93,10 @@ def _user(args: argparse.Namespace):
                               f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
     fam = _model_family(args.family or fam_from, family_params(args.param) or None, int(out.shape[1]))
     what = (f"{args.model} (float64 copy, eval mode) on {data.source} ({how}); {x.shape[0]} inputs"
-            + (" with labels" if y is not None else " without labels"))
+            + (" with labels" if y is not None else " without labels")
+            + (" (a seeded subset: the plan targets the Fisher of this subset, and its 'all' options have no input "
+               "term only relative to it)" if args.n_inputs is not None and x.shape[0] == args.n_inputs
+               and data.x.shape[0] > args.n_inputs else ""))
     return m64, ((x, y) if y is not None else x), fam, None, what
 
 

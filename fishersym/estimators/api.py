@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from ..families.base import ExponentialFamily
-from ..numeric.checks import check_inputs
-from ..numeric.conditional import resolve_family
+from ..numeric.checks import check_inputs, check_model
+from ..numeric.conditional import probe_outputs, resolve_family
 from ..numeric.dataset import iter_data
-from ..numeric.guard import guarded
+from ..numeric.guard import check_budget, guarded
 from ..numeric.stats import rel_sd
 from .base import Estimator, get, names
 from .moments import DataMoments, data_moments
@@ -86,24 +86,36 @@ class Analysis:
         mom = self.moments
         return dict(mom.I_sum) if scheme == "all" else {n: v / mom.M for n, v in mom.I_sum.items()}
 
-    def mean(self, estimator, scheme: str = "all", m_inputs: int | None = None) -> Values:
-        e, m = self._est(estimator), _check_scheme(scheme, m_inputs, self.M)
-        return e.mean_all(self.moments) if scheme == "all" else e.mean_iid(self.moments, m)
+    def _iid(self, scheme: str, batch) -> None:
+        if batch is not None and scheme != "iid":
+            raise ValueError("batch= applies to scheme='iid' only: with scheme 'all' the batches are those of the "
+                             "data (a list of batches or a loader; a tensor or an (x, y) tuple is one batch)")
 
-    def bias(self, estimator, scheme: str = "all", m_inputs: int | None = None) -> Values:
+    def mean(self, estimator, scheme: str = "all", m_inputs: int | None = None, batch: int | None = None) -> Values:
+        """Exact mean of one draw; ``batch`` (scheme "iid"): the batch size the batched estimators square
+        (None: one batch of all M' inputs)."""
         e, m = self._est(estimator), _check_scheme(scheme, m_inputs, self.M)
-        return e.bias_all(self.moments) if scheme == "all" else e.bias_iid(self.moments, m)
+        self._iid(scheme, batch)
+        return e.mean_all(self.moments) if scheme == "all" else e.mean_iid(self.moments, m, batch)
 
-    def variance(self, estimator, n_samples: int = 1, scheme: str = "all", m_inputs: int | None = None) -> Values:
+    def bias(self, estimator, scheme: str = "all", m_inputs: int | None = None, batch: int | None = None) -> Values:
         e, m = self._est(estimator), _check_scheme(scheme, m_inputs, self.M)
+        self._iid(scheme, batch)
+        return e.bias_all(self.moments) if scheme == "all" else e.bias_iid(self.moments, m, batch)
+
+    def variance(self, estimator, n_samples: int = 1, scheme: str = "all", m_inputs: int | None = None,
+                 batch: int | None = None) -> Values:
+        e, m = self._est(estimator), _check_scheme(scheme, m_inputs, self.M)
+        self._iid(scheme, batch)
         n = e.check_n(n_samples)
-        return e.var_all(self.moments, n) if scheme == "all" else e.var_iid(self.moments, m, n)
+        return e.var_all(self.moments, n) if scheme == "all" else e.var_iid(self.moments, m, n, batch)
 
-    def rel_se(self, estimator, n_samples: int = 1, scheme: str = "all", m_inputs: int | None = None) -> Values:
+    def rel_se(self, estimator, n_samples: int = 1, scheme: str = "all", m_inputs: int | None = None,
+               batch: int | None = None) -> Values:
         """√(Var + bias²)/target per parameter (the relative root-mean-square error; the relative
         standard error for the unbiased estimators), 0/0 read as 0 (:func:`~fishersym.numeric.stats.rel_sd`)."""
-        var = self.variance(estimator, n_samples, scheme, m_inputs)
-        b = self.bias(estimator, scheme, m_inputs)
+        var = self.variance(estimator, n_samples, scheme, m_inputs, batch)
+        b = self.bias(estimator, scheme, m_inputs, batch)
         t = self.target(scheme)
         return {n: rel_sd(var[n] + b[n] * b[n], t[n]) for n in var}
 
@@ -148,7 +160,7 @@ def _factor_notes(ests: list[Estimator], fam: ExponentialFamily) -> list[str]:
         return []
     note = (f"output-space Rademacher probes use ξ = Lε with L = {fam.sigma_factor_name}; their variance "
             "depends on the factor through ‖Lᵀu‖₄⁴ (THEORY §13)")
-    if "Cholesky" in fam.sigma_factor_name:
+    if "Cholesky" in fam.sigma_factor_name and fam.C > 1:     # C = 1: L = √Σ is unique up to sign
         warnings.warn(f"{fam.name}: {note}", stacklevel=4)
     return [note]
 
@@ -196,27 +208,47 @@ def _gather(inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 @guarded
 def sample(model: nn.Module, inputs, family: str | ExponentialFamily, estimator: str, n_samples: int = 1, *,
-           generator: torch.Generator | None = None) -> Values:
+           generator: torch.Generator | None = None, memory_budget: int | str | None = None) -> Values:
     """One draw of ``estimator`` of Σ_m I(θ_i|x_m) over the given inputs (scheme "all"), computed by
     autograd of log p(y|x;θ) as a user computes it (:mod:`.sampling`): {name: tensor of param.shape}.
+    The batched estimators square the gradient of each batch of a list or loader (a tensor or an
+    (x, y) tuple is one batch), as :func:`analyse` assumes.  Meant for verification: the per-input
+    gradients of all inputs of a batch are held at once.
 
     Without ``generator`` a private generator with a fresh seed is used (the global RNG is left alone).
     """
     e = get(estimator)
     n = e.check_n(n_samples)
     fam = resolve_family(family)
-    x, y = _gather(inputs)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (requires_grad=True)")
-    x = check_inputs(x, params[0].dtype)
     _factor_notes([e], fam)
     if generator is None:
         generator = torch.Generator(device=params[0].device)
         generator.seed()
     elif not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    return e.draw(Context(model, x, fam, y), n, generator)
+    if not e.global_probe and not isinstance(inputs, (torch.Tensor, tuple)):
+        # the data's own batches, one at a time: the batched estimators square each batch's gradient, the
+        # others' draws add up over batches (param_hutchinson's one probe spans all the data)
+        parts = iter_data(inputs, 1 << 30)[0]
+    else:
+        parts = [_gather(inputs)]
+    out: Values | None = None
+    for x, y in parts:
+        x = check_inputs(x, params[0].dtype)
+        check_model(model)              # eval mode: dropout / batch-norm statistics would make h random
+        probe_outputs(model, x)         # (batch, C) outputs, with the input-shape convention in the error
+        P = sum(p.numel() for p in params)
+        check_budget(3 * x.shape[0] * P * (torch.finfo(params[0].dtype).bits // 8),
+                     f"fe.sample's per-input gradients of a batch of {x.shape[0]} inputs × {P} parameters",
+                     ["pass fewer inputs, or a list of smaller batches for the per-input estimators"], memory_budget)
+        d = e.draw(Context(model, x, fam, y), n, generator)
+        out = d if out is None else {k: out[k] + v for k, v in d.items()}
+    if out is None:
+        raise ValueError("the data contained no inputs")
+    return out
 
 
 def table(analysis: Analysis, n_samples: int = 1, scheme: str = "all",

@@ -22,7 +22,8 @@ import torch
 
 from .moments import DataMoments
 
-__all__ = ["Estimator", "register", "get", "names", "CATALOGUE", "catalogue_markdown"]
+__all__ = ["Estimator", "register", "get", "names", "CATALOGUE", "catalogue_markdown", "batch_split",
+           "pairs_per_input"]
 
 Values = dict[str, torch.Tensor]
 
@@ -42,7 +43,18 @@ def names() -> list[str]:
 
 
 def get(name: str) -> "Estimator":
-    """The estimator called ``name``; an unknown name is an error listing the catalogue."""
+    """The estimator called ``name``; an unknown name is an error listing the catalogue.
+
+    >>> import fishersym.estimators as fe
+    >>> fe.get("batched_squared_gradient").variance_formula
+    '[Σ_m v₁(θ_i|x_m) + 2((Σ_m I_m)² − Σ_m I_m²)] / N'
+    >>> fe.get("exact_over_labels").cost(C=10)
+    10.0
+    >>> fe.get("fisher_mc")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown estimator 'fisher_mc'; the catalogue has: squared_score, batched_squared_gradient, ...
+    """
     if isinstance(name, Estimator):
         return name
     if not isinstance(name, str) or name not in CATALOGUE:
@@ -69,6 +81,20 @@ def catalogue_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
+def batch_split(m_inputs: int, batch: int | None) -> list[int]:
+    """The batch sizes of M' inputs cut into batches of ``batch`` (the last one smaller; None: one batch)."""
+    if batch is None or batch >= m_inputs:
+        return [m_inputs]
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer or None (one batch of all M' inputs), got {batch!r}")
+    return [batch] * (m_inputs // batch) + ([m_inputs % batch] if m_inputs % batch else [])
+
+
+def pairs_per_input(m_inputs: int, batch: int | None) -> float:
+    """(1/M') Σ_b B_b(B_b − 1): the ordered pairs of distinct inputs sharing a batch, per input."""
+    return sum(B * (B - 1) for B in batch_split(m_inputs, batch)) / m_inputs
+
+
 def _map(f: Callable[[str], torch.Tensor], mom: DataMoments) -> Values:
     return {n: f(n) for n in mom.names}
 
@@ -87,6 +113,10 @@ class Estimator:
     biased: bool = False
     #: True when one draw's randomness comes from labels or probes (n_samples applies)
     random_labels: bool = True
+    #: True for the estimators that square the gradient of a batch (their draw depends on the batching)
+    batch_squares: bool = False
+    #: True when one probe spans all the data (param_hutchinson's z for the data-set F)
+    global_probe: bool = False
 
     # -- exact moments ---------------------------------------------------------------------------------
     def label_var_sum(self, mom: DataMoments) -> Values:
@@ -103,28 +133,29 @@ class Estimator:
         mom.require(self.needs, self.name)
         return {n: v / n_samples for n, v in self.label_var_sum(mom).items()}
 
-    def label_var_iid(self, mom: DataMoments, m_inputs: int) -> Values:
-        """E_x[Var(draw | x)]·N/M'² · M' … written per estimator: the label term L such that
-        Var_iid = (Var_q I + L/N)/M'.  Default: the per-input average of :meth:`label_var_sum`."""
+    def label_var_iid(self, mom: DataMoments, m_inputs: int, batch: int | None = None) -> Values:
+        """The label term L with Var_iid = (Var_q I + L/N)/M' (E_x of the conditional variance of one
+        draw, per input).  Default: the per-input average of :meth:`label_var_sum`.  ``batch``: the
+        batch size of the batched estimators (None: one batch of M')."""
         return {n: v / mom.M for n, v in self.label_var_sum(mom).items()}
 
-    def mean_iid(self, mom: DataMoments, m_inputs: int) -> Values:
+    def mean_iid(self, mom: DataMoments, m_inputs: int, batch: int | None = None) -> Values:
         """E of (1/M')·(one draw over M' inputs drawn i.i.d. from the data): Ī for the unbiased ones."""
         return {n: v / mom.M for n, v in mom.I_sum.items()}
 
-    def var_iid(self, mom: DataMoments, m_inputs: int, n_samples: int = 1) -> Values:
+    def var_iid(self, mom: DataMoments, m_inputs: int, n_samples: int = 1, batch: int | None = None) -> Values:
         """Var of (1/M')·(one draw over M' i.i.d. inputs), N labels per input (THEORY §8):
         (1/M')[Var_q I + label term / N]."""
         mom.require(self.needs, self.name)
-        lab = self.label_var_iid(mom, m_inputs)
+        lab = self.label_var_iid(mom, m_inputs, batch)
         return {n: (mom.I_var[n] + lab[n] / n_samples) / m_inputs for n in mom.names}
 
     def bias_all(self, mom: DataMoments) -> Values:
         mean = self.mean_all(mom)
         return {n: mean[n] - mom.I_sum[n] for n in mom.names}
 
-    def bias_iid(self, mom: DataMoments, m_inputs: int) -> Values:
-        mean = self.mean_iid(mom, m_inputs)
+    def bias_iid(self, mom: DataMoments, m_inputs: int, batch: int | None = None) -> Values:
+        mean = self.mean_iid(mom, m_inputs, batch)
         return {n: mean[n] - mom.I_sum[n] / mom.M for n in mom.names}
 
     # -- cost and sampling ------------------------------------------------------------------------------

@@ -8,13 +8,15 @@ With s_m = u_mᵀ(t(y_m) − η_m) at the observed label y_m:
   (x, y) pairs drawn i.i.d. from the data (Corollary G.2), (1/M')Σ s² has mean E_q s² (bias
   E_q s² − Ī) and variance Var_q(s²)/M'.
 * ``batched_empirical``: (Σ_m s_m)², the square of the batch gradient.  On the given data it is
-  deterministic with bias (Σ_m s_m)² − Σ_m I_m.  On M' pairs drawn i.i.d., with k₁..k₄ the
-  cumulants of s over the data and K_j = M'k_j those of S = Σ_m s_m:
-  E S² = K₂ + K₁², Var S² = K₄ + 4K₃K₁ + 2K₂² + 4K₂K₁²; (1/M')S² has these over M' and M'².
+  deterministic with bias Σ_b (Σ_{m∈b} s_m)² − Σ_m I_m (one batch unless the data came in batches).
+  On M' pairs drawn i.i.d. in batches of B (default one batch of M'), with k₁..k₄ the cumulants of s
+  over the data and K_j = Bk_j those of S_b = Σ_{m∈b} s_m: E S_b² = K₂ + K₁²,
+  Var S_b² = K₄ + 4K₃K₁ + 2K₂² + 4K₂K₁², summed over the independent batches, over M' and M'².
 """
 from __future__ import annotations
 
 from .base import Estimator, register
+from .base import batch_split
 from .moments import unflatten
 from .sampling import square_sum
 
@@ -45,11 +47,11 @@ class Empirical(_Observed):
         mom.require(self.needs, self.name)
         return {n: v * mom.M for n, v in _unflat(mom, mom.score_sq.mean).items()}
 
-    def mean_iid(self, mom, m_inputs):
+    def mean_iid(self, mom, m_inputs, batch=None):
         mom.require(self.needs, self.name)
         return _unflat(mom, mom.score_sq.mean)
 
-    def var_iid(self, mom, m_inputs, n_samples=1):
+    def var_iid(self, mom, m_inputs, n_samples=1, batch=None):
         mom.require(self.needs, self.name)
         return {n: v / mom.M / m_inputs for n, v in _unflat(mom, mom.score_sq.m2).items()}
 
@@ -63,23 +65,26 @@ class BatchedEmpirical(_Observed):
     variance_formula = ("0 on the given data (bias (Σ_m s_m)² − Σ_m I_m); on M' pairs drawn i.i.d. "
                         "(K₄ + 4K₃K₁ + 2K₂² + 4K₂K₁²)/M'², K_j = M'k_j")
     used_by = "optax.second_order.fisher_diag (the squared gradient of the batch loss)"
+    batch_squares = True
 
     def mean_all(self, mom):
         mom.require(self.needs, self.name)
-        return {n: v * v for n, v in mom.score_sum.items()}
+        return dict(mom.score_batch_sq)
 
-    def _cumulants(self, mom, m_inputs):
+    def mean_iid(self, mom, m_inputs, batch=None):
         mom.require(self.needs, self.name)
-        return [m_inputs * k for k in mom.score.cumulants()]
+        k1, k2, _, _ = mom.score.cumulants()
+        tot = sum(B * k2 + (B * k1) ** 2 for B in batch_split(m_inputs, batch))      # Σ_b E S_b²
+        return _unflat(mom, tot / m_inputs)
 
-    def mean_iid(self, mom, m_inputs):
-        K1, K2, _, _ = self._cumulants(mom, m_inputs)
-        return _unflat(mom, (K2 + K1 * K1) / m_inputs)
-
-    def var_iid(self, mom, m_inputs, n_samples=1):
-        K1, K2, K3, K4 = self._cumulants(mom, m_inputs)
-        v = (K4 + 4 * K3 * K1 + 2 * K2 * K2 + 4 * K2 * K1 * K1) / m_inputs ** 2
-        return _unflat(mom, v)
+    def var_iid(self, mom, m_inputs, n_samples=1, batch=None):
+        mom.require(self.needs, self.name)
+        k1, k2, k3, k4 = mom.score.cumulants()
+        tot = 0
+        for B in batch_split(m_inputs, batch):       # independent batches: Var S_b², K_j = B·k_j
+            K1, K2, K3, K4 = B * k1, B * k2, B * k3, B * k4
+            tot = tot + K4 + 4 * K3 * K1 + 2 * K2 * K2 + 4 * K2 * K1 * K1
+        return _unflat(mom, tot / m_inputs ** 2)
 
     def draw(self, ctx, n_samples, generator):
         g = ctx.batch_grad(ctx.log_lik, ctx.observed())

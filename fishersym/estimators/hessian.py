@@ -1,8 +1,11 @@
 """The negative-Hessian estimator Î₂ (THEORY §2–§3): Σ_m [u_mᵀΣ_mu_m − (1/N) Σ_k w_mᵀ r_{m,k}].
 
 Unbiased; Var = Σ_m v₂(θ_i|x_m)/N with v₂ = w_iᵀΣw_i (Lemma 3.1), 0 wherever w ≡ 0 (the last layer,
-piecewise-linear networks; THEORY §6, §12).  Cost: the uᵀΣu term is the exact Fisher (C backward
-passes per input) and each label adds one second-order backward pass for wᵀr.
+piecewise-linear networks; THEORY §6, §12).  Cost, counted as C + N backward passes per input: the
+uᵀΣu term is the exact Fisher (C backward passes) and each label adds the diagonal of wᵀr.  That is
+one factored pass on MLPs (THEORY §7); a generic diagonal-Hessian backward (BackPACK's DiagHessian)
+costs more, so C + N is a lower bound there, and the planner never prefers Î₂ over
+``exact_over_labels`` (cost C, no label noise) on this count anyway.
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Estimator, register
+from .base import Estimator, pairs_per_input, register
 from .sampling import add_into, square_sum
 
 
@@ -32,6 +32,7 @@ class OutputHutchinson(Estimator):
 
     def __init__(self, probe: str, batched: bool) -> None:
         self.probe, self.batched = probe, batched
+        self.batch_squares = batched
         self.name = f"{'batched_' if batched else ''}output_hutchinson_{probe}"
         one = "(u_mᵀL_mε_m)²"
         self.formula = (f"(1/N) Σ_k (Σ_m u_mᵀL_mε_mk)²" if batched else f"Σ_m (1/N) Σ_k {one}") + f", {probe} ε"
@@ -52,11 +53,12 @@ class OutputHutchinson(Estimator):
             return e
         return {n: e[n] + 2 * mom.I_cross[n] for n in mom.names}
 
-    def label_var_iid(self, mom, m_inputs):
+    def label_var_iid(self, mom, m_inputs, batch=None):
         e = self._per_input_sum(mom)
         if not self.batched:
             return {n: v / mom.M for n, v in e.items()}
-        return {n: e[n] / mom.M + 2 * (m_inputs - 1) * (mom.I_sum[n] / mom.M) ** 2 for n in mom.names}
+        pp = pairs_per_input(m_inputs, batch)
+        return {n: e[n] / mom.M + 2 * pp * (mom.I_sum[n] / mom.M) ** 2 for n in mom.names}
 
     def draw(self, ctx, n_samples, generator):
         acc = None
@@ -81,12 +83,13 @@ class ParamHutchinson(Estimator):
     variance_formula = "[(F²)_ii − F_ii²] / N = Σ_{j≠i} F_ij² / N"
     used_by = "AdaHessian; curvlinops hutchinson_diag on the GGN/Fisher"
     labels = "probes"
+    global_probe = True
     needs = ("fisher", "F", "gram")
 
     def label_var_sum(self, mom):
         return dict(mom.F_off)
 
-    def label_var_iid(self, mom, m_inputs):
+    def label_var_iid(self, mom, m_inputs, batch=None):
         M = mom.M
         out = {}
         for n in mom.names:

@@ -5,20 +5,28 @@ One pass over the data accumulates, per parameter θ_i (tensors of ``param.shape
 requested estimators need (:data:`NEEDS`):
 
 * ``"fisher"``: M, Σ_m I_m, Var_q I (centred, :class:`~fishersym.numeric.dataset.CentredMoments`) and
-  the cross sum Σ_{m≠n} I_m I_n (an exclusive prefix sum: every term non-negative, no cancellation);
+  the cross sum Σ_b Σ_{m≠n ∈ b} I_m I_n over the batches the batched estimators square (an exclusive
+  prefix sum: every term non-negative, no cancellation);
 * ``"v1"``: Σ_m v₁(θ_i|x_m) with v₁ = N·V₁ for one label (Lemma 3.1, THEORY §3);
 * ``"v2"``: Σ_m v₂(θ_i|x_m), v₂ = w_iᵀΣw_i;
 * ``"q4"``: Σ_m ‖L_mᵀu_{m,i}‖₄⁴ with L_mL_mᵀ = Σ_m (the family's :meth:`sigma_factor_t`), and the
   Rademacher-probe variance Σ_m (2I_m² − 2‖L_mᵀu_m‖₄⁴), summed as 2Σ_{a≠b}A_a²A_b² (A = Lᵀu, ≥ 0);
 * ``"gram"``: Σ_m Σ_{j≠i} F_m,ij² = Σ_m [u_iᵀΣ_m(J_mJ_mᵀ)Σ_mu_i − I_m²] (per-input C × C Gram over
-  all parameters);
+  all parameters; per input a difference of two non-negative terms, so its rounding is relative to
+  (F_m²)_ii: a parameter with no off-diagonal coupling can come out as ±ε·I_m² instead of 0);
 * ``"F"``: the data-set Fisher F = Σ_m J_mᵀΣ_mJ_m (P × P, all parameters) → Σ_{j≠i} F_ij² (the
   diagonal zeroed first, so no cancellation);
-* ``"score"``: the scores s_m = u_iᵀ(t(y_m) − η_m) at the *observed* labels: Σ_m s_m, the central
-  moments of s up to order 4 and those of s² (THEORY §9).
+* ``"score"``: the scores s_m = u_iᵀ(t(y_m) − η_m) at the *observed* labels: Σ_b (Σ_{m∈b} s_m)², the
+  central moments of s up to order 4 and those of s² (THEORY §9).
+
+**Batches.** The batched estimators square the gradient of a batch.  A tensor or an (x, y) tuple is
+one batch of all M inputs (split internally only to bound memory); a list of batches or a loader keeps
+its batches, so a draw is Σ_b (Σ_{m∈b} s_m)², as EWC codes compute it batch by batch.
 
 I, v₁, v₂ come from :func:`fishersym.numeric.conditional_stats` (its exact paths); the others from the
-per-input Jacobians u (:func:`fishersym.numeric.reverse.per_sample_jacobians`).
+per-input Jacobians u (:func:`fishersym.numeric.reverse.per_sample_jacobians`).  Per-input values carry
+the model's precision (use float64 to verify; ``conditional_stats`` flags float32's loss in V₁); every
+sum over inputs is accumulated in float64, so a float32 model loses nothing more over a large data set.
 """
 from __future__ import annotations
 
@@ -51,7 +59,14 @@ class HigherMoments:
         M₃ = M₃a + M₃b + δ³n_an_b(n_a − n_b)/n² + 3δ(n_aM₂b − n_bM₂a)/n
         M₄ = M₄a + M₄b + δ⁴n_an_b(n_a² − n_an_b + n_b²)/n³ + 6δ²(n_a²M₂b + n_b²M₂a)/n² + 4δ(n_aM₃b − n_bM₃a)/n
 
-    so the cumulants of the empirical distribution never come from raw power sums."""
+    so the cumulants of the empirical distribution never come from raw power sums.
+
+    >>> import torch
+    >>> v = torch.tensor([[1.0], [2.0], [4.0], [8.0]], dtype=torch.float64)
+    >>> hm = HigherMoments(); hm.add(v[:1]); hm.add(v[1:])
+    >>> [round(float(k), 6) for k in hm.cumulants()]      # mean, μ₂, μ₃, μ₄ − 3μ₂² of 1, 2, 4, 8
+    [3.75, 7.1875, 12.65625, -56.773438]
+    """
 
     def __init__(self) -> None:
         self.n = 0
@@ -98,16 +113,19 @@ class DataMoments:
     have: frozenset[str]
     I_sum: dict[str, torch.Tensor] | None = None
     I_var: dict[str, torch.Tensor] | None = None          # Var_q I = M₂/M
-    I_cross: dict[str, torch.Tensor] | None = None        # Σ_{m≠n} I_m I_n
+    I_cross: dict[str, torch.Tensor] | None = None        # Σ_b Σ_{m≠n in batch b} I_m I_n
     v1_sum: dict[str, torch.Tensor] | None = None
     v2_sum: dict[str, torch.Tensor] | None = None
     q4_sum: dict[str, torch.Tensor] | None = None         # Σ_m ‖L_mᵀu_m‖₄⁴
     rad_sum: dict[str, torch.Tensor] | None = None        # Σ_m 2Σ_{a≠b}(Lᵀu)_a²(Lᵀu)_b² = Σ_m (2I_m² − 2‖Lᵀu_m‖₄⁴)
     gram_off_sum: dict[str, torch.Tensor] | None = None   # Σ_m Σ_{j≠i} F_m,ij² = Σ_m [(F_m²)_ii − F_m,ii²]
     F_off: dict[str, torch.Tensor] | None = None          # Σ_{j≠i} F_ij², F = Σ_m F_m
-    score_sum: dict[str, torch.Tensor] | None = None      # Σ_m s_m (observed labels)
+    score_batch_sq: dict[str, torch.Tensor] | None = None  # Σ_b (Σ_{m in b} s_m)² (observed labels)
     score: HigherMoments | None = None                    # central moments of s (flattened entries)
     score_sq: CentredMoments | None = None                # centred moments of s²
+    #: sizes of the batches the batched estimators square (one batch of all M inputs unless the data
+    #: came as a list of batches or a loader, whose batches are kept)
+    batch_sizes: list[int] = field(default_factory=list)
     info: dict = field(default_factory=dict)
 
     def require(self, needs: Iterable[str], who: str) -> None:
@@ -167,10 +185,13 @@ def data_moments(model: nn.Module, data, family: ExponentialFamily, needs: Itera
     P = sum(p.numel() for p in params.values())
     item = torch.finfo(dtype).bits // 8
     if "F" in needs:
-        check_budget(P * P * item, f"the data-set Fisher F (P × P with P = {P}) for param_hutchinson's (F²)_ii",
+        check_budget(P * P * 8, f"the data-set Fisher F (P × P with P = {P}) for param_hutchinson's (F²)_ii",
                      ["leave param_hutchinson out (estimators=...)", "analyse fewer parameters"], memory_budget)
     keys = ["fisher"] + (["var1"] if "v1" in needs else []) + (["var2"] if "v2" in needs else [])
     need_u = bool(needs & {"q4", "gram", "F", "score"})
+    # the batched estimators square the gradient of a batch: a tensor or an (x, y) tuple is one batch
+    # (split here only to bound memory), a list of batches or a loader keeps its own batches
+    one_batch = isinstance(data, (torch.Tensor, tuple))
     batches, n_batches = iter_data(data, batch_size)
     batches = tqdm(batches, total=n_batches, desc="estimator moments", leave=False,
                    disable=progress is False if progress is not None else None)
@@ -181,8 +202,11 @@ def data_moments(model: nn.Module, data, family: ExponentialFamily, needs: Itera
     score = HigherMoments() if "score" in needs else None
     score_sq = CentredMoments() if "score" in needs else None
     M = 0
+    sizes: list[int] = []
+    S_b: dict[str, torch.Tensor] = {}          # the current batch's Σ_m s_m
 
-    def add(key, n, v):
+    def add(key, n, v):                      # every sum is accumulated in float64, whatever the model's dtype
+        v = v.double()
         acc[key][n] = acc[key][n] + v if n in acc[key] else v
 
     for xb, yb in batches:
@@ -196,17 +220,18 @@ def data_moments(model: nn.Module, data, family: ExponentialFamily, needs: Itera
         r = conditional_stats(model, xb, family, keys=keys, precision_check=0, progress=False,
                               memory_budget=memory_budget)
         for n in names:
-            I = r["fisher"][n]
+            I = r["fisher"][n].double()
             Imom[n].add(I)
             run = acc["run"].get(n, torch.zeros_like(I[0]))
-            excl = torch.cumsum(I, 0) - I + run                 # Σ_{n' < m} I_{n'} (all non-negative)
+            cs = torch.cumsum(I, 0)
+            excl = torch.cat([torch.zeros_like(cs[:1]), cs[:-1]]) + run   # Σ_{n' < m} I_{n'}: sums of I ≥ 0 only
             add("cross", n, 2 * (I * excl).sum(0))
             acc["run"][n] = run + I.sum(0)
             add("I", n, I.sum(0))
             if "v1" in needs:
-                add("v1", n, r["var1"][n].sum(0))
+                add("v1", n, r["var1"][n].double().sum(0))
             if "v2" in needs:
-                add("v2", n, r["var2"][n].sum(0))
+                add("v2", n, r["var2"][n].double().sum(0))
         if need_u:
             with torch.no_grad():
                 h = family.natural(model(xb))
@@ -226,7 +251,7 @@ def data_moments(model: nn.Module, data, family: ExponentialFamily, needs: Itera
                     for n, v in unflatten(rad, names, shapes).items():
                         add("rad", n, v)
                 if "F" in needs:
-                    At = A.reshape(B, -1, C).transpose(1, 2).reshape(B * C, P)
+                    At = A.reshape(B, -1, C).transpose(1, 2).reshape(B * C, P).double()
                     F = At.T @ At if F is None else F.addmm_(At.T, At)
                 del A
             if "gram" in needs:
@@ -241,15 +266,24 @@ def data_moments(model: nn.Module, data, family: ExponentialFamily, needs: Itera
                 T = statistic(family, yb, dtype)
                 rr = T - family.mean(h)                                   # (B, C)
                 s = torch.einsum("bpc,bc->bp", Jt, rr)                    # (B, P)
+                s = s.double()
                 score.add(s)
                 score_sq.add(s * s)
                 for n, v in unflatten(s.sum(0), names, shapes).items():
-                    add("s", n, v)
+                    S_b[n] = S_b[n] + v if n in S_b else v
             del J, Jt
         M += B
+        if one_batch and sizes:
+            sizes[0] += B
+        else:
+            sizes.append(B)
+            if not one_batch:                  # a new given batch: the cross terms and score sums restart
+                acc["run"] = {}
+                _close_batch(acc, S_b)
+    _close_batch(acc, S_b)
     if M == 0:
         raise ValueError("the data contained no inputs")
-    out = DataMoments(M=M, names=names, shapes=shapes, family=family, have=needs)
+    out = DataMoments(M=M, names=names, shapes=shapes, family=family, have=needs, batch_sizes=sizes)
     out.I_sum = acc["I"]
     out.I_var = {n: Imom[n].m2 / M for n in names}
     out.I_cross = acc["cross"]
@@ -265,9 +299,16 @@ def data_moments(model: nn.Module, data, family: ExponentialFamily, needs: Itera
         F.fill_diagonal_(0)
         out.F_off = unflatten((F * F).sum(0), names, shapes)             # Σ_{j≠i} F_ij², no cancellation
     if "score" in needs:
-        out.score_sum, out.score, out.score_sq = acc["s"], score, score_sq
+        out.score_batch_sq, out.score, out.score_sq = acc["s"], score, score_sq
     out.info.update(path=r.path, sigma_factor=getattr(family, "sigma_factor_name", None))
     return out
+
+
+def _close_batch(acc: dict, S_b: dict[str, torch.Tensor]) -> None:
+    """Add the finished batch's (Σ_m s_m)² to acc["s"] and clear it."""
+    for n, v in S_b.items():
+        acc["s"][n] = acc["s"][n] + v * v if n in acc["s"] else v * v
+    S_b.clear()
 
 
 def unflatten(flat: torch.Tensor, names: list[str], shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:

@@ -27,9 +27,17 @@ library call                     what it computes                               
 ==============================  ===============================================  ==============================
 
 With ``reduction="mean"`` c = 1/B for B inputs (BackPACK, curvlinops: the loss's own
-``reduction``; optax/EWC: the user's NLL averaged over the batch).  The family must be the one the
-library's loss implies (cross-entropy: categorical with C classes; MSE with reduction: a Gaussian of
-unit variance scaled by 2 — pass ``family`` accordingly).
+``reduction``; optax/EWC: the user's NLL averaged over the batch), else c = 1.  The family must be the
+one the library's loss implies, with the loss's own per-input normalisation (the mapping of
+:mod:`fishersym.families.gaussian`): ``CrossEntropyLoss`` is ``categorical`` with C classes;
+``MSELoss(reduction="sum")`` is ``gaussian(C=D, sigma2=0.5)``; ``MSELoss(reduction="mean")`` divides by
+B·D, which is ``gaussian(C=D, sigma2=D/2)`` with c = 1/B.
+
+The calls that square a batch gradient (c² above) with ``reduction="mean"`` return (1/B²)(Σ_m s_m)²,
+whose mean is c·(Σ_m I_m)/B = Ī/B, not the mean Fisher Ī: :class:`ErrorBars` ``target`` is c²·Σ_m I_m
+(what the call estimates, B times smaller than Ī), and ``info["note"]`` says so.  For batched calls the
+draw is per batch of the data as given (a list or a loader): Σ_b (Σ_{m∈b} s_m)² (see
+:mod:`.moments`).
 """
 from __future__ import annotations
 
@@ -61,9 +69,10 @@ _N_KEYS = ("mc_samples", "num_matvecs", "n_samples")
 class ErrorBars:
     """Exact moments of what a library call returns, per parameter ({name: tensor of param.shape}).
 
-    ``mean``: E of the returned diagonal; ``target``: c·Σ_m I(θ_i|x_m) (the scaled Fisher the call is
-    meant to estimate); ``bias`` = mean − target; ``variance`` and ``std`` of one call; ``estimator``
-    the catalogue entry and ``scale`` c^k it was mapped to.  All values are exact (no sampling)."""
+    ``mean``: E of the returned diagonal; ``target``: ``scale``·Σ_m I(θ_i|x_m), the scaled Fisher the
+    call estimates (``scale`` = c for the per-sample calls, c² for the squared batch gradients);
+    ``bias`` = mean − target; ``variance`` and ``std`` of one call; ``estimator`` the catalogue entry.
+    All values are exact (no sampling)."""
     library_call: str
     estimator: str
     scale: float
@@ -84,9 +93,22 @@ def error_bars(model: nn.Module, data, family: str | ExponentialFamily, estimato
     """The exact mean, bias and variance of a peer library's diagonal Fisher (see the module's table).
 
     ``data`` is what the call sees (every form of :data:`fishersym.numeric.dataset.DATA_FORMS`;
-    ``optax_fisher_diag`` and ``ewc_empirical`` need labels), ``reduction`` the loss's ("mean" or
-    "sum"), and ``settings`` the call's own (``mc_samples``, ``num_matvecs``, ``n_samples``).
+    ``optax_fisher_diag`` and ``ewc_empirical`` need labels): one batch (a tensor or an (x, y) tuple), or
+    a list or loader of batches of one size, one call per batch, summed (for curvlinops, whose
+    operators span the whole loader, pass one batch or reduction="sum"); ``reduction`` the loss's
+    ("mean" or "sum"), and ``settings`` the call's own (``mc_samples``, ``num_matvecs``, ``n_samples``).
     Unknown calls or settings are errors naming the accepted ones.
+
+    >>> import torch, fishersym
+    >>> from fishersym import families
+    >>> g = torch.Generator().manual_seed(0)
+    >>> net = torch.nn.Linear(3, 4).double()
+    >>> x = torch.randn(8, 3, dtype=torch.float64, generator=g)
+    >>> eb = fishersym.error_bars(net, x, families.get("categorical", C=4), "backpack_diag_ggn_mc", mc_samples=2)
+    >>> eb.estimator, eb.scale                     # squared_score with N = 2, scaled by 1/B
+    ('squared_score', 0.125)
+    >>> bool((eb.std["weight"] > 0).all()) and float(eb.bias["weight"].abs().max()) == 0.0
+    True
     """
     if estimator not in CONVENTIONS:
         raise ValueError(f"unknown library call {estimator!r}; error_bars knows: {', '.join(CONVENTIONS)}")
@@ -103,11 +125,20 @@ def error_bars(model: nn.Module, data, family: str | ExponentialFamily, estimato
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"{estimator}: the number of samples must be a positive integer, got {n!r}")
     a = analyse(model, data, family, [name], batch_size=batch_size)
-    c = 1.0 / a.M if reduction == "mean" else 1.0
+    sizes = a.moments.batch_sizes
+    if reduction == "mean" and len(set(sizes)) > 1:
+        raise ValueError(f"reduction='mean' divides each call by its own batch size, and the data's batches have "
+                         f"sizes {sorted(set(sizes))}: pass batches of one size, or one batch (a tensor or an (x, y) "
+                         "tuple), or use error_bars once per batch")
+    c = 1.0 / sizes[0] if reduction == "mean" else 1.0     # one call per batch, summed over the batches
     s = c ** power
     mean = {k: v * s for k, v in a.mean(name).items()}
     target = {k: v * s for k, v in a.target().items()}
     var = {k: v * s * s for k, v in a.variance(name, n).items()}
     bias = {k: mean[k] - target[k] for k in mean}
-    return ErrorBars(estimator, name, s, n, mean, target, bias, var,
-                     info={"reduction": reduction, "n_inputs": a.M, "scale_power": power})
+    info = {"reduction": reduction, "n_inputs": a.M, "scale_power": power, "batch_sizes": a.moments.batch_sizes}
+    if power == 2 and reduction == "mean":
+        info["note"] = ("with reduction='mean' this call squares the gradient of a batch-averaged loss: "
+                        "(1/B²)(Σ_m s_m)² has mean Ī/B per batch of B, not the mean Fisher Ī; multiply by B "
+                        "(and average over batches) to estimate Ī")
+    return ErrorBars(estimator, name, s, n, mean, target, bias, var, info=info)

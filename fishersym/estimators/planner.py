@@ -26,14 +26,19 @@ map, which makes the structured searches below exact.
   rel²_i(M′) = c_i(N)/M′ with c_i(N) = (Var_q I_i + L_i/N)/Ī_i², so the group's quantile is
   √(Q(c)/M′) and M′ = ⌈Q(c)/ρ²⌉ with Q(c) = the quantile at M′ = 1;
 * ``batched`` (the batch-gradient squares): rel²_i = (c_i(N) − 2/N)/M′ + 2/N — increasing in
-  c_i, so again one quantile, monotone in M′, with the floor 2/N: unreachable when 2/N ≥ ρ²
-  (the relative s.d. of a batched estimator tends to √(2/N) however large the batch, THEORY §13);
+  c_i, so again one quantile with the limit 2/N as M′ grows: decreasing towards it when the quantile
+  of c_i(N) exceeds 2/N (then unreachable when 2/N ≥ ρ²), increasing towards it otherwise (then the
+  smallest M′ is best). The batched estimators are planned as one batch of M′ inputs (the relative
+  s.d. tends to √(2/N) however large the batch, THEORY §13); with mini-batches of B the cross term is
+  2(B − 1)Ī² per input (:meth:`Analysis.variance` with ``batch=B``);
 * ``decreasing`` (parameter-space Hutchinson: L = D₁ + (M′−1)D₂ with D₁ − D₂ = Σ_j Var_q F_m,ij ≥ 0;
   the empirical Fisher: Var_q(s²)/M′ + bias²): every entry's rel²_i = a_i/M′ + b_i with a_i ≥ 0 is
   non-increasing in M′, hence so is every order statistic; bisection, floor Q(b) (bias or
   cross-input term);
-* ``scan`` (the batched empirical Fisher, whose bias grows as M′k₁² and is not monotone in M′;
-  also any estimator registered later): every M′ = 1 … S is evaluated.
+* ``laurent`` (the batched empirical Fisher, whose bias grows as M′k₁² and is not monotone in M′):
+  rel²_i = α_i/M′ + β_i + γ_iM′ + δ_iM′², read off four exact evaluations, then every M′ = 1 … S
+  is evaluated from those coefficients;
+* ``scan`` (any estimator registered later): every M′ = 1 … S is evaluated exactly.
 
 Every candidate is evaluated with the exact moments (:meth:`Analysis.rel_se`); the closed forms only
 propose M′, which is accepted when it meets ρ and M′ − 1 does not (else bisection decides).
@@ -818,6 +823,10 @@ def _plan_core(a, grp, ests, targets, budget, quantile, max_samples, max_inputs,
                          f"{rho:g} with fewer than {min_in} inputs (Var_q I/M′, THEORY §8)")
         if rec is not None and rec.biased:
             notes.append("biased (observed labels): its relative s.e. is the relative RMSE including the bias")
+        if rec is not None and rec.scheme == "iid" and rec.m_inputs is not None and rec.m_inputs > M:
+            notes.append(f"M′ = {rec.m_inputs} > M = {M}: the inputs are drawn with replacement from the M given "
+                         "ones (scheme 'iid'); with more distinct inputs from the same distribution the same M′ gives "
+                         "the same variance, and a subset drawn without replacement is never worse")
         out[g] = GroupPlan(g, list(members), ev.n[g], rho, rec, best, cands, [], iq[g], min_in, notes)
     p = Plan("target" if targets is not None else "budget", budget, quantile, M, C, grid, ests, not_evaluated, out, a,
              S, max_inputs)
