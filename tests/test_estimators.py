@@ -511,3 +511,19 @@ def test_iid_batch_size_splits_the_cross_term():
         torch.testing.assert_close(full[n] - two[n], 2 * (3 - 1) * Ibar[n] ** 2 / 4, rtol=1e-10, atol=1e-300)
     with pytest.raises(ValueError, match="scheme='iid' only"):
         a.variance("batched_squared_gradient", batch=2)
+
+
+@pytest.mark.parametrize("fam,y,match", [
+    ("bernoulli", [0.0, 2.0], "must be 0 or 1"),
+    ("poisson", [1.0, -3.5], "non-negative integers"),
+    ("poisson", [1.0, 0.5], "non-negative integers"),
+])
+def test_observed_labels_outside_the_support_are_refused(fam, y, match):
+    """The empirical estimators read t(y) of the observed labels: a label the family cannot produce is an
+    error naming the support, never a number."""
+    from fishersym import families
+    g = torch.Generator().manual_seed(0)
+    net = torch.nn.Linear(2, 1).double()
+    x = torch.randn(2, 2, generator=g, dtype=torch.float64)
+    with pytest.raises(ValueError, match=match):
+        fe.variance(net, (x, torch.tensor(y, dtype=torch.float64)), families.get(fam), "empirical")

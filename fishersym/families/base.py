@@ -363,6 +363,13 @@ class ExponentialFamily:
         """n label draws y ~ p(y|h), returned as t(y) with shape (n, ..., C)."""
         raise NotImplementedError  # pragma: no cover
 
+    def check_statistic(self, t: torch.Tensor) -> torch.Tensor:
+        """Validate statistics t(y) of *observed* labels (B, C): finite; families with a restricted
+        support (Bernoulli, Poisson) also check that.  Returns t."""
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{self.name}: the observed labels contain NaN or infinite values")
+        return t
+
     def log_base_measure(self, t: torch.Tensor) -> torch.Tensor:
         """log π(y) for statistics t (..., C) → (...)."""
         raise NotImplementedError  # pragma: no cover

@@ -101,6 +101,15 @@ class Bernoulli(ExponentialFamily):
         p = torch.sigmoid(h).expand(n, *h.shape)
         return torch.bernoulli(p, generator=generator)
 
+    def check_statistic(self, t: torch.Tensor) -> torch.Tensor:
+        """Observed labels must be 0 or 1 (t(y) = y)."""
+        t = super().check_statistic(t)
+        bad = (t != 0) & (t != 1)
+        if bad.any():
+            raise ValueError(f"bernoulli: observed labels must be 0 or 1, got {t[bad].reshape(-1)[:3].tolist()}; "
+                             "for labels in {-1, 1} pass (y + 1) / 2")
+        return t
+
     def log_base_measure(self, t: torch.Tensor) -> torch.Tensor:
         return torch.zeros(t.shape[:-1], dtype=t.dtype, device=t.device)
 

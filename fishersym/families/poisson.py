@@ -176,6 +176,15 @@ class Poisson(ExponentialFamily):
                              "torch.poisson counts in int64 and returns garbage there. " + _HINT_RATE)
         return torch.poisson(lam.expand(n, *h.shape).contiguous(), generator=generator)
 
+    def check_statistic(self, t: torch.Tensor) -> torch.Tensor:
+        """Observed counts must be non-negative integers (t(y) = y)."""
+        t = super().check_statistic(t)
+        bad = (t < 0) | (t != t.round())
+        if bad.any():
+            raise ValueError(f"poisson: observed labels must be counts (non-negative integers), got "
+                             f"{t[bad].reshape(-1)[:3].tolist()}")
+        return t
+
     def log_base_measure(self, t: torch.Tensor) -> torch.Tensor:
         return -torch.lgamma(t + 1).sum(-1)
 
