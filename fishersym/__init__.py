@@ -11,9 +11,15 @@ light).
 from __future__ import annotations
 
 import importlib
+from importlib import metadata as _metadata
 from typing import Any
 
-__all__ = ["plan", "error_bars"]
+__all__ = ["plan", "error_bars", "__version__"]
+
+try:        # the installed distribution's version (pyproject.toml), recorded in every settings.json
+    __version__ = _metadata.version("fishersym")
+except _metadata.PackageNotFoundError:      # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 _LAZY = {"plan": ("fishersym.estimators.planner", "plan"),
          "error_bars": ("fishersym.estimators.peers", "error_bars")}

@@ -31,3 +31,4 @@ def test_docstring_examples_run():
         m = importlib.import_module(f"fishersym.estimators.{mod}")
         res = doctest.testmod(m, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
         assert res.failed == 0, mod
+

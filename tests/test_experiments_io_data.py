@@ -140,3 +140,13 @@ def test_cli_help_documents_common_options(exp, capsys):
     text = capsys.readouterr().out
     for opt in ("--out", "--seed", "--epochs", "--force"):
         assert opt in text
+
+
+def test_version_is_the_distribution_version():
+    """settings.json records fishersym.__version__ (issue 11: it used to say "?")."""
+    from importlib import metadata
+
+    import fishersym
+    from fishersym.experiments.io import _versions
+    assert fishersym.__version__ == metadata.version("fishersym")
+    assert _versions()["fishersym"] == fishersym.__version__
