@@ -363,6 +363,17 @@ class ExponentialFamily:
         """n label draws y ~ p(y|h), returned as t(y) with shape (n, ..., C)."""
         raise NotImplementedError  # pragma: no cover
 
+    def statistic(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """t(y) (B, C) of observed labels y (THEORY §9): the default reads y as the statistic itself,
+        (B,) scalars for C = 1 or (B, C).  Families whose t is not the identity override this."""
+        y = y.to(dtype)
+        if y.dim() == 1:
+            y = y.unsqueeze(-1)
+        if y.dim() != 2 or y.shape[-1] != self.C:
+            raise ValueError(f"{self.name}: labels of shape {tuple(y.shape)} do not give statistics of size "
+                             f"C={self.C}; pass (batch, {self.C})" + (" or (batch,)" if self.C == 1 else ""))
+        return y
+
     def check_statistic(self, t: torch.Tensor) -> torch.Tensor:
         """Validate statistics t(y) of *observed* labels (B, C): finite; families with a restricted
         support (Bernoulli, Poisson) also check that.  Returns t."""

@@ -223,6 +223,14 @@ class Categorical(ExponentialFamily):
         onehot = torch.nn.functional.one_hot(idx.T, self.C).to(h.dtype)  # (n, B, C)
         return onehot.reshape(n, *h.shape)
 
+    def statistic(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Class indices (B,) → one-hot t(y); floating labels are read as one-hot (B, C) already."""
+        if y.is_floating_point():
+            return super().statistic(y, dtype)
+        if y.dim() != 1 or (y < 0).any() or (y >= self.C).any():
+            raise ValueError(f"categorical labels must be class indices in [0, {self.C}) of shape (batch,)")
+        return torch.nn.functional.one_hot(y, self.C).to(dtype)
+
     def log_base_measure(self, t: torch.Tensor) -> torch.Tensor:
         return torch.zeros(t.shape[:-1], dtype=t.dtype, device=t.device)
 

@@ -156,6 +156,14 @@ class GaussianMeanVar(ExponentialFamily):
         err = 2 * ((4 * A + 56 * B) * dA + 2 * dA.square() + eps * ((56 * A + 112 * B) * 7 * B + 4 * nv1))
         return fi, nv1, err
 
+    def statistic(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Scalar labels (B,) or (B, 1) → t(y) = (y, y²)."""
+        if y.dim() > 2 or (y.dim() == 2 and y.shape[1] != 1):
+            raise ValueError(f"gaussian_meanvar: observed labels are scalars, shape (batch,) or (batch, 1); got "
+                             f"{tuple(y.shape)} (t(y) = (y, y²) is formed from them)")
+        y = y.to(dtype).reshape(-1)
+        return torch.stack([y, y * y], -1)
+
     def sample(self, h: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         h = self.check_h(h)
         mu, var = self._mu_var(h)

@@ -33,31 +33,10 @@ ESTIMATORS = ("I1", "I2", "empirical")
 
 
 def statistic(family: ExponentialFamily, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """t(y) (B, C) for observed labels: class indices → one-hot (categorical), y → (y, y²) (Gaussian
-    with learned variance), scalars → (B, 1).  A family method ``statistic`` takes precedence."""
-    return family.check_statistic(_statistic(family, y, dtype))
-
-
-def _statistic(family: ExponentialFamily, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    if hasattr(family, "statistic"):
-        return family.statistic(y).to(dtype)
-    C = family.C
-    if family.name == "categorical" and not y.is_floating_point():
-        if y.dim() != 1 or (y < 0).any() or (y >= C).any():
-            raise ValueError(f"categorical labels must be class indices in [0, {C}) of shape (batch,)")
-        return torch.nn.functional.one_hot(y, C).to(dtype)
-    y = y.to(dtype)
-    if family.name == "gaussian_meanvar":
-        if y.dim() > 2 or (y.dim() == 2 and y.shape[1] != 1):
-            raise ValueError(f"gaussian_meanvar: observed labels are scalars, shape (batch,) or (batch, 1); got "
-                             f"{tuple(y.shape)} (t(y) = (y, y²) is formed from them)")
-        y = y.reshape(-1)
-        return torch.stack([y, y * y], -1)
-    if y.dim() == 1:
-        y = y.unsqueeze(-1)
-    if y.shape[-1] != C:
-        raise ValueError(f"{family.name}: labels of shape {tuple(y.shape)} do not give statistics of size C={C}")
-    return y
+    """t(y) (B, C) of observed labels, in ``dtype``: the family's :meth:`statistic` (class indices →
+    one-hot for the categorical, y → (y, y²) for the Gaussian with learned variance, scalars → (B, 1)),
+    validated against its support (:meth:`check_statistic`)."""
+    return family.check_statistic(family.statistic(y, dtype))
 
 
 class Estimate(dict):
