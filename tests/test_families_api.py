@@ -99,3 +99,15 @@ def test_cli_unknown_command_is_a_usage_error(capsys):
         main(["nonsense"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_cli_families_summarises_long_kappa4(capsys):
+    # issue 11: the demo printed the softmax's 2,300-character κ₄; it is summarised, and --full prints it
+    assert main(["families", "categorical"]) == 0
+    short = [ln for ln in capsys.readouterr().out.splitlines() if "kappa4" in ln]
+    assert len(short) == 1 and len(short[0]) < 250 and "--full" in short[0]
+    n_terms = int(short[0].split("a polynomial of ")[1].split(" terms")[0])
+    assert main(["families", "categorical", "--full"]) == 0
+    full = [ln for ln in capsys.readouterr().out.splitlines() if "kappa4" in ln]
+    poly = sp.sympify(full[0].split("kappa4(u,u,u,u) = ")[1])
+    assert len(sp.Add.make_args(sp.expand(poly))) == n_terms > 20

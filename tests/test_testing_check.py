@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from fishersym.cli import main
 from fishersym.testing import PROPERTIES, check_model
@@ -101,3 +102,30 @@ def test_pytest_plugin_runs_the_suite_on_a_user_model(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"{len(PROPERTIES)} passed" in res.stdout or "passed" in res.stdout, res.stdout
     assert "failed" not in res.stdout
+
+
+def test_quick_profile_checks_certified_constants_with_few_examples(monkeypatch, capsys):
+    # issue 11 item 8: profile="quick" skips the optimised-λ̃ bounds (most of the time on large models),
+    # caps the examples, and progress=True prints one line per property when stderr is not a terminal
+    from fishersym.testing import check as chk
+    seen = []
+    real = chk.PROPERTIES["bounds"]
+
+    def spy(*a, **kw):
+        seen.append(kw.get("optimised", "default"))
+        return real(*a, **kw)
+
+    monkeypatch.setitem(chk.PROPERTIES, "bounds", spy)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    rep = chk.check_model(net, "categorical", family_params={"C": 2}, input_shape=(3,), profile="quick",
+                          properties=["bounds", "closed_forms"], max_examples=5, progress=True)
+    assert rep.ok and seen and set(seen) == {False}
+    assert all(r.examples <= 2 for r in rep.results) and any("profile 'quick'" in n for n in rep.notes)
+    err = capsys.readouterr().err
+    assert "[1/2] bounds: passed" in err and "[2/2] closed_forms: passed" in err
+    seen.clear()
+    chk.check_model(net, "categorical", family_params={"C": 2}, input_shape=(3,), properties=["bounds"],
+                    max_examples=3, progress=False)
+    assert seen and set(seen) == {"default"}          # the full profile: check_bounds' own default, optimised=True
+    with pytest.raises(ValueError, match="profile must be one of 'full', 'quick'"):
+        chk.check_model(net, "categorical", family_params={"C": 2}, input_shape=(3,), profile="fast")

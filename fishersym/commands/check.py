@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     report = check_model(model, args.family or fam_from, inputs, n_samples=args.n_samples,
                          max_examples=args.examples, family_params=params, seed=args.seed,
                          properties=args.properties.split(",") if args.properties else None,
-                         path=args.path, progress=False if args.quiet else None)
+                         path=args.path, progress=False if args.quiet else True, profile=args.profile)
     report.model = spec
     print(report)
     return 0 if report.ok else 1
@@ -197,5 +197,9 @@ def register(sub) -> None:
                    help="random inputs when the factory gives none (default 2)")
     p.add_argument("--path", default="auto",
                    help="exact path of the baseline V2/V1 ratios: auto (default), fast, generic, reverse")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--profile", choices=("full", "quick"), default="full",
+                   help="full (default): every property, the optimised lambda-tilde bounds included; quick: "
+                        "certified constants only and at most 2 examples per property (a first look at a "
+                        "large model)")
     p.set_defaults(func=run)

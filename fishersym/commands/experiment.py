@@ -66,9 +66,12 @@ def run_toy(args: argparse.Namespace) -> int:
                     theta0=tuple(args.theta0), models=tuple(args.models), check_every=args.check_every,
                     progress=False if args.quiet else None)
     r = _staged(args, "experiment toy-ngd", lambda stage: run_toy_ngd(stage, s, force=True))
+    print("summed V1, V2 of the per-step estimate: median over epochs [range]; test NLL at the last epoch")
     for k, v in r["final"].items():
         print(f"{k:28} final test NLL {v['test_nll_mean']:.4f} ± {v['test_nll_sd']:.4f}   "
-              f"summed V1 {v['var1_trace_mean']:.4g}   summed V2 {v['var2_trace_mean']:.4g}")
+              f"V1 {v['var1_trace_median_over_epochs']:.4g} [{v['var1_trace_min_over_epochs']:.3g}, "
+              f"{v['var1_trace_max_over_epochs']:.3g}]   V2 {v['var2_trace_median_over_epochs']:.4g} "
+              f"[{v['var2_trace_min_over_epochs']:.3g}, {v['var2_trace_max_over_epochs']:.3g}]")
     _done(r["out"], r["paths"], started)
     return 0
 

@@ -190,6 +190,29 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
+def headline(summary: list[dict], epochs: int) -> dict[str, dict[str, float]]:
+    """Per run (model/estimator): the last epoch's test NLL (mean and sd over seeds) and the summed
+    variances V₁, V₂ of the per-step estimate as their MEDIAN over epochs (with the range), not the
+    last epoch's value: a single epoch's variance can spike (one seed near a steep region) and is no
+    summary of the run."""
+    out: dict[str, dict[str, float]] = {}
+    runs: dict[str, list[dict]] = {}
+    for r in summary:
+        runs.setdefault(f"{r['model']}/{r['estimator']}", []).append(r)
+    for key, rs in runs.items():
+        last = [r for r in rs if r["epoch"] == epochs]
+        d: dict[str, float] = {}
+        if last:
+            d["test_nll_mean"], d["test_nll_sd"] = last[0]["test_nll_mean"], last[0]["test_nll_sd"]
+        for k in ("var1_trace", "var2_trace"):
+            v = torch.tensor([r[f"{k}_mean"] for r in rs], dtype=torch.float64)
+            d[f"{k}_median_over_epochs"] = float(v.median())
+            d[f"{k}_min_over_epochs"], d[f"{k}_max_over_epochs"] = float(v.min()), float(v.max())
+            d[f"{k}_last_epoch"] = float(last[0][f"{k}_mean"]) if last else float("nan")
+        out[key] = d
+    return out
+
+
 def _train_all(s: ToySettings, rows: list[dict]) -> None:
     with tqdm(total=len(s.models) * len(ESTIMATORS) * s.epochs, desc="toy-ngd", unit="epoch",
               disable=s.progress is False if s.progress is not None else None) as bar:
@@ -242,17 +265,13 @@ def run_toy_ngd(out: str | Path, settings: ToySettings | None = None, force: boo
         from .plots import plot_toy_ngd, plot_toy_variance
         paths["figure"] = plot_toy_ngd(summary, rows, s, stage / "toy_ngd.png")
         paths["variance_figure"] = plot_toy_variance(summary, rows, s, stage / "toy_ngd_variance.png")
-        final = {f"{r['model']}/{r['estimator']}": {"test_nll_mean": r["test_nll_mean"],
-                                                    "test_nll_sd": r["test_nll_sd"],
-                                                    "var1_trace_mean": r["var1_trace_mean"],
-                                                    "var2_trace_mean": r["var2_trace_mean"]}
-                 for r in summary if r["epoch"] == s.epochs}
+        final = headline(summary, s.epochs)
         checks = [r for r in rows if "var1_trace_pkg" in r]
         dev = max((abs(r["var1_trace_pkg"] - r["var1_trace"]) / max(abs(r["var1_trace"]), 1e-300) for r in checks),
                   default=float("nan"))
         max_v2_pkg = max((abs(r["var2_trace_pkg"]) for r in checks), default=float("nan"))
         paths["settings"] = write_settings(stage, "toy-ngd", asdict(s), started, extra={
-            "final_epoch": final,
+            "headline": final,
             "package_check": {"max_rel_dev_var1_closed_vs_dataset_stats": dev, "max_abs_var2_dataset_stats": max_v2_pkg,
                               "n_checkpoints": len(checks)},
             "files": {k: Path(v).name for k, v in paths.items()}})

@@ -40,6 +40,24 @@ RESULT_OPTIONS = {"closed_forms": {}, "unbiased": {}, "structural": {}, "rescali
 DEFAULT_EXAMPLES = {"monte_carlo": 1, "symbolic_numeric": 2, "closed_forms": 5, "unbiased": 3, "rescaling": 3}
 
 
+@dataclass(frozen=True)
+class Profile:
+    """How much :func:`check_model` does.
+
+    ``"full"`` (the default): every property with :data:`DEFAULT_EXAMPLES` and the bounds property
+    also checks the optimised λ̃ constants (a numerical optimisation per input: most of the time on
+    large models).  ``"quick"``: the bounds property checks the certified constants only (the
+    bounds every result reports), and every property runs at most ``cap`` examples."""
+
+    name: str
+    options: dict                       # per property: conditional_stats / property keyword overrides
+    cap: int | None                     # most examples per property (None: max_examples)
+
+
+PROFILES = {"full": Profile("full", {}, None),
+            "quick": Profile("quick", {"bounds": {"optimised": False}}, 2)}
+
+
 @dataclass
 class PropertyResult:
     name: str
@@ -246,7 +264,7 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
                 n_samples: int = 1, max_examples: int = 5, perturb: float = 0.3,
                 properties: Iterable[str] | None = None, groups=None, seed: int = 0,
                 family_params: dict | None = None, path: str = "auto",
-                progress: bool | None = None) -> Report:
+                progress: bool | None = None, profile: str = "full") -> Report:
     """Run the applicable properties of :mod:`fishersym.testing.properties` on ``model``.
 
     ``model`` is an ``nn.Module`` or a 'package.module:factory' string.
@@ -255,9 +273,25 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
     and inputs around them.  The model is analysed in float64 (a copy).
     ``path`` is the exact path of the baseline ``conditional_stats`` call (the V₂/V₁ ratios;
     "auto", "fast", "generic", "reverse", …).  ``progress``: a tqdm bar on stderr over the
-    properties, with the current example count (None: when stderr is a terminal; False: never).
+    properties, with the current example count (None: when stderr is a terminal; False: never);
+    True also prints one line per finished property (name, status, examples, seconds) to stderr
+    when stderr is not a terminal (logs, CI).  ``profile``: "full" or "quick" (:class:`Profile`:
+    certified constants only and at most 2 examples per property; every property's time is in the
+    report either way).
+
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    >>> rep = check_model(net, "categorical", family_params={"C": 2}, input_shape=(3,), profile="quick",
+    ...                   properties=["closed_forms", "bounds"], progress=False)
+    >>> rep.ok, [r.examples <= 2 for r in rep.results]
+    (True, [True, True])
     """
     _check_run_settings(max_examples, perturb)
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(map(repr, PROFILES))}, got {profile!r}")
+    prof = PROFILES[profile]
+    notes_profile = (f"profile {prof.name!r}: certified constants only, at most {prof.cap} examples per property"
+                     if prof.cap else None)
     notes = []
     if isinstance(model, str):
         label = model
@@ -273,6 +307,8 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
     model = copy.deepcopy(model).to(torch.float64)
     model.eval()
     notes.append("analysed a float64 copy in eval mode")
+    if notes_profile:
+        notes.append(notes_profile)
     if inputs is None:
         shape = tuple(input_shape) if input_shape is not None else infer_input_shape(model)
         inputs = torch.randn((2, *shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
@@ -299,7 +335,8 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
         fn = PROPERTIES[name]
         count = {"n": 0}
         reports: list[str] = []
-        n_ex = int(min(max_examples, DEFAULT_EXAMPLES.get(name, max_examples)))
+        n_ex = int(min(max_examples, DEFAULT_EXAMPLES.get(name, max_examples), prof.cap or max_examples))
+        overrides = prof.options.get(name, {})
 
         @settings(max_examples=n_ex, derandomize=True, database=None, deadline=None, print_blob=False,
                   phases=[Phase.explicit, Phase.generate, Phase.shrink],
@@ -314,11 +351,12 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
             kw = {}
             if name in RESULT_OPTIONS and not (name in ("closed_forms", "unbiased") and too_big):
                 # the property's own conditional_stats call: the baseline when unperturbed, else on ``path``
-                opts = RESULT_OPTIONS[name]
-                if not opts and eps_p == 0 and eps_x == 0:
+                opts = {**RESULT_OPTIONS[name], **overrides}
+                if not opts.get("optimised") and eps_p == 0 and eps_x == 0:
                     kw["result"] = base
                 elif path != "auto":
                     kw["result"] = conditional_stats(m, x, family, n_samples, path=path, **opts)
+            kw.update(overrides)
             out = fn(m, family, x, n_samples=n_samples, **kw) if name != "n_scaling" else fn(m, family, x)
             if isinstance(out, list):
                 reports.extend(out)
@@ -332,5 +370,8 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
         except AssertionError as exc:
             res = PropertyResult(name, "failed", count["n"], time.time() - t0, str(exc))
         results.append(res)
+        if progress and bar.disable:
+            print(f"fishersym check: [{len(results)}/{len(names)}] {name}: {res.status} "
+                  f"({res.examples} examples, {res.seconds:.1f} s)", file=sys.stderr, flush=True)
     bar.close()
     return Report(label, repr(family), base.path, n_samples, results, ratios, notes)
