@@ -129,3 +129,13 @@ def test_quick_profile_checks_certified_constants_with_few_examples(monkeypatch,
     assert seen and set(seen) == {"default"}          # the full profile: check_bounds' own default, optimised=True
     with pytest.raises(ValueError, match="profile must be one of 'full', 'quick'"):
         chk.check_model(net, "categorical", family_params={"C": 2}, input_shape=(3,), profile="fast")
+
+
+def test_quick_profile_runs_every_property_with_sampled_cross_path_v2():
+    net = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    rep = check_model(net, "categorical", family_params={"C": 3}, input_shape=(5,), profile="quick",
+                      progress=False)
+    status = {r.name: r.status for r in rep.results}
+    assert rep.ok, str(rep)
+    for name in ("rescaling", "shift_invariance", "fast_generic", "bounds"):
+        assert status[name] == "passed", str(rep)

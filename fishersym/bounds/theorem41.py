@@ -25,7 +25,7 @@ import torch
 
 from ..families.constants import FamilyConstants
 
-__all__ = ["STAT_KEYS", "BOUND_KEYS", "OPT_KEYS", "SHARP_KEYS", "theorem41_bounds", "check_bounds"]
+__all__ = ["STAT_KEYS", "BOUND_KEYS", "OPT_KEYS", "SHARP_KEYS", "BOUND_CONSTANTS", "bound_name", "theorem41_bounds", "check_bounds"]
 
 #: the exact quantities
 STAT_KEYS = ("fisher", "var1", "var2")
@@ -40,37 +40,51 @@ SHARP_KEYS = ("fisher_lower_sharp", "fisher_upper_sharp", "var1_lower_sharp", "v
 __doc__ += "\n".join(f"    {k}" for k in STAT_KEYS + BOUND_KEYS + OPT_KEYS + SHARP_KEYS)
 
 
-def _expand(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Broadcast a per-input constant (batch,) against per-parameter values (batch, ...)."""
-    return c.reshape(c.shape + (1,) * (like.dim() - c.dim()))
+#: the family constant (a :class:`~fishersym.families.constants.FamilyConstants` field) of each bound
+BOUND_CONSTANTS = {"fisher_lower": "sigma_min_cert", "fisher_upper": "sigma_max_cert",
+                   "var1_lower": "M_min_cert", "var1_upper": "M_max_cert",
+                   "var2_lower": "sigma_min_cert", "var2_upper": "sigma_max_cert",
+                   "var1_lower_opt": "M_min_opt", "var1_upper_opt": "M_max_opt"}
 
 
 def theorem41_bounds(u_sq: torch.Tensor, w_sq: torch.Tensor, consts: FamilyConstants,
-                     n_samples: int = 1, suffix: str = "") -> dict[str, torch.Tensor]:
+                     n_samples: int = 1, suffix: str = "", keys=None) -> dict[str, torch.Tensor]:
     """Theorem 4.1 bounds for squared norms ‖u_i‖², ‖w_i‖² of shape (batch, ...).
 
     ``consts`` are the family constants at the same inputs (batch,).  With
     ``suffix="_sharp"`` pass the 𝟙^⊥-projected norms and restricted constants.
     Returns the certified keys, and the ``_opt`` V₁ keys when ``consts`` holds
-    optimised values.
+    optimised values; ``keys`` (names without the suffix, e.g. ``{"fisher_upper"}``; default all)
+    restricts the work to those.  Each bound is the product of one norm and one constant
+    (:data:`BOUND_CONSTANTS`), divided by N for the variances (not for N = 1: x/1 = x exactly).
+
+    >>> import torch
+    >>> from fishersym import families
+    >>> from fishersym.families.constants import family_constants
+    >>> c = family_constants(families.get("categorical", C=3), torch.zeros(1, 3), restricted=False, use_eig=False)
+    >>> b = theorem41_bounds(torch.tensor([[2.0]]), torch.tensor([[1.0]]), c, keys={"fisher_upper"})
+    >>> sorted(b), round(float(b["fisher_upper"]), 4)     # ‖u‖²·λ_max(Σ) = 2·(1/3)
+    (['fisher_upper'], 0.6667)
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer, got {n_samples}")
     N = float(n_samples)
-    u4 = u_sq * u_sq
-    e = lambda c: _expand(c, u_sq)  # noqa: E731
-    out = {
-        f"fisher_lower{suffix}": u_sq * e(consts.sigma_min_cert),
-        f"fisher_upper{suffix}": u_sq * e(consts.sigma_max_cert),
-        f"var1_lower{suffix}": u4 * e(consts.M_min_cert) / N,
-        f"var1_upper{suffix}": u4 * e(consts.M_max_cert) / N,
-        f"var2_lower{suffix}": w_sq * e(consts.sigma_min_cert) / N,
-        f"var2_upper{suffix}": w_sq * e(consts.sigma_max_cert) / N,
-    }
-    if consts.M_min_opt is not None:
-        out[f"var1_lower{suffix}_opt"] = u4 * e(consts.M_min_opt) / N
-        out[f"var1_upper{suffix}_opt"] = u4 * e(consts.M_max_opt) / N
+    want = [k for k in BOUND_CONSTANTS if (keys is None or k in keys)
+            and (not k.endswith("_opt") or consts.M_min_opt is not None)]
+    u4 = u_sq * u_sq if any(k.startswith("var1") for k in want) else None
+    out = {}
+    for k in want:
+        c = getattr(consts, BOUND_CONSTANTS[k])
+        c = c.reshape(c.shape + (1,) * (u_sq.dim() - c.dim()))
+        v = (u_sq if k.startswith("fisher") else u4 if k.startswith("var1") else w_sq) * c
+        out[bound_name(k, suffix)] = v if k.startswith("fisher") or N == 1.0 else v / N
     return out
+
+
+def bound_name(key: str, suffix: str = "") -> str:
+    """The result key of bound ``key`` (a :data:`BOUND_CONSTANTS` name) with ``suffix``:
+    ``var1_upper`` + ``_sharp`` → ``var1_upper_sharp``, ``var1_upper_opt`` + ``_sharp`` → ``var1_upper_sharp_opt``."""
+    return key[:-4] + suffix + "_opt" if key.endswith("_opt") else key + suffix
 
 
 def check_bounds(values: Mapping[str, torch.Tensor], rtol: float = 1e-9, atol: float = 0.0,

@@ -11,6 +11,10 @@ shape, one group per module with parameters.
 Prints, per group, the recommendation first (the cheapest option meeting --target, or the smallest
 relative s.e. within --budget backward passes), then each estimator's best option and a table of
 cost against accuracy.  Every number is exact (computed from the exact moments of the data).
+
+With ``--distributed`` under torchrun (``torchrun --nproc_per_node=2 -m fishersym plan --distributed``):
+every rank builds the same model and data and analyses its shard of the data (THEORY §8); rank 0
+prints the plan and writes --csv, the other ranks print and write nothing.
 """
 from __future__ import annotations
 
@@ -101,8 +105,15 @@ def _user(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from .report import distributed_run
+    with distributed_run(args) as (rank, world):
+        return _run(args, rank, world)
+
+
+def _run(args: argparse.Namespace, rank: int, world: int) -> int:
     from ..estimators.planner import _one_thread, plan
     started, cpu0 = time.time(), time.process_time()
+    dist_on = bool(getattr(args, "distributed", False))
     try:
         if args.budget is not None and args.target is not None:
             raise ValueError("give --target or --budget, not both")
@@ -118,22 +129,36 @@ def run(args: argparse.Namespace) -> int:
             # the embedded MLP's tensors are tiny: one thread (thread start-up costs more than it saves)
             with _one_thread():
                 model, data, fam, groups, what = _demo(args)
-                p = plan(model, data, fam, target=target, budget=args.budget, groups=groups, estimators=ests,
-                         quantile=args.quantile, max_samples=args.max_samples, max_inputs=args.max_inputs,
-                         batch_size=args.batch_size)
+                p = plan(model, _shard(data, dist_on), fam, target=target, budget=args.budget, groups=groups,
+                         estimators=ests, quantile=args.quantile, max_samples=args.max_samples,
+                         max_inputs=args.max_inputs, batch_size=args.batch_size,
+                         process_group=None if dist_on else False)
         else:
             model, data, fam, groups, what = _user(args)
-            p = plan(model, data, fam, target=target, budget=args.budget, groups=groups, estimators=ests,
-                     quantile=args.quantile, max_samples=args.max_samples, max_inputs=args.max_inputs,
-                     batch_size=args.batch_size)
-        csv = p.to_csv(args.csv) if args.csv else None
+            p = plan(model, _shard(data, dist_on), fam, target=target, budget=args.budget, groups=groups,
+                     estimators=ests, quantile=args.quantile, max_samples=args.max_samples,
+                     max_inputs=args.max_inputs, batch_size=args.batch_size,
+                     process_group=None if dist_on else False)
+        csv = p.to_csv(args.csv) if args.csv and rank == 0 else None
     except (ExperimentError, ValueError, TypeError, OSError, UserCodeError) as exc:
         fail(args, exc)
+    if rank != 0:
+        return 0
+    if dist_on:
+        what += f"; shared by {world} processes (torch.distributed), each analysing its shard"
     print(f"fishersym plan on {what}")
     print(p.to_text(ladder=not args.no_ladder))
     print(f"\nplanned in {time.time() - started:.1f} s ({time.process_time() - cpu0:.1f} s CPU)"
           + (f"; table written to {csv}" if csv else ""))
     return 0
+
+
+def _shard(data, distributed: bool):
+    """This rank's shard of the data under --distributed (contiguous rows; the plan is of all of them)."""
+    if not distributed:
+        return data
+    from ..numeric.distributed import shard
+    return shard(data)
 
 
 def register(sub) -> None:
@@ -169,4 +194,6 @@ def register(sub) -> None:
                         "(default: the digits fitted to the model's input shape)")
     m.add_argument("--family", default=None, help="output family (default: categorical with C = the model's outputs)")
     m.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="family parameter (repeatable)")
+    from .report import add_distributed_option
+    add_distributed_option(p)
     p.set_defaults(func=run, _parser=p)

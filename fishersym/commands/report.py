@@ -11,10 +11,19 @@ model as given (no training), on inputs from ``--data FILE`` (.npz with arrays x
 [, y]; .pt holding x, (x, y) or {'x', 'y'}; MNIST IDX), or on the digits fitted to
 the model's input shape when that can be inferred: per parameter tensor I, V₁, V₂,
 the bounds, the recommendation, which tensors have V₂ ≡ 0 and why, and a figure.
+
+With ``--distributed`` under torchrun (``torchrun --nproc_per_node=2 -m fishersym report --distributed``):
+every rank builds the same model and data, the data-set passes (the per-layer table and the
+planner) are shared (each rank analyses its shard; THEORY §8), rank 0 writes the outputs and prints,
+the other ranks write nothing to --out (they work in a temporary folder that is removed).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,7 +77,8 @@ def print_summary(r: dict, started: float) -> None:
     print(f"  open {out / 'report.html'}  (self-contained; Markdown: {out / 'report.md'})")
 
 
-def run_staged_report(args: argparse.Namespace, command: str, replace_own: bool = False, before=None) -> dict:
+def run_staged_report(args: argparse.Namespace, command: str, replace_own: bool = False, before=None,
+                      distributed: bool = False) -> dict:
     """``run_report`` written through :func:`~fishersym.experiments.io.output_run` on ``--out``.
 
     ``before(run)`` is called once the folder checks have passed and before the report is run
@@ -80,7 +90,7 @@ def run_staged_report(args: argparse.Namespace, command: str, replace_own: bool 
         with output_run(args.out, command, force=args.force, replace_own=replace_own) as run:
             if before is not None:
                 before(run)
-            r = run_report(run.stage, settings, force=True)
+            r = run_report(run.stage, settings, force=True, distributed=distributed)
     except (ExperimentError, ValueError, TypeError, OSError) as exc:
         fail(args, exc)
     return relocate(r, run.stage, Path(args.out))
@@ -133,7 +143,7 @@ def model_settings_from(args: argparse.Namespace):
                                target_rel_sd=args.target, progress=False if args.quiet else None)
 
 
-def run_model(args: argparse.Namespace) -> int:
+def run_model(args: argparse.Namespace, quiet: bool = False) -> int:
     """``fishersym report --model``: load the factory, run :func:`run_model_report` staged on --out."""
     from ..experiments.report import run_model_report
     from .check import load_factory
@@ -142,9 +152,11 @@ def run_model(args: argparse.Namespace) -> int:
         s = model_settings_from(args)
         model, _, fam_from = load_factory(args.model, s.model_args)
         s.family = s.family or fam_from
-        r = run_model_report(model, args.out, s, force=args.force)
+        r = run_model_report(model, args.out, s, force=args.force, distributed=getattr(args, "distributed", False))
     except (ExperimentError, ValueError, TypeError, OSError, UserCodeError) as exc:
         fail(args, exc)
+    if quiet:
+        return 0
     print()
     sm = r["summary"]
     print(f"  {sm['model']}: {sm['n_params']:,} parameters in {len(r['rows'])} tensors, {sm['n_inputs']} inputs "
@@ -160,12 +172,53 @@ def run_model(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def distributed_run(args: argparse.Namespace):
+    """``--distributed``: initialise torch.distributed from torchrun's environment (gloo on CPU, NCCL on
+    CUDA; :func:`fishersym.numeric.distributed.init_from_env`), yield (rank, world size), and tear the
+    group down at the end.  Without --distributed: (0, 1), nothing initialised.  Without torchrun's
+    environment: exit 2 with how to launch."""
+    if not getattr(args, "distributed", False):
+        yield 0, 1
+        return
+    import torch.distributed as dist
+    from ..numeric.distributed import init_from_env
+    try:
+        rank, world = init_from_env()
+    except RuntimeError as exc:
+        fail(args, exc)
+    try:
+        yield rank, world
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def rank_args(args: argparse.Namespace, rank: int):
+    """The arguments this rank runs with: rank 0 the given ones; another rank writes into a temporary
+    folder (removed at the end) instead of --out, without progress bars."""
+    if rank == 0:
+        yield args
+        return
+    tmp = tempfile.mkdtemp(prefix=f"fishersym-rank{rank}-")
+    a = copy.copy(args)
+    a.out, a.force, a.quiet = str(Path(tmp) / "out"), True, True
+    try:
+        yield a
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run(args: argparse.Namespace) -> int:
-    if getattr(args, "model", None):
-        return run_model(args)
-    started = time.time()
-    r = run_staged_report(args, "report")
-    print_summary(r, started)
+    with distributed_run(args) as (rank, world):
+        with rank_args(args, rank) as a:
+            if getattr(a, "model", None):
+                return run_model(a, quiet=rank != 0)
+            started = time.time()
+            r = run_staged_report(a, "report", distributed=world > 1 or getattr(args, "distributed", False))
+            if rank == 0:
+                print_summary(r, started)
     return 0
 
 
@@ -174,4 +227,12 @@ def register(sub) -> None:
                                       "recommendation, figures, derivation)", description=__doc__)
     add_report_options(p)
     add_model_options(p)
+    add_distributed_option(p)
     p.set_defaults(func=run, _parser=p)
+
+
+def add_distributed_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--distributed", action="store_true",
+                   help="under torchrun (e.g. torchrun --nproc_per_node=2 -m fishersym ... --distributed): share the "
+                        "data-set passes between the processes (gloo on CPU, NCCL on CUDA); rank 0 writes the "
+                        "output, the others nothing")

@@ -128,10 +128,13 @@ class Analysis:
 @guarded
 def analyse(model: nn.Module, data, family: str | ExponentialFamily, estimators: Iterable[str] | str | None = None,
             *, batch_size: int | None = None, memory_budget: int | str | None = None,
-            progress: bool | None = None) -> Analysis:
+            progress: bool | None = None, process_group=None) -> Analysis:
     """One pass over ``data`` computing the moments every estimator in ``estimators`` (default: the
     whole catalogue) needs; see :class:`Analysis`.  ``data`` takes every form of
     :data:`fishersym.numeric.dataset.DATA_FORMS`; the empirical estimators need labels.
+    ``process_group``: under ``torch.distributed`` every rank passes its own shard and gets the
+    analysis of the concatenated shards (:func:`~.moments.data_moments`; None: the WORLD group when
+    initialised, False: local).
 
     >>> import torch, fishersym.estimators as fe
     >>> g = torch.Generator().manual_seed(0)
@@ -149,7 +152,7 @@ def analyse(model: nn.Module, data, family: str | ExponentialFamily, estimators:
     for e in ests:
         needs |= set(e.needs)
     mom = data_moments(model, data, fam, needs, batch_size=batch_size, memory_budget=memory_budget,
-                       progress=progress)
+                       progress=progress, process_group=process_group)
     return Analysis(mom, [e.name for e in ests], fam.C, _factor_notes(ests, fam))
 
 
@@ -167,7 +170,7 @@ def _factor_notes(ests: list[Estimator], fam: ExponentialFamily) -> list[str]:
 
 def variance(model: nn.Module, inputs, family: str | ExponentialFamily, estimator: str, n_samples: int = 1, *,
              scheme: str = "all", m_inputs: int | None = None, batch_size: int | None = None,
-             memory_budget: int | str | None = None) -> Values:
+             memory_budget: int | str | None = None, process_group=None) -> Values:
     """Exact variance of one draw of ``estimator`` per parameter: {name: tensor of param.shape}.
 
     Scheme "all" (default): the estimator of Σ_m I(θ_i|x_m) over the given inputs, each used once,
@@ -176,21 +179,23 @@ def variance(model: nn.Module, inputs, family: str | ExponentialFamily, estimato
     """
     e = get(estimator)
     e.check_n(n_samples)
-    a = analyse(model, inputs, family, [e.name], batch_size=batch_size, memory_budget=memory_budget)
+    a = analyse(model, inputs, family, [e.name], batch_size=batch_size, memory_budget=memory_budget,
+                process_group=process_group)
     return a.variance(e.name, n_samples, scheme, m_inputs)
 
 
 def mean(model: nn.Module, inputs, family: str | ExponentialFamily, estimator: str, *, scheme: str = "all",
-         m_inputs: int | None = None, batch_size: int | None = None) -> Values:
-    """Exact mean of one draw (scheme as in :func:`variance`)."""
-    a = analyse(model, inputs, family, [get(estimator).name], batch_size=batch_size)
+         m_inputs: int | None = None, batch_size: int | None = None, process_group=None) -> Values:
+    """Exact mean of one draw (scheme as in :func:`variance`; ``process_group`` as in :func:`analyse`)."""
+    a = analyse(model, inputs, family, [get(estimator).name], batch_size=batch_size, process_group=process_group)
     return a.mean(estimator, scheme, m_inputs)
 
 
 def bias(model: nn.Module, inputs, family: str | ExponentialFamily, estimator: str, *, scheme: str = "all",
-         m_inputs: int | None = None, batch_size: int | None = None) -> Values:
-    """Exact bias of one draw: mean − target (0 for the unbiased estimators; scheme as in :func:`variance`)."""
-    a = analyse(model, inputs, family, [get(estimator).name], batch_size=batch_size)
+         m_inputs: int | None = None, batch_size: int | None = None, process_group=None) -> Values:
+    """Exact bias of one draw: mean − target (0 for the unbiased estimators; scheme as in :func:`variance`;
+    ``process_group`` as in :func:`analyse`)."""
+    a = analyse(model, inputs, family, [get(estimator).name], batch_size=batch_size, process_group=process_group)
     return a.bias(estimator, scheme, m_inputs)
 
 

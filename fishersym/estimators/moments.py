@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from ..families.base import ExponentialFamily
 from ..numeric.checks import check_inputs
 from ..numeric.conditional import conditional_stats
-from ..numeric.dataset import CentredMoments, iter_data
+from ..numeric.dataset import CentredMoments, add_input_print, input_print_values, iter_data
 from ..numeric.estimators import statistic
 from ..numeric.guard import check_budget
 from ..numeric.guard import memory_budget as memory_budget_bytes
@@ -81,6 +81,8 @@ class HigherMoments:
         self._merge(nb, mb, d2.sum(0), (d2 * d).sum(0), (d2 * d2).sum(0))
 
     def _merge(self, nb, mb, m2b, m3b, m4b) -> None:
+        if nb == 0:
+            return
         if self.n == 0:
             self.n, self.mean, self.m2, self.m3, self.m4 = nb, mb, m2b, m3b, m4b
             return
@@ -165,20 +167,88 @@ def auto_batch_size(model: nn.Module, C: int, memory_budget: int | str | None = 
 
 def data_moments(model: nn.Module, data, family: ExponentialFamily, needs: Iterable[str], *,
                  batch_size: int | None = None, memory_budget: int | str | None = None,
-                 progress: bool | None = None) -> DataMoments:
+                 progress: bool | None = None, process_group=None) -> DataMoments:
     """One streamed pass over ``data`` (any form of :data:`fishersym.numeric.dataset.DATA_FORMS`)
     accumulating the moments in ``needs`` (a subset of :data:`NEEDS`; ``"fisher"`` is always included).
     ``"score"`` needs observed labels: ``data`` must carry them ((x, y) batches).  ``"F"`` holds the
     P × P data-set Fisher, sized against ``memory_budget`` before it is allocated.  ``batch_size``
     None: the largest batch ≤ 64 whose Jacobians fit the budget (:func:`auto_batch_size`); a tensor
     or (x, y) tuple is split into such batches, a list or loader is read as given.  ``progress``:
-    a tqdm bar over the batches (None: when the output is a terminal)."""
+    a tqdm bar over the batches (None: when the output is a terminal).
+
+    **Across processes** (``process_group`` as in :func:`fishersym.numeric.dataset_stats`: None the
+    WORLD group when ``torch.distributed`` is initialised, False local, or a ProcessGroup): every rank
+    passes its own shard and gets the moments of the concatenated shards, identical on every rank.
+    The ranks first agree on the model, family, ``needs`` and the form of the data (one batch: a
+    tensor or (x, y) tuple on every rank; or batches), raising on every rank where they differ.  Each
+    rank's accumulators are then gathered (one ``all_gather``; F by ``all_reduce``) and merged *in rank
+    order* on every rank, exactly as consecutive batches are (THEORY §8): sums add; the centred
+    moments of I and s² by Chan et al.'s rule and those of s by Pébay's (:class:`HigherMoments`); for
+    one batch spanning all shards, the cross sums by the exclusive prefix over ranks
+    Σ_{m≠n} I_mI_n = Σ_r [cross_r + 2 S_r·Σ_{s<r} S_s] with S_r = Σ_{m∈r} I_m (non-negative terms
+    only), and the batch score sum as (Σ_r Σ_{m∈r} s_m)².  A rank with no inputs contributes nothing."""
+    from ..numeric.distributed import agree, family_signature, parameter_signature, rank_world, resolve_group
     needs = _check_needs(needs)
+    group = resolve_group(process_group)
     if batch_size is None:
         batch_size = auto_batch_size(model, family.C, memory_budget)
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise ValueError("the model has no trainable parameters (requires_grad=True)")
+    # the batched estimators square the gradient of a batch: a tensor or an (x, y) tuple is one batch
+    # (split here only to bound memory), a list of batches or a loader keeps its own batches
+    one_batch = isinstance(data, (torch.Tensor, tuple))
+    if group is not None:
+        agree({**parameter_signature(model), "family": family_signature(family), "needs": sorted(needs),
+               "data form": "one batch (a tensor or (x, y))" if one_batch else "batches (a list or loader)"},
+              group, "data_moments", {"parameter values": "broadcast the model's state_dict from rank 0",
+                                      "data form": "pass every rank's shard in the same form"})
+    st, err = None, None
+    try:
+        st = _local_pass(model, data, family, needs, params, one_batch, batch_size, memory_budget, progress,
+                         keep_open=group is not None and one_batch)
+    except Exception as exc:  # noqa: BLE001 - raised on every rank by _merge_ranks
+        if group is None:
+            raise
+        err = exc
+    if group is not None:
+        st = _merge_ranks(st, err, group, model, params, needs, one_batch)
+    M = st["M"]
+    if M == 0:
+        raise ValueError("the data contained no inputs")
+    names, shapes = list(params), {n: p.shape for n, p in params.items()}
+    acc, F = st["acc"], st["F"]
+    out = DataMoments(M=M, names=names, shapes=shapes, family=family, have=needs, batch_sizes=st["sizes"])
+    out.I_sum = acc["I"]
+    out.I_var = {n: st["Imom"][n].m2 / M for n in names}
+    out.I_cross = acc["cross"]
+    if "v1" in needs:
+        out.v1_sum = acc["v1"]
+    if "v2" in needs:
+        out.v2_sum = acc["v2"]
+    if "q4" in needs:
+        out.q4_sum, out.rad_sum = acc["q4"], acc["rad"]
+    if "gram" in needs:
+        out.gram_off_sum = acc["gram"]
+    if "F" in needs:
+        F.fill_diagonal_(0)
+        out.F_off = unflatten((F * F).sum(0), names, shapes)             # Σ_{j≠i} F_ij², no cancellation
+    if "score" in needs:
+        out.score_batch_sq, out.score, out.score_sq = acc["s"], st["score"], st["score_sq"]
+    out.info.update(path=st["path"], sigma_factor=getattr(family, "sigma_factor_name", None))
+    if group is not None:
+        out.info["distributed"] = {"world_size": rank_world(group)[1], "inputs_per_rank": st["per_rank"]}
+    return out
+
+
+#: the per-parameter sums of :func:`data_moments` (acc keys) merged by addition across ranks
+_SUM_KEYS = ("I", "cross", "v1", "v2", "q4", "rad", "gram", "s")
+
+
+def _local_pass(model, data, family, needs, params, one_batch, batch_size, memory_budget, progress,
+                keep_open: bool) -> dict:
+    """This process's pass over its data: the accumulators of :func:`data_moments` (``keep_open``: leave
+    the one batch's score sum S_b open, for the ranks' merge)."""
     names = list(params)
     shapes = {n: p.shape for n, p in params.items()}
     dtype = next(iter(params.values())).dtype
@@ -189,9 +259,6 @@ def data_moments(model: nn.Module, data, family: ExponentialFamily, needs: Itera
                      ["leave param_hutchinson out (estimators=...)", "analyse fewer parameters"], memory_budget)
     keys = ["fisher"] + (["var1"] if "v1" in needs else []) + (["var2"] if "v2" in needs else [])
     need_u = bool(needs & {"q4", "gram", "F", "score"})
-    # the batched estimators square the gradient of a batch: a tensor or an (x, y) tuple is one batch
-    # (split here only to bound memory), a list of batches or a loader keeps its own batches
-    one_batch = isinstance(data, (torch.Tensor, tuple))
     batches, n_batches = iter_data(data, batch_size)
     batches = tqdm(batches, total=n_batches, desc="estimator moments", leave=False,
                    disable=progress is False if progress is not None else None)
@@ -204,12 +271,16 @@ def data_moments(model: nn.Module, data, family: ExponentialFamily, needs: Itera
     M = 0
     sizes: list[int] = []
     S_b: dict[str, torch.Tensor] = {}          # the current batch's Σ_m s_m
+    fp: list = [0, None, None]
+    path = None
 
     def add(key, n, v):                      # every sum is accumulated in float64, whatever the model's dtype
         v = v.double()
         acc[key][n] = acc[key][n] + v if n in acc[key] else v
 
     for xb, yb in batches:
+        if xb.dim() > 0 and xb.shape[0] == 0:        # an empty shard (e.g. a rank without inputs)
+            continue
         xb = check_inputs(xb, dtype)
         B = xb.shape[0]
         if "score" in needs and yb is None:
@@ -219,6 +290,7 @@ def data_moments(model: nn.Module, data, family: ExponentialFamily, needs: Itera
                          ["a smaller batch_size="], memory_budget)
         r = conditional_stats(model, xb, family, keys=keys, precision_check=0, progress=False,
                               memory_budget=memory_budget)
+        path = r.path
         for n in names:
             I = r["fisher"][n].double()
             Imom[n].add(I)
@@ -273,6 +345,7 @@ def data_moments(model: nn.Module, data, family: ExponentialFamily, needs: Itera
                     S_b[n] = S_b[n] + v if n in S_b else v
             del J, Jt
         M += B
+        fp = add_input_print(fp, xb)
         if one_batch and sizes:
             sizes[0] += B
         else:
@@ -280,28 +353,93 @@ def data_moments(model: nn.Module, data, family: ExponentialFamily, needs: Itera
             if not one_batch:                  # a new given batch: the cross terms and score sums restart
                 acc["run"] = {}
                 _close_batch(acc, S_b)
-    _close_batch(acc, S_b)
-    if M == 0:
-        raise ValueError("the data contained no inputs")
-    out = DataMoments(M=M, names=names, shapes=shapes, family=family, have=needs, batch_sizes=sizes)
-    out.I_sum = acc["I"]
-    out.I_var = {n: Imom[n].m2 / M for n in names}
-    out.I_cross = acc["cross"]
-    if "v1" in needs:
-        out.v1_sum = acc["v1"]
-    if "v2" in needs:
-        out.v2_sum = acc["v2"]
-    if "q4" in needs:
-        out.q4_sum, out.rad_sum = acc["q4"], acc["rad"]
-    if "gram" in needs:
-        out.gram_off_sum = acc["gram"]
-    if "F" in needs:
-        F.fill_diagonal_(0)
-        out.F_off = unflatten((F * F).sum(0), names, shapes)             # Σ_{j≠i} F_ij², no cancellation
+    if not keep_open:
+        _close_batch(acc, S_b)
+    return {"M": M, "acc": acc, "Imom": Imom, "F": F, "score": score, "score_sq": score_sq, "sizes": sizes,
+            "S_b": S_b, "path": path, "fp": fp}
+
+
+def _merge_ranks(st: dict | None, err, group, model, params, needs, one_batch) -> dict:
+    """The global state from every rank's :func:`_local_pass` (see :func:`data_moments`): the same on
+    every rank (all ranks merge the gathered states in rank order)."""
+    from ..numeric.distributed import (DistributedMismatchError, all_gather_flat, all_reduce_flat, gather_outcome,
+                                       rank_world)
+    rank, world = rank_world(group)
+    names = list(params)
+    shapes = {n: p.shape for n, p in params.items()}
+    P = sum(p.numel() for p in params.values())
+    device = next(iter(params.values())).device
+    meta = None if st is None else {"M": st["M"], "sizes": st["sizes"], "path": st["path"],
+                                    "fp": input_print_values(st["fp"]), "F": st["F"] is not None}
+    metas = gather_outcome(meta, err, group, "data_moments")
+    prints = [m["fp"] for m in metas]
+    if world > 1 and all(m["M"] > 0 for m in metas) and all(p == prints[0] for p in prints):
+        raise DistributedMismatchError(
+            f"data_moments: all {world} ranks passed the same data ({prints[0][0]} inputs with equal sums and sums of "
+            "squares): each rank must pass its own shard (fishersym.numeric.distributed.shard(data) or a "
+            "DistributedSampler), or process_group=False for a local pass on every rank")
+    z = lambda shape: torch.zeros(shape, dtype=torch.float64, device=device)  # noqa: E731
+    keys = [k for k in _SUM_KEYS if k in ("I", "cross") or (k in ("v1", "v2", "gram") and k in needs)
+            or (k in ("q4", "rad") and "q4" in needs) or (k == "s" and "score" in needs)]
+    mine = st["M"] > 0
+    layout: list[tuple] = []
+    tensors: list[torch.Tensor] = []
+
+    def put(tag, t):
+        layout.append(tag)
+        tensors.append(t.to(device=device, dtype=torch.float64))
+
+    for k in keys:
+        for n in names:
+            put(("sum", k, n), st["acc"][k].get(n, z(shapes[n])) if mine else z(shapes[n]))
+    for n in names:
+        put(("run", n), st["acc"]["run"].get(n, z(shapes[n])) if mine and one_batch else z(shapes[n]))
+        a = st["Imom"][n] if mine else None
+        put(("Imean", n), a.mean if a is not None else z(shapes[n]))
+        put(("Im2", n), a.m2 if a is not None else z(shapes[n]))
+        if "score" in needs:
+            put(("Sb", n), st["S_b"].get(n, z(shapes[n])) if mine else z(shapes[n]))
     if "score" in needs:
-        out.score_batch_sq, out.score, out.score_sq = acc["s"], score, score_sq
-    out.info.update(path=r.path, sigma_factor=getattr(family, "sigma_factor_name", None))
-    return out
+        sc, sq = (st["score"], st["score_sq"]) if mine else (None, None)
+        for i, f in enumerate(("mean", "m2", "m3", "m4")):
+            put(("score", f), getattr(sc, f) if sc is not None else z((P,)))
+        for f in ("mean", "m2"):
+            put(("score_sq", f), getattr(sq, f) if sq is not None else z((P,)))
+    got = all_gather_flat(tensors, group)
+    ranks = [{tag: t for tag, t in zip(layout, g)} for g in got]
+    out_acc: dict[str, dict[str, torch.Tensor]] = {k: {} for k in keys}
+    Imom = {n: CentredMoments() for n in names}
+    score = HigherMoments() if "score" in needs else None
+    score_sq = CentredMoments() if "score" in needs else None
+    run_before = {n: z(shapes[n]) for n in names}
+    S_tot = {n: z(shapes[n]) for n in names}
+    for r, (m, d) in enumerate(zip(metas, ranks)):          # rank order: as consecutive data
+        if m["M"] == 0:
+            continue
+        for k in keys:
+            for n in names:
+                v = d[("sum", k, n)]
+                if k == "cross" and one_batch:                # pairs across shards: 2 S_r · Σ_{s<r} S_s ≥ 0
+                    v = v + 2 * d[("run", n)] * run_before[n]
+                out_acc[k][n] = out_acc[k][n] + v if n in out_acc[k] else v.clone()
+        for n in names:
+            run_before[n] = run_before[n] + d[("run", n)]
+            Imom[n].merge_stats(m["M"], d[("Imean", n)], d[("Im2", n)])
+            if "score" in needs:
+                S_tot[n] = S_tot[n] + d[("Sb", n)]
+        if "score" in needs:
+            score._merge(m["M"], *(d[("score", f)] for f in ("mean", "m2", "m3", "m4")))
+            score_sq.merge_stats(m["M"], d[("score_sq", "mean")], d[("score_sq", "m2")])
+    if "score" in needs and one_batch:
+        _close_batch(out_acc, S_tot)                      # the one batch spans every shard: (Σ_r S_r)²
+    F = None
+    if "F" in needs:
+        F = st["F"] if mine and st["F"] is not None else z((P, P))
+        F = all_reduce_flat([F], group)[0]
+    sizes = ([sum(m["M"] for m in metas)] if one_batch else [b for m in metas for b in m["sizes"]])
+    path = next((m["path"] for m in metas if m["path"] is not None), None)
+    return {"M": sum(m["M"] for m in metas), "acc": out_acc, "Imom": Imom, "F": F, "score": score,
+            "score_sq": score_sq, "sizes": sizes, "path": path, "per_rank": [m["M"] for m in metas]}
 
 
 def _close_batch(acc: dict, S_b: dict[str, torch.Tensor]) -> None:

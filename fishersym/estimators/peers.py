@@ -89,7 +89,8 @@ class ErrorBars:
 
 
 def error_bars(model: nn.Module, data, family: str | ExponentialFamily, estimator: str = "backpack_diag_ggn_mc",
-               *, reduction: str = "mean", batch_size: int | None = None, **settings) -> ErrorBars:
+               *, reduction: str = "mean", batch_size: int | None = None, process_group=None,
+               **settings) -> ErrorBars:
     """The exact mean, bias and variance of a peer library's diagonal Fisher (see the module's table).
 
     ``data`` is what the call sees (every form of :data:`fishersym.numeric.dataset.DATA_FORMS`;
@@ -97,7 +98,8 @@ def error_bars(model: nn.Module, data, family: str | ExponentialFamily, estimato
     a list or loader of batches of one size, one call per batch, summed (for curvlinops, whose
     operators span the whole loader, pass one batch or reduction="sum"); ``reduction`` the loss's
     ("mean" or "sum"), and ``settings`` the call's own (``mc_samples``, ``num_matvecs``, ``n_samples``).
-    Unknown calls or settings are errors naming the accepted ones.
+    Unknown calls or settings are errors naming the accepted ones.  ``process_group``: as in
+    :func:`fishersym.numeric.dataset_stats` (each rank passes its own shard of the data).
 
     >>> import torch, fishersym
     >>> from fishersym import families
@@ -124,7 +126,7 @@ def error_bars(model: nn.Module, data, family: str | ExponentialFamily, estimato
             n = settings[k]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"{estimator}: the number of samples must be a positive integer, got {n!r}")
-    a = analyse(model, data, family, [name], batch_size=batch_size)
+    a = analyse(model, data, family, [name], batch_size=batch_size, process_group=process_group)
     sizes = a.moments.batch_sizes
     if reduction == "mean" and len(set(sizes)) > 1:
         raise ValueError(f"reduction='mean' divides each call by its own batch size, and the data's batches have "

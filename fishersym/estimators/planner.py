@@ -368,6 +368,24 @@ def _has_labels(data) -> bool | None:
         return None
 
 
+def _global_count_labels(data, process_group) -> tuple[int | None, bool | None]:
+    """(inputs, labels present) of ``data``; under a process group those of all ranks' shards together
+    (the count summed; labels present where every rank with inputs has them), so that every rank picks
+    the same default estimators."""
+    from ..numeric.distributed import gather_outcome, resolve_group
+    M, labels = _count_inputs(data), _has_labels(data)
+    group = resolve_group(process_group)
+    if group is None:
+        return M, labels
+    got = gather_outcome((M, labels), None, group, "plan")
+    Ms = [m for m, _ in got]
+    total = None if any(m is None for m in Ms) else sum(Ms)
+    ls = [lab for m, lab in got if m != 0]
+    if not ls:
+        return total, labels
+    return total, (None if any(v is None for v in ls) else all(ls))
+
+
 def _default_estimators(P: int, M: int | None, C: int, labels: bool | None) -> tuple[list[str], dict[str, str]]:
     chosen, left = [], {}
     for n in names():
@@ -630,7 +648,8 @@ def _mmax(budget: float, per: float, cap: int | None) -> int:
 def plan(model: nn.Module, data, family: str | ExponentialFamily, *, target: float | Mapping[str, float] | None = None,
          budget: float | None = None, groups: Mapping[str, Iterable[str] | str] | None = None,
          estimators: Iterable[str] | str | None = None, quantile: float = 0.5, max_samples: int = 1024,
-         max_inputs: int | None = None, batch_size: int = 64, analysis: Analysis | None = None) -> Plan:
+         max_inputs: int | None = None, batch_size: int = 64, analysis: Analysis | None = None,
+         process_group=None) -> Plan:
     """Which estimator, with how many inputs M′ and labels N per input, per parameter group (module
     docstring; THEORY §8, §9, §13).
 
@@ -644,6 +663,8 @@ def plan(model: nn.Module, data, family: str | ExponentialFamily, *, target: flo
     them; 1: all).  ``max_samples``: largest N (powers of two from 1).  ``max_inputs``: largest M′
     (None: unbounded for the monotone estimators; the non-monotone ones are scanned up to
     max(M, 1024)).  ``analysis``: a precomputed :class:`Analysis` of these data (then ``data`` is not read).
+    ``process_group``: under ``torch.distributed`` every rank passes its own shard and gets the plan of
+    the concatenated shards (:func:`~.api.analyse`; None: the WORLD group when initialised, False: local).
     """
     if (target is None) == (budget is None):
         raise ValueError("give exactly one of target= (a relative standard error per group, e.g. 0.1) and budget= "
@@ -668,7 +689,8 @@ def plan(model: nn.Module, data, family: str | ExponentialFamily, *, target: flo
         if analysis is not None:
             ests = list(analysis.estimators)
         else:
-            ests, not_evaluated = _default_estimators(P, _count_inputs(data), C, _has_labels(data))
+            M_all, labels = _global_count_labels(data, process_group)
+            ests, not_evaluated = _default_estimators(P, M_all, C, labels)
     else:
         if isinstance(estimators, (str, Estimator)):
             estimators = [estimators]
@@ -701,7 +723,7 @@ def plan(model: nn.Module, data, family: str | ExponentialFamily, *, target: flo
     targets = _check_target(target, list(grp)) if target is not None else None
     # the one pass over the data
     if analysis is None:
-        a = analyse(model, data, fam, ests, batch_size=batch_size)
+        a = analyse(model, data, fam, ests, batch_size=batch_size, process_group=process_group)
     else:
         if not isinstance(analysis, Analysis):
             raise TypeError(f"analysis must be a fishersym.estimators.Analysis, got {type(analysis).__name__}")

@@ -377,7 +377,7 @@ def _analyse_model(name: str, model: nn.Module, shape: Callable, ds: Dataset, s:
         ests.append(e)
     timing = {}
     t0 = time.time()
-    a = fe.analyse(m64, (xa, ya), fam, ests)
+    a = fe.analyse(m64, (xa, ya), fam, ests, process_group=False)
     timing["analyse"] = time.time() - t0
     bar.update(1)
 
@@ -404,7 +404,7 @@ def _analyse_model(name: str, model: nn.Module, shape: Callable, ds: Dataset, s:
         xe = xtr[eidx]
     else:
         xe = xtr
-    ae = fe.analyse(m64, xe, fam, ["squared_score", "batched_squared_gradient", "exact_over_labels"])
+    ae = fe.analyse(m64, xe, fam, ["squared_score", "batched_squared_gradient", "exact_over_labels"], process_group=False)
     ewc_rows, ewc = _ewc(name, ae, groups, n_params, s, ds.n_classes)
     timing["ewc"] = time.time() - t0
     bar.update(1)
@@ -413,9 +413,9 @@ def _analyse_model(name: str, model: nn.Module, shape: Callable, ds: Dataset, s:
     t0 = time.time()
     xm, ym = xa[:s.n_mc_inputs], ya[:s.n_mc_inputs]
     random_ests = [e for e in ests if fe.get(e).random_labels and e != "neg_hessian"]
-    a_mc = fe.analyse(m64, (xm, ym), fam, random_ests) if random_ests else None
+    a_mc = fe.analyse(m64, (xm, ym), fam, random_ests, process_group=False) if random_ests else None
     m_nh, nh_names = _restricted_copy(m64, s.neg_hessian_max_entries)
-    a_nh = fe.analyse(m_nh, (xm, ym), fam, ["neg_hessian"])
+    a_nh = fe.analyse(m_nh, (xm, ym), fam, ["neg_hessian"], process_group=False)
     mc_rows, scatter = [], []
     for k, (e, scheme, mp, N) in enumerate(_mc_plan(ests, s.n_mc_inputs)):
         gen = torch.Generator().manual_seed(s.seed * 100003 + 1009 * (list(MODELS).index(name) + 1) + k)

@@ -83,13 +83,25 @@ def recommend(fisher: float, var1: float, var2: float, target: float) -> dict:
             "N_recommended": n2 if pick == "I2" else n1}
 
 
-def layer_table(model, x: torch.Tensor, target: float, progress=None) -> list[dict]:
-    """Per-layer dataset-level statistics (scheme "all", N = 1) and the recommendation (THEORY §8, §10)."""
+def _dist(data, distributed: bool):
+    """(this rank's shard of ``data``, the process_group argument): the whole data and a local pass
+    unless ``distributed`` (then torch.distributed must be initialised: ``fishersym … --distributed``)."""
+    if not distributed:
+        return data, False
+    from ..numeric.distributed import shard
+    return shard(data), None
+
+
+def layer_table(model, x: torch.Tensor, target: float, progress=None, distributed: bool = False) -> list[dict]:
+    """Per-layer dataset-level statistics (scheme "all", N = 1) and the recommendation (THEORY §8, §10).
+    ``distributed``: each rank of the initialised process group analyses its shard of ``x`` and every
+    rank gets the rows of all of ``x`` (:func:`~fishersym.numeric.dataset_stats`' ``process_group``)."""
     from ..numeric import dataset_stats
     m64 = copy.deepcopy(model).double().eval()
     groups = linear_groups(m64)
     fam = families.get("categorical", C=m64[-1].out_features)
-    r = dataset_stats(m64, x.double(), fam, 1, scheme="all", groups=groups, progress=progress)
+    xs, pg = _dist(x.double(), distributed)
+    r = dataset_stats(m64, xs, fam, 1, scheme="all", groups=groups, progress=progress, process_group=pg)
     return group_rows(r, groups, target)
 
 
@@ -236,14 +248,17 @@ th{background:#f3f3f3}td:first-child{text-align:left}pre{background:#f7f7f7;padd
 .note{color:#555;font-size:14px}h2{border-bottom:1px solid #ddd;padding-bottom:3px}"""
 
 
-def run_report(out: str | Path = "out/report", settings: ReportSettings | None = None, force: bool = False) -> dict:
+def run_report(out: str | Path = "out/report", settings: ReportSettings | None = None, force: bool = False,
+               distributed: bool = False) -> dict:
     """Train and analyse the small MLP, write the HTML/Markdown report, CSV, JSON, LaTeX and settings into ``out``.
 
     The run is staged (:func:`~fishersym.experiments.io.output_run`, command ``"report"``): ``out``
     holds either its previous complete contents or this complete run, never a mix; an existing
     non-empty ``out`` is replaced only with ``force``.  Data and settings are validated before
     ``out`` is touched.  Returned paths lie in ``out``; the report names ``out`` (never the staging
-    folder) as where it was written.
+    folder) as where it was written.  ``distributed``: the data-set passes (the layer table and the
+    planner) are shared by the ranks of the initialised process group (each analyses its shard of the
+    test set; every rank gets the global numbers; ``fishersym report --distributed`` under torchrun).
     """
     s = settings or ReportSettings()
     started = time.time()
@@ -253,7 +268,7 @@ def run_report(out: str | Path = "out/report", settings: ReportSettings | None =
                      n_samples=s.n_samples, n_inputs=s.n_inputs, progress=s.progress)
     ms.validate()
     with output_run(out, "report", force=force) as run:
-        paths, rows, summary = _write_report(run.stage, s, ms, ds, started)
+        paths, rows, summary = _write_report(run.stage, s, ms, ds, started, distributed)
     out = Path(out)
     return {"out": out, "paths": {k: out / Path(v).relative_to(run.stage) for k, v in paths.items()},
             "rows": rows, "summary": summary}
@@ -281,17 +296,18 @@ def demo_mlp(settings: ReportSettings | None = None) -> tuple[torch.nn.Module, o
     return model.eval(), ds
 
 
-def _write_report(out: Path, s: ReportSettings, ms: MLPSettings, ds, started: float) -> tuple[dict, list, dict]:
+def _write_report(out: Path, s: ReportSettings, ms: MLPSettings, ds, started: float,
+                  distributed: bool = False) -> tuple[dict, list, dict]:
     """Everything :func:`run_report` writes, into the staging folder ``out``: (paths, layer rows, summary)."""
     mlp = run_mlp(out / "mlp", ms, force=False, dataset=ds)
     t_mlp = time.time() - started
     xte = torch.from_numpy(ds.x_test)
-    rows = layer_table(mlp["model"], xte, s.target_rel_sd, progress=s.progress)
+    rows = layer_table(mlp["model"], xte, s.target_rel_sd, progress=s.progress, distributed=distributed)
     t_layers = time.time() - started - t_mlp
     m64 = copy.deepcopy(mlp["model"]).double().eval()
     plan_sec = plan_section(m64, (xte.double(), torch.from_numpy(ds.y_test)),
                             families.get("categorical", C=ds.n_classes), linear_groups(m64), s.target_rel_sd, out,
-                            f"the {len(ds.y_test)} test inputs with their labels")
+                            f"the {len(ds.y_test)} test inputs with their labels", distributed=distributed)
     deriv = _derivation(s, out)
     from .table import SYMBOLIC, HEAD_TEXT
     f = mlp["findings"]
@@ -456,15 +472,18 @@ def plot_plan(p, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def plan_section(model, data, family, groups, target: float, out: Path, what: str) -> dict:
+def plan_section(model, data, family, groups, target: float, out: Path, what: str,
+                 distributed: bool = False) -> dict:
     """Run :func:`fishersym.estimators.planner.plan` for the report (target ``target``), write
     ``plan.csv`` and ``plan.png`` into ``out``, and return the section's HTML, Markdown, rows and paths.
-    A memory-budget refusal of the analysis is reported in the section (not raised)."""
+    A memory-budget refusal of the analysis is reported in the section (not raised).  ``distributed``: as
+    in :func:`layer_table` (each rank plans on its shard; every rank gets the plan of all the data)."""
     from ..estimators.planner import Plan, plan
     from ..numeric.guard import MemoryBudgetError
     t0 = time.time()
     try:
-        p = plan(model, data, family, target=target, groups=groups)
+        ds_, pg = _dist(data, distributed)
+        p = plan(model, ds_, family, target=target, groups=groups, process_group=pg)
     except MemoryBudgetError as exc:
         msg = f"The planner was not run: {exc}"
         return {"html": f"<p>{html.escape(msg)}</p>", "md": msg, "rows": [], "paths": {},
@@ -597,7 +616,7 @@ def _plot_tensors(rows: list[dict], path: Path) -> Path:
 
 
 def run_model_report(model, out: str | Path = "out/report", settings: ModelReportSettings | None = None,
-                     force: bool = False) -> dict:
+                     force: bool = False, distributed: bool = False) -> dict:
     """The report on a user's trained model (no training): per parameter tensor I, V₁, V₂, the
     certified and sharpened Theorem 4.1 bounds, the recommended estimator and its N (THEORY §3, §5,
     §8, §10), the figure of √V/I per tensor, and the family constants (Table 1, §5).
@@ -607,6 +626,7 @@ def run_model_report(model, out: str | Path = "out/report", settings: ModelRepor
     fitted to the model by :func:`~.data.adapt_inputs`.  The analysis runs on a float64 copy in
     eval mode.  Written through :func:`~.io.output_run` (command ``"report"``): ``report.html``,
     ``report.md``, ``tensors.png``, ``layers.csv``, ``report.json``, ``settings.json``.
+    ``distributed``: as in :func:`run_report` (the data-set passes shared by the ranks).
     """
     from torch import nn
     from .data import adapt_inputs, load_model_data
@@ -634,14 +654,14 @@ def run_model_report(model, out: str | Path = "out/report", settings: ModelRepor
     if not params:
         raise ExperimentError("the model has no trainable parameters (requires_grad): nothing to analyse")
     with output_run(out, "report", force=force) as run:
-        paths, rows, summary = _write_model_report(run.stage, m64, x, y, fam, s, data, n_all, started)
+        paths, rows, summary = _write_model_report(run.stage, m64, x, y, fam, s, data, n_all, started, distributed)
     out = Path(out)
     return {"out": out, "paths": {k: out / Path(v).relative_to(run.stage) for k, v in paths.items()},
             "rows": rows, "summary": summary}
 
 
 def _write_model_report(out: Path, m64, x, y, fam, s: ModelReportSettings, data, n_all: int,
-                        started: float) -> tuple[dict, list, dict]:
+                        started: float, distributed: bool = False) -> tuple[dict, list, dict]:
     from ..numeric import dataset_stats
     names = [n for n, p in m64.named_parameters() if p.requires_grad]
     shapes = {n: tuple(p.shape) for n, p in m64.named_parameters()}
@@ -650,8 +670,9 @@ def _write_model_report(out: Path, m64, x, y, fam, s: ModelReportSettings, data,
     kw = {"v2": s.v2, "seed": s.seed} if s.v2 != "exact" else {}
     if s.v2_sample is not None:
         kw["v2_sample"] = s.v2_sample
-    r = dataset_stats(m64, x, fam, 1, scheme="all", groups=groups, path=s.path, progress=s.progress,
-                      batch_size=s.batch_size, **kw)
+    xs, pg = _dist(x, distributed)
+    r = dataset_stats(m64, xs, fam, 1, scheme="all", groups=groups, path=s.path, progress=s.progress,
+                      batch_size=s.batch_size, process_group=pg, **kw)
     t_stats = time.time() - t0
     rows = group_rows(r, groups, s.target_rel_sd)
     zero = r.info.get("var2_zero_reason", {}) or {}
@@ -677,7 +698,8 @@ def _write_model_report(out: Path, m64, x, y, fam, s: ModelReportSettings, data,
     paths = {"layers_csv": write_csv(out / "layers.csv", rows)}
     paths["tensors.png"] = _plot_tensors(rows, out / "tensors.png")
     plan_sec = plan_section(m64, (x, y) if y is not None else x, fam, None, s.target_rel_sd, out,
-                            f"the {x.shape[0]} inputs" + (" with their labels" if y is not None else " (no labels)"))
+                            f"the {x.shape[0]} inputs" + (" with their labels" if y is not None else " (no labels)"),
+                            distributed=distributed)
     paths.update(plan_sec["paths"])
     from .table import SYMBOLIC, HEAD_TEXT
     const_rows = [{"output": lab.replace("$", "").replace("\\sigma", "σ").replace("^2", "²"),

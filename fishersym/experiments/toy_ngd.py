@@ -125,7 +125,7 @@ def _variance_pkg(family_name: str, theta: torch.Tensor, x: torch.Tensor, batch:
     lin = nn.Sequential(nn.Linear(2, 1, bias=False)).double()
     with torch.no_grad():
         lin[0].weight.copy_(theta.reshape(1, 2))
-    r = dataset_stats(lin, x, family_name, 1, scheme="iid", m_inputs=batch, progress=False)
+    r = dataset_stats(lin, x, family_name, 1, scheme="iid", m_inputs=batch, progress=False, process_group=False)
     iv = float(r["input_var"]["0.weight"].sum()) / batch
     return {"var1_trace_pkg": float(r["var1"]["0.weight"].sum()) - iv,
             "var2_trace_pkg": float(r["var2"]["0.weight"].sum()) - iv,

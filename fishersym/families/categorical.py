@@ -148,6 +148,46 @@ class Categorical(ExponentialFamily):
             err = None if err is None else err.squeeze(-1)
         return (sq, mq, err) if error else (sq, mq)
 
+    def axis_forms(self, h: torch.Tensor, s: torch.Tensor, error: bool = False):
+        """:meth:`quad_forms` for the C axis directions u_c = s_c·e_c at once, in O(C) per input (the
+        last Linear layer's u, G^L = diag(s), THEORY §7, needs no (…, C, C) matrix).  With p the
+        softmax and q the stable complement (:meth:`probs_and_complements`), for u = s·e_c:
+        ū = s p_c, d = s(e_c − p_c𝟙), so
+
+            uᵀΣu = s² p_c q_c,    N·V₁ = M(u,u,u,u) = s⁴ p_c q_c (q_c − p_c)²
+
+        (the Bernoulli forms of the event {y = c}).  h, s (…, C); returns (fisher, nv1) or, with
+        ``error=True``, (fisher, nv1, err), each (…, C), err a first-order bound on the absolute
+        rounding error of the computed nv1 (s taken as exact): with γ = 2η + (C + 2)ε ≥ the relative
+        error of p_c and q_c (η = :meth:`softmax_rel_error`), |(q − p)' − (q − p)| ≤ γ(p + q) + ε|q − p|,
+        so err = s⁴[p q (2γ|q − p| + 2γ²) + (2γ + 8ε)·p q (q − p)²] plus an absolute 8·tiny·s⁴ for
+        subnormal p.
+
+        >>> import torch
+        >>> fam = Categorical(4)
+        >>> h = torch.tensor([[0.3, -1.0, 2.0, 0.0]], dtype=torch.float64)
+        >>> s = torch.tensor([[1.0, 2.0, 0.5, -1.0]], dtype=torch.float64)
+        >>> fi, nv1 = fam.axis_forms(h, s)
+        >>> fi2, nv12 = fam.quad_forms(h, torch.diag_embed(s), cdim=1)
+        >>> bool(torch.allclose(fi, fi2) and torch.allclose(nv1, nv12))
+        True
+        """
+        p, q = self.probs_and_complements(h)
+        s2 = s * s
+        pq = p * q
+        dq = q - p
+        fisher = s2 * pq
+        nv1 = s2 * s2 * pq * dq * dq
+        if not error:
+            return fisher, nv1
+        with torch.no_grad():
+            eps = torch.finfo(h.dtype).eps
+            gam = 2 * self.softmax_rel_error(h) + (self.C + 2) * eps
+            s4 = s2 * s2
+            err = s4 * pq * (2 * gam * dq.abs() + 2 * gam * gam) + (2 * gam + 8 * eps) * nv1.abs() \
+                + 8 * torch.finfo(h.dtype).tiny * s4
+        return fisher, nv1, err
+
     def _nv1_error(self, h: torch.Tensor, pr: torch.Tensor, u: torch.Tensor, ubar: torch.Tensor,
                    s: torch.Tensor, nv1: torch.Tensor) -> torch.Tensor:
         """The rounding bound of :meth:`quad_forms` (u in the (…, C, K) layout; ubar, s, nv1 (…, K))."""
@@ -306,10 +346,29 @@ class Categorical(ExponentialFamily):
         Floating point: the entries are built from the stable t_yz (:meth:`_gram_pieces`) and widened
         by the Frobenius norm of an entrywise first-order rounding bound E (Weyl: |λ(G + E) − λ(G)| ≤
         ‖E‖₂ ≤ ‖E‖_F) plus the eigensolver margin (:func:`~fishersym.families.constants.eig_margin`).
-        Cost O(C³) per input, no C⁴ tensor, no limit on C beyond that."""
-        from .constants import eig_margin
+        Cost O(C³) per input, no C⁴ tensor, no limit on C beyond that; computed in chunks of inputs
+        (:attr:`GRAM_CHUNK_ELEMENTS`), so the memory is O(C²) per chunk whatever the batch."""
         if tensor not in ("M", "K"):
             raise ValueError(f"tensor must be 'M' or 'K', got {tensor!r}")
+        batch = h.shape[:-1]
+        flat = h.reshape(-1, self.C)
+        # chunk over inputs: about GRAM_CHUNK_ELEMENTS entries per (chunk, C, C) temporary (a dozen live at once)
+        n = max(1, self.GRAM_CHUNK_ELEMENTS // (self.C * self.C))
+        if flat.shape[0] <= n:
+            lo, hi = self._sym2_extremes_chunk(flat, tensor, restricted)
+        else:
+            parts = [self._sym2_extremes_chunk(c, tensor, restricted) for c in flat.split(n)]
+            lo, hi = torch.cat([q[0] for q in parts]), torch.cat([q[1] for q in parts])
+        return lo.reshape(batch), hi.reshape(batch)
+
+    #: entries of one (chunk, C, C) temporary of :meth:`sym2_extremes` (2²¹: 16 MiB in float64; at C = 1000
+    #: two inputs per chunk, so the peak is about a dozen such temporaries whatever the batch)
+    GRAM_CHUNK_ELEMENTS = 1 << 21
+
+    def _sym2_extremes_chunk(self, h: torch.Tensor, tensor: str, restricted: bool
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`sym2_extremes` for one chunk of inputs h (n, C)."""
+        from .constants import eig_margin
         C = self.C
         p, T, dT = self._gram_pieces(h)
         eps = torch.finfo(h.dtype).eps
@@ -341,13 +400,30 @@ class Categorical(ExponentialFamily):
         lo = torch.zeros_like(hi) if D > rank else ev[..., C - D] - margin
         return lo, hi
 
+    def sigma_extremes(self, h: torch.Tensor, restricted: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(λ_min, λ_max, certified lower bound of λ_min, certified upper bound of λ_max) of Σ on ℝ^C, or
+        on 𝟙^⊥ (``restricted``), in O(C) per input with no C × C matrix (THEORY §14; proof in
+        docs/math/certificates.md §2): Σ𝟙 = 0, so λ_min = 0 exactly on ℝ^C and, on 𝟙^⊥, λ_min is the
+        second-smallest eigenvalue ν₂ of Σ; ν₂ and λ_max = ν_C are bracketed by the certified inertia
+        count of the secular equation (:func:`fishersym.families.secular.softmax_sigma_brackets`),
+        which encloses the eigenvalues of the exact softmax(h) (rounding of p included).  The first
+        two values are the bracket midpoints (uncertified estimates; exact 0 for λ_min on ℝ^C)."""
+        from .secular import softmax_sigma_brackets
+        C = self.C
+        ks = [2, C] if restricted else [C]
+        a, b = softmax_sigma_brackets(h, ks, self.softmax_rel_error(h))
+        mid = 0.5 * (a + b)
+        if restricted:
+            return mid[..., 0], mid[..., -1], a[..., 0], b[..., -1]
+        zero = torch.zeros_like(mid[..., 0])
+        return zero, mid[..., 0], zero, b[..., 0]
+
     def closed_form_constants(self, h: torch.Tensor, restricted: bool = False,
                               sigma_max: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         m = self.theorem52_m(h)
-        if sigma_max is None:  # λ_max(Σ), widened by the eigensolver's error bound
-            from .constants import eig_margin
-            S = self.sigma(h)
-            sigma_max = torch.linalg.eigvalsh(S)[..., -1] + eig_margin(S)
+        if sigma_max is None:  # a certified upper bound of λ_max(Σ) (secular equation, O(C) per input)
+            sigma_max = self.sigma_extremes(h)[3]
         lam_max = sigma_max
         out = {"M_max_upper": 2 * m, "sigma_max_upper": m, "K_max_upper": 2 * lam_max}
         if not restricted:

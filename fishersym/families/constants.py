@@ -52,7 +52,9 @@ import torch
 
 from .base import ExponentialFamily
 
-__all__ = ["FamilyConstants", "family_constants", "sigma_spectrum", "ones_perp_basis", "eig_margin",
+__all__ = ["FamilyConstants", "family_constants", "sigma_spectrum", "sigma_extremes", "default_use_eig",
+           "certificate_policy",
+           "MAX_C_GRAM", "ones_perp_basis", "eig_margin",
            "formation_margin", "has_gram_form", "check_moment_size", "moment_tensor_bytes",
            "CLOSED_FORM_ROUNDING", "INPUT_ROUNDING",
            "sym_basis", "restricted_extremes", "lambda_tilde_opt", "MAX_C_EIG"]
@@ -60,6 +62,13 @@ __all__ = ["FamilyConstants", "family_constants", "sigma_spectrum", "ones_perp_b
 #: above this C the C²×C² matrix M̄ is not formed (closed forms must certify) for families that need
 #: the C⁴ moment tensors; families with a Gram form (``sym2_extremes``, the categorical) have no limit
 MAX_C_EIG = 24
+#: above this C the default (``use_eig=None``) certifies by closed forms also for families with a Gram form:
+#: the C × C Gram eigenproblem costs O(C³) per input, the closed forms (Theorem 5.2, Corollary R.1) O(C).
+#: Measured (benchmarks/bench_large_c.py, one CPU thread, 256 inputs, the 784-64-C sigmoid MLP, float32,
+#: single runs): ``dataset_stats(use_eig=True)`` took 1.3× the ``use_eig=False`` time at C = 24, 2.4× at
+#: C = 32, 7.7× at C = 64 and 8.8× at C = 100; the limit keeps the default within the issue's 1.5×.
+#: ``use_eig=True`` still computes the Gram extremes at any C, chunked over inputs.
+MAX_C_GRAM = 24
 #: relative widening of closed-form certificates, in units of (C + 8 + max|h|)·ε (float64)
 CLOSED_FORM_ROUNDING = 16
 #: relative widening of every certificate in the input dtype, in units of (C + 8)·ε
@@ -69,6 +78,46 @@ INPUT_ROUNDING = 4
 def has_gram_form(family: ExponentialFamily) -> bool:
     """Whether the family certifies its Sym² eigen-extremes without C⁴ tensors (``sym2_extremes``)."""
     return callable(getattr(family, "sym2_extremes", None))
+
+
+def default_use_eig(family: ExponentialFamily) -> tuple[bool, str]:
+    """The one policy for ``use_eig=None``: whether the Sym² eigenvalue certificates are computed, and
+    the sentence that says how the constants are certified (for ``result.info["certificates"]``).
+
+    * families with a Gram form (:func:`has_gram_form`, the categorical): the C × C Gram eigenproblem
+      (O(C³) per input, no C⁴ tensor) while C ≤ :data:`MAX_C_GRAM`, closed forms above;
+    * other families: the C²×C² Sym² eigenproblem from C⁴ moment tensors while C ≤ :data:`MAX_C_EIG`,
+      closed forms above.
+
+    >>> from fishersym import families
+    >>> default_use_eig(families.get("categorical", C=10))[0], default_use_eig(families.get("categorical", C=1000))
+    (True, (False, 'closed forms (C = 1000 > MAX_C_GRAM = 24: the C × C Gram eigenproblem costs O(C³) per input)'))
+    """
+    C = family.C
+    if has_gram_form(family):
+        if C <= MAX_C_GRAM:
+            return True, f"Sym² eigenvalues of C × C Gram matrices (C = {C} ≤ MAX_C_GRAM = {MAX_C_GRAM}) and closed forms"
+        return False, (f"closed forms (C = {C} > MAX_C_GRAM = {MAX_C_GRAM}: the C × C Gram eigenproblem costs "
+                       "O(C³) per input)")
+    if C <= MAX_C_EIG:
+        return True, f"Sym² eigenvalues from C⁴ moment tensors (C = {C} ≤ MAX_C_EIG = {MAX_C_EIG}) and closed forms"
+    return False, f"closed forms (C = {C} > MAX_C_EIG = {MAX_C_EIG}: the C²×C² matrix M̄ is not formed)"
+
+
+def certificate_policy(family: ExponentialFamily, use_eig: bool | None) -> tuple[bool, str]:
+    """``use_eig`` resolved (None: :func:`default_use_eig`) and the sentence for
+    ``result.info["certificates"]`` saying how the constants are certified.
+
+    >>> from fishersym import families
+    >>> certificate_policy(families.get("categorical", C=10), False)
+    (False, 'closed forms (use_eig=False)')
+    """
+    if use_eig is None:
+        return default_use_eig(family)
+    if use_eig:
+        how = "C × C Gram matrices" if has_gram_form(family) else "C⁴ moment tensors"
+        return True, f"Sym² eigenvalues of {how} and closed forms (use_eig=True)"
+    return False, "closed forms (use_eig=False)"
 
 
 def moment_tensor_bytes(family: ExponentialFamily, batch: int) -> int:
@@ -108,13 +157,15 @@ def sym_basis(d: int, dtype=torch.float64, device=None) -> torch.Tensor:
     return torch.stack(cols, dim=1)
 
 
-def _basis(family: ExponentialFamily, restricted: bool, dtype, device) -> torch.Tensor | None:
-    if not restricted:
-        return None
-    if not family.shift_invariant:
+def _basis_check(family: ExponentialFamily, restricted: bool) -> None:
+    if restricted and not family.shift_invariant:
         raise ValueError(f"{family.name}: the sharpened (𝟙^⊥) constants apply to shift-invariant "
                          "families (the softmax) only")
-    return ones_perp_basis(family.C, dtype, device)
+
+
+def _basis(family: ExponentialFamily, restricted: bool, dtype, device) -> torch.Tensor | None:
+    _basis_check(family, restricted)
+    return ones_perp_basis(family.C, dtype, device) if restricted else None
 
 
 def _sigma_matrix(family: ExponentialFamily, h: torch.Tensor, restricted: bool) -> torch.Tensor:
@@ -124,8 +175,29 @@ def _sigma_matrix(family: ExponentialFamily, h: torch.Tensor, restricted: bool) 
 
 
 def sigma_spectrum(family: ExponentialFamily, h: torch.Tensor, restricted: bool = False) -> torch.Tensor:
-    """Eigenvalues of Σ(h) in increasing order, (..., C); on 𝟙^⊥ those of QᵀΣQ, (..., C−1)."""
-    return torch.linalg.eigvalsh(_sigma_matrix(family, h, restricted))
+    """Eigenvalues of Σ(h) in increasing order, (..., C); on 𝟙^⊥ (..., C−1): Σ𝟙 = 0 and Σ maps 𝟙^⊥ to
+    itself, so its spectrum there is Σ's less one zero (THEORY §14), the smallest computed eigenvalue
+    of the positive semi-definite Σ is dropped (no basis of 𝟙^⊥ is formed).  Dense, O(C³) per input:
+    the constants use :func:`sigma_extremes`."""
+    _basis_check(family, restricted)
+    ev = torch.linalg.eigvalsh(family.sigma(h))
+    return ev[..., 1:] if restricted else ev
+
+
+def sigma_extremes(family: ExponentialFamily, h: torch.Tensor, restricted: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    """(λ_min, λ_max, certified lower bound of λ_min, certified upper bound of λ_max, source) of Σ(h) on
+    ℝ^C or on 𝟙^⊥.  A family's own ``sigma_extremes`` hook (the categorical: the secular equation,
+    O(C) per input, THEORY §14) is used where it exists; otherwise the dense ``eigvalsh`` of Σ (or
+    QᵀΣQ on 𝟙^⊥), widened by :func:`eig_margin`."""
+    hook = getattr(family, "sigma_extremes", None)
+    if callable(hook):
+        _basis_check(family, restricted)
+        return (*hook(h, restricted), "secular equation")
+    S = _sigma_matrix(family, h, restricted)
+    spec = torch.linalg.eigvalsh(S)
+    margin = eig_margin(S)
+    return spec[..., 0], spec[..., -1], spec[..., 0] - margin, spec[..., -1] + margin, "eigvalsh"
 
 
 def restricted_extremes(family: ExponentialFamily, h: torch.Tensor, tensor: str = "M",
@@ -140,7 +212,7 @@ def restricted_extremes(family: ExponentialFamily, h: torch.Tensor, tensor: str 
     ``moments`` = ``family.moment_tensors(h)`` (computed when None), refusing C > MAX_C_EIG
     before allocating.
     """
-    _basis(family, restricted, h.dtype, h.device)  # validates ``restricted``
+    _basis_check(family, restricted)
     if has_gram_form(family):
         return family.sym2_extremes(h, tensor, restricted)
     C = family.C
@@ -177,11 +249,12 @@ def eig_margin(A: torch.Tensor) -> torch.Tensor:
     return 8 * d * torch.finfo(A.dtype).eps * torch.linalg.matrix_norm(A)
 
 
-def _structured_starts(family: ExponentialFamily, h: torch.Tensor, Q: torch.Tensor | None,
+def _structured_starts(family: ExponentialFamily, h: torch.Tensor, restricted: bool,
                        signs: bool = True) -> torch.Tensor:
-    """Deterministic starting directions (..., S, d): the axes e_a, the differences (e_a − e_b)/√2
+    """Deterministic starting directions (..., S, C): the axes e_a, the differences (e_a − e_b)/√2
     (C ≤ 12), sign patterns (``signs``; all for C ≤ 10), the eigenvectors of Σ(h), and for d ≤ 64 the axes of
-    the optimisation space."""
+    the optimisation space (d = C, or C − 1 on 𝟙^⊥: the columns of :func:`ones_perp_basis`); on 𝟙^⊥
+    (``restricted``) every direction is centred (projected onto 𝟙^⊥; no basis is formed for d > 64)."""
     C = family.C
     batch = h.shape[:-1]
     eye = torch.eye(C, dtype=h.dtype, device=h.device)
@@ -205,10 +278,15 @@ def _structured_starts(family: ExponentialFamily, h: torch.Tensor, Q: torch.Tens
         vecs = torch.cat([vecs, ev], -2)
     except (RuntimeError, NotImplementedError):  # pragma: no cover - a family without Σ in closed form
         pass
-    x = vecs if Q is None else vecs @ Q
-    d = x.shape[-1]
+    if restricted:   # centre; a direction (nearly) along 𝟙 has no part in 𝟙^⊥: exact 0 (the fallback start)
+        x = vecs - vecs.mean(-1, keepdim=True)
+        x = torch.where(x.norm(dim=-1, keepdim=True) > 1e-6 * vecs.norm(dim=-1, keepdim=True), x, 0.0)
+    else:
+        x = vecs
+    d = C - 1 if restricted else C
     if d <= 64:
-        x = torch.cat([x, torch.eye(d, dtype=h.dtype, device=h.device).expand(*batch, d, d)], -2)
+        axes = ones_perp_basis(C, h.dtype, h.device).T if restricted else torch.eye(C, dtype=h.dtype, device=h.device)
+        x = torch.cat([x, axes.expand(*batch, d, C)], -2)
     return x
 
 
@@ -232,20 +310,30 @@ def lambda_tilde_opt(family: ExponentialFamily, h: torch.Tensor, tensor: str, wh
     """
     if tensor not in ("M", "K") or which not in ("min", "max"):
         raise ValueError("tensor must be 'M' or 'K' and which 'min' or 'max'")
-    Q = _basis(family, restricted, h.dtype, h.device)
-    d = family.C if Q is None else family.C - 1
+    _basis_check(family, restricted)
+    # the iterates live in ℝ^C; on 𝟙^⊥ (``restricted``) they are kept centred (no basis of 𝟙^⊥ is formed:
+    # the objective is shift-invariant, so its gradient lies in 𝟙^⊥ and the centring only removes rounding)
+    C = d = family.C
     batch = h.shape[:-1]
-    x0 = torch.randn((*batch, n_starts, d), dtype=h.dtype, device=h.device, generator=generator)
-    x0 = torch.cat([x0, _structured_starts(family, h, Q, signs=which == "min")], dim=-2)
+
+    def centre(v):
+        return v - v.mean(-1, keepdim=True) if restricted else v
+
+    x0 = centre(torch.randn((*batch, n_starts, d), dtype=h.dtype, device=h.device, generator=generator))
+    x0 = torch.cat([x0, _structured_starts(family, h, restricted, signs=which == "min")], dim=-2)
     nrm = x0.norm(dim=-1, keepdim=True)
-    x = torch.where(nrm > 0, x0 / nrm.clamp_min(torch.finfo(h.dtype).tiny), x0.new_zeros(()).add_(1.0 / math.sqrt(d)))
+    fallback = torch.zeros(C, dtype=h.dtype, device=h.device)
+    if restricted:   # a unit vector of 𝟙^⊥ for directions that centre to 0
+        fallback[0], fallback[1] = 1.0 / math.sqrt(2.0), -1.0 / math.sqrt(2.0)
+    else:
+        fallback += 1.0 / math.sqrt(C)
+    x = torch.where(nrm > 0, x0 / nrm.clamp_min(torch.finfo(h.dtype).tiny), fallback)
     sign = 1.0 if which == "max" else -1.0
     fn = family.mquad if tensor == "M" else family.m4
     tiny = torch.finfo(h.dtype).tiny
 
     def objective(x):
-        v = x if Q is None else x @ Q.T
-        return fn(h, v)
+        return fn(h, x)
 
     amax = (3.0 * shift.abs()).unsqueeze(-1) * (1 + 1e-6) + tiny                    # (..., 1)
 
@@ -266,7 +354,7 @@ def lambda_tilde_opt(family: ExponentialFamily, h: torch.Tensor, tensor: str, wh
             x, g = torch.gather(x, -2, ix), torch.gather(g, -2, ix)
             val, alpha = torch.gather(val, -1, idx), torch.gather(alpha, -1, idx)
         with torch.no_grad():
-            y = sign * g / 4 + alpha.unsqueeze(-1) * x
+            y = centre(sign * g / 4 + alpha.unsqueeze(-1) * x)
             yn = y.norm(dim=-1, keepdim=True)
             y = torch.where(yn > 0, y / yn.clamp_min(tiny), x)
         fy, gy = value_grad(y)       # the candidate's gradient is the next step's when it is accepted
@@ -281,8 +369,7 @@ def lambda_tilde_opt(family: ExponentialFamily, h: torch.Tensor, tensor: str, wh
         val = objective(x)
         best = val.argmax(-1) if which == "max" else val.argmin(-1)
         vbest = torch.gather(val, -1, best.unsqueeze(-1)).squeeze(-1)
-        xbest = torch.gather(x, -2, best[..., None, None].expand(*batch, 1, d)).squeeze(-2)
-        vecs = xbest if Q is None else xbest @ Q.T
+        vecs = torch.gather(x, -2, best[..., None, None].expand(*batch, 1, d)).squeeze(-2)
     return vbest.detach(), vecs.detach()
 
 
@@ -342,7 +429,7 @@ def family_constants(family: ExponentialFamily, h: torch.Tensor, restricted: boo
 
     Computed in float64 whatever the input dtype, and returned in the input dtype with the
     certificates rounded outward (module docstring; ``sources["arithmetic"]``).  ``use_eig``
-    (default: C ≤ MAX_C_EIG, or any C for families with a Gram form) adds the Sym² eigen-extremes;
+    (default: :func:`default_use_eig`) adds the Sym² eigen-extremes;
     for families that need C⁴ tensors, ``use_eig=True`` at C > MAX_C_EIG is refused before
     anything is allocated.  ``moments``: ``family.moment_tensors(h)`` when the caller already has
     them (ignored by families with a Gram form).  The optimised ``*_opt`` values are checked
@@ -356,19 +443,17 @@ def family_constants(family: ExponentialFamily, h: torch.Tensor, restricted: boo
         moments = None if has_gram_form(family) else tuple(m.to(work) for m in moments)
     gram = has_gram_form(family)
     if use_eig is None:
-        use_eig = gram or family.C <= MAX_C_EIG
+        use_eig = default_use_eig(family)[0]
     if use_eig and not gram and moments is None:
         check_moment_size(family, int(math.prod(h.shape[:-1])))   # before any C⁴ allocation
     eps64 = torch.finfo(work).eps
     C = family.C
     hmax = h.abs().amax(-1) if h.numel() else h.new_zeros(h.shape[:-1])
     cf = CLOSED_FORM_ROUNDING * (C + 8 + hmax) * eps64           # relative widening of closed forms
-    S = _sigma_matrix(family, h, restricted)
-    spec = torch.linalg.eigvalsh(S)
-    s_min, s_max = spec[..., 0], spec[..., -1]
-    s_margin = eig_margin(S)  # the certified Σ constants widen the computed eigenvalues by it
-    # closed forms that need λ_max(Σ) (Corollary R.1) get the certified, widened value
-    closed = family.closed_form_constants(h, restricted=restricted, sigma_max=s_max + s_margin)
+    # Σ's extremes: computed values and certified bounds (secular equation for the softmax, else eigvalsh)
+    s_min, s_max, s_min_c, s_max_c, s_src = sigma_extremes(family, h, restricted)
+    # closed forms that need λ_max(Σ) (Corollary R.1) get the certified value
+    closed = family.closed_form_constants(h, restricted=restricted, sigma_max=s_max_c)
     closed = {k: (v * (1 - cf) if k.endswith("_lower") else v * (1 + cf) if k.endswith("_upper") else v)
               for k, v in closed.items()}
     src: dict[str, str] = {}
@@ -390,9 +475,9 @@ def family_constants(family: ExponentialFamily, h: torch.Tensor, restricted: boo
     if "sigma_min" in closed:
         sigma_min_cert = cands("sigma", False, [])
     else:
-        sigma_min_cert = (s_min - s_margin).clamp_min(0)
-        src["sigma_min"] = "eigvalsh"
-    sigma_max_cert = cands("sigma", True, [("eigvalsh", s_max + s_margin)])
+        sigma_min_cert = s_min_c.clamp_min(0)       # Σ ⪰ 0
+        src["sigma_min"] = s_src
+    sigma_max_cert = cands("sigma", True, [(s_src, s_max_c)])
 
     if use_eig and moments is None and not gram:
         moments = family.moment_tensors(h)

@@ -20,10 +20,10 @@ from torch import nn
 from .. import families as _families
 from ..bounds.trace import corollary46, theorem_d1
 from ..families.base import ExponentialFamily
-from ..families.constants import (MAX_C_EIG, FamilyConstants, check_moment_size, family_constants, has_gram_form,
-                                  moment_tensor_bytes)
+from ..families.constants import (MAX_C_EIG, FamilyConstants, certificate_policy, check_moment_size, family_constants,
+                                  has_gram_form, moment_tensor_bytes)
 from .checks import GENERIC_MAX_PARAMS, check_count, check_inputs, check_model, check_output_shape, check_params
-from .core import EngineOutput
+from .core import BASE_KEYS, EngineOutput
 from .generic import generic_engine
 from .guard import check_budget, guarded
 from .layers.engine import layer_engine, plan_layers
@@ -384,12 +384,15 @@ def analyse_batch(engine: Engine, model: nn.Module, x: torch.Tensor, family: Exp
                      memory_budget)
     if keys is not None and "prob_neg2" not in keys:
         pneg = False
+    sharp_wanted = family.shift_invariant and sharpened
+    base_keys = base_keys_for(keys, sharp_wanted)
+    if base_keys is None and not sharp_wanted:     # no _sharp key: the 𝟙^⊥ norms are not needed
+        base_keys = tuple(k for k in BASE_KEYS if k not in ("u2s", "w2s"))
     eng = engine.run(model, x, family, grams=grams, pneg_samples=n_samples if pneg else None,
-                     chunk_size=chunk_size, max_params=max_params, progress=progress,
-                     base_keys=base_keys_for(keys, family.shift_invariant))
+                     chunk_size=chunk_size, max_params=max_params, progress=progress, base_keys=base_keys)
     h = eng.h.detach()
     gram_form = has_gram_form(family)
-    eig = use_eig if use_eig is not None else (gram_form or family.C <= MAX_C_EIG)
+    eig, eng.info["certificates"] = certificate_policy(family, use_eig)   # one policy (families.constants)
     moments = None
     if eig and not gram_form:  # the C⁴ moment tensors, shared by both calls (the costly part)
         check_moment_size(family, h.shape[0])
@@ -399,10 +402,10 @@ def analyse_batch(engine: Engine, model: nn.Module, x: torch.Tensor, family: Exp
                      ["use_eig=False (closed-form certificates, no C⁴ tensors)",
                       "fewer inputs per batch (batch_size= in dataset_stats, or split the inputs)"], memory_budget)
         moments = family.moment_tensors(h)
-    consts = family_constants(family, h, restricted=False, optimise=optimised, use_eig=use_eig, moments=moments)
-    sharp = (family_constants(family, h, restricted=True, optimise=optimised, use_eig=use_eig, moments=moments)
+    consts = family_constants(family, h, restricted=False, optimise=optimised, use_eig=eig, moments=moments)
+    sharp = (family_constants(family, h, restricted=True, optimise=optimised, use_eig=eig, moments=moments)
              if family.shift_invariant and sharpened else None)
-    return BatchAnalysis(eng, per_input_keys(eng, consts, sharp, n_samples), consts, sharp)
+    return BatchAnalysis(eng, per_input_keys(eng, consts, sharp, n_samples, keys), consts, sharp)
 
 
 def _check_n(n_samples: int) -> int:
@@ -540,7 +543,7 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
     measured = (measured_v1_error(engine, model, check_inputs(inputs, dtype), family, ba.eng, n_check,
                                   max_params=max_params) if has_v1 else None)
     info = {"path_reason": ba.eng.info.get("path_reason", ""), "h": ba.eng.h,
-            **{k: ba.eng.info[k] for k in ("var2_zero_reason", "proofs") if k in ba.eng.info},
+            **{k: ba.eng.info[k] for k in ("var2_zero_reason", "proofs", "certificates") if k in ba.eng.info},
             "constants": ba.consts, "constants_sharp": ba.sharp, "v2": v2_info(engine, ba.eng)}
     sampling = None
     index = {k: d["index"] for k, d in ba.eng.info.get("w_sample", {}).items()}

@@ -25,25 +25,35 @@ batches.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from collections.abc import Mapping as _MappingABC
 from typing import Iterable, Iterator, Mapping
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..bounds.lemma48 import lemma48_bound
 from ..families.base import ExponentialFamily
+from ..families.constants import certificate_policy
 from .checks import GENERIC_MAX_PARAMS, check_count, check_inputs
 from .conditional import (_check_n, analyse_batch, check_group_bounds, check_sampled_grams, check_sizes, check_v2,
                           group_trace_bounds, resolve_family, sampling_description, select_engine, v2_info)
 from .core import mquad_cancels
+from .distributed import (DistributedMismatchError, agree, all_reduce_flat, family_signature, gather_outcome,
+                          parameter_signature, rank_world, resolve_group)
 from .guard import guarded
-from .parts import Part, batch_sums
+from .guard import memory_budget as memory_budget_bytes
+from .parts import Part
 from .precision import check_inputs_count, measured_v1_error
-from .stats import DEFAULT_LEVEL, StatsResult, add_derived, apply_sampling, cancellation_ratio, rel_sd, resolve_groups
+from .stats import (DEFAULT_LEVEL, FISHER_SQ, StatsResult, add_derived, apply_sampling, cancellation_ratio,
+                    dataset_batch_sums, rel_sd, resolve_groups)
 
-__all__ = ["dataset_stats", "iter_batches", "iter_data", "CentredMoments", "DATA_FORMS"]
+__all__ = ["dataset_stats", "iter_batches", "iter_data", "CentredMoments", "DATA_FORMS", "DatasetAccumulator",
+           "auto_batch_size"]
 
 #: the accepted forms of ``data`` (one meaning in every entry point that takes data)
 DATA_FORMS = ("a tensor of inputs (batch, ...), split into batches of batch_size; "
@@ -81,14 +91,25 @@ def _item(item, k: int) -> tuple[str, torch.Tensor, torch.Tensor | None]:
                     "(x, y, ...) tuple of tensors")
 
 
-def iter_data(data, batch_size: int = 256) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor | None]], int | None]:
+def iter_data(data, batch_size: int | str = 256, *, per_input_bytes: int | None = None,
+              device: torch.device | str | None = None,
+              memory_budget: int | str | None = None
+              ) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor | None]], int | None]:
     """The one reading of ``data`` shared by every entry point (issue 13 item 3): (iterator of (x, y)
     batches with y None when there are no labels, number of batches or None when unknown).
 
     See :data:`DATA_FORMS`.  A tuple is always (inputs, labels); batches are given as a list (or an
     iterable).  Ambiguous data are refused: a tuple that is not two tensors of equal first dimension,
     a list mixing tensors and tuples, list batches of different trailing shapes (an (x, y) pair
-    passed as a list), strings, mappings and arrays."""
+    passed as a list), strings, mappings and arrays.  ``batch_size="auto"``: :func:`auto_batch_size`
+    for ``per_input_bytes`` bytes per input on ``device`` (default: the inputs' device)."""
+    if isinstance(batch_size, str) and batch_size == "auto":
+        if per_input_bytes is None:
+            raise ValueError("batch_size='auto' needs per_input_bytes= (the working set of one input) to size the "
+                             "batches; dataset_stats estimates it itself")
+        x1 = _first_input(data)
+        dev = device if device is not None else (x1.device if x1 is not None else "cpu")
+        batch_size = auto_batch_size(per_input_bytes, dev, memory_budget, cap=_n_inputs(data))[0]
     batch_size = check_count(batch_size, "batch_size")
     if isinstance(data, torch.Tensor):
         n = _n_rows(data, "data")
@@ -192,7 +213,7 @@ class CentredMoments:
         mean = values.mean(0)
         self.merge_stats(B, mean, (values - mean).square_().sum(0))
 
-    def add_part(self, part: Part) -> None:
+    def add_part(self, part: Part, sums: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """Add a batch given as a :class:`Part` (values f·a^p) without expanding it where that is safe.
 
         Per entry, S₁ = Σ_b f_b a_b^p and S₂ = Σ_b f_b² a_b^{2p} are one matrix product each (THEORY §7)
@@ -201,22 +222,31 @@ class CentredMoments:
         Entries whose relative error bound γ·S₂/M₂ exceeds √ε (near-constant values, e.g. repeated
         inputs, where M₂ ≈ 0) are recomputed by the two-pass form Σ_b (v_b − mean)² on the expanded
         rows of f that hold them (chunks of at most :attr:`CHUNK_ELEMENTS` values).  So every M₂ has
-        relative error at most max(√ε, (B + 4)ε) and is never negative."""
+        relative error at most max(√ε, (B + 4)ε) and is never negative.  Where S₂ = 0 every value is 0
+        and M₂ = 0 − 0 = 0 is exact (no recomputation: e.g. pixels that are 0 in every input).
+
+        ``sums`` = (S₁, S₂) when the caller already has them (the data-set loop's batch sums,
+        :func:`.stats.dataset_batch_sums`: S₁ is the Fisher sum): no product is repeated."""
         if part.a is None:
             self.add(part.f)
             return
         B = part.f.shape[0]
         f = part.f.reshape(B, -1)
-        ap = part._ap()
-        n, m = f.shape[1], ap.shape[1]
-        s1 = f.T @ ap
-        s2 = (f * f).T @ (ap * ap)
+        n, m = f.shape[1], part.a.shape[1]
+        if sums is None:
+            ap = part._ap()
+            s1 = f.T @ ap
+            s2 = (f * f).T @ (ap * ap)
+        else:
+            ap = None
+            s1, s2 = sums[0].reshape(n, m), sums[1].reshape(n, m)
         mean = s1 / B
         m2 = s2 - s1 * mean
         eps = torch.finfo(m2.dtype).eps
-        risky = m2 <= (2 * B + 8) * eps / eps ** 0.5 * s2          # γ·S₂/M₂ > √ε (or M₂ ≤ 0)
+        risky = (m2 <= (2 * B + 8) * eps / eps ** 0.5 * s2) & (s2 != 0)   # γ·S₂/M₂ > √ε (or M₂ ≤ 0)
         rows = torch.nonzero(risky.any(1)).flatten()
         if rows.numel():
+            ap = part._ap() if ap is None else ap
             k = max(1, min(rows.numel(), self.CHUNK_ELEMENTS // max(1, B * m)))
             for s in range(0, rows.numel(), k):
                 r = rows[s:s + k]
@@ -232,15 +262,376 @@ class CentredMoments:
         return self.m2 / self.n
 
 
+# ------------------------------------------------------------------------------ device-aware batch sizes
+#: batch_size="auto" on CUDA plans to use this fraction of the free device memory (the per-input
+#: estimate is rough, and the allocator fragments)
+CUDA_MEMORY_FRACTION = 0.5
+#: batch_size="auto" on the CPU: at most this many inputs per batch (the fixed default)
+CPU_AUTO_CAP = 256
+
+
+def cuda_mem_get_info(device: torch.device) -> tuple[int, int]:
+    """(free, total) bytes of a CUDA device (``torch.cuda.mem_get_info``).  Module-level so that tests
+    can inject a fake device memory and exercise the CUDA branch of :func:`auto_batch_size` on a CPU."""
+    return torch.cuda.mem_get_info(device)
+
+
+def auto_batch_size(per_input_bytes: int, device: torch.device | str, memory_budget: int | str | None = None, *,
+                    checked_per_input: int = 0, cap: int | None = None) -> tuple[int, dict]:
+    """Inputs per batch for ``batch_size="auto"`` (issue 12 item 2), and how they were chosen.
+
+    * CUDA: B = ⌊f·free / b⌋ with free from :func:`cuda_mem_get_info` on ``device``,
+      f = :data:`CUDA_MEMORY_FRACTION` and b = ``per_input_bytes`` (the estimated working set per input);
+    * CPU: B = min(:data:`CPU_AUTO_CAP`, ⌊budget / b⌋), the budget of :func:`.guard.memory_budget`
+      (memory stays bounded as with the fixed default);
+    * both: B ≤ ⌊budget / c⌋ with c = ``checked_per_input``, the per-input bytes of the allocations that
+      :func:`.guard.check_budget` sizes against the budget (so that the chosen batch is never refused),
+      B ≤ ``cap`` (e.g. the number of inputs) and B ≥ 1.
+
+    >>> auto_batch_size(10 ** 6, "cpu", memory_budget="64MiB")[0]
+    67
+    """
+    device = torch.device(device)
+    b = max(1, int(per_input_bytes))
+    budget = memory_budget_bytes(memory_budget)
+    info: dict = {"device": str(device), "per_input_bytes": b}
+    if device.type == "cuda":
+        free, total = cuda_mem_get_info(device)
+        B = int(CUDA_MEMORY_FRACTION * free) // b
+        info.update(free_bytes=int(free), total_bytes=int(total), fraction=CUDA_MEMORY_FRACTION)
+    else:
+        B = min(CPU_AUTO_CAP, budget // b)
+        info.update(budget_bytes=budget, cpu_cap=CPU_AUTO_CAP)
+    if checked_per_input > 0:
+        B = min(B, budget // int(checked_per_input))
+        info["checked_per_input_bytes"] = int(checked_per_input)
+    if cap is not None:
+        B = min(B, max(1, int(cap)))
+    B = max(1, int(B))
+    info["batch_size"] = B
+    return B, info
+
+
+def _first_input(data) -> torch.Tensor | None:
+    """One input (1, ...) of a tensor or an (x, y) tuple, without iterating anything else; None otherwise."""
+    x = data[0] if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor) else data
+    if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] > 0:
+        return x[:1]
+    return None
+
+
+def _n_inputs(data) -> int | None:
+    x = data[0] if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor) else data
+    return x.shape[0] if isinstance(x, torch.Tensor) and x.dim() > 0 else None
+
+
+def _stats_batch_size(batch_size, model: nn.Module, data, family: ExponentialFamily, engine, *, path: str,
+                      v2: str, v2_sample, max_params: int, grams: bool, use_eig: bool | None,
+                      chunk_size: int | None, memory_budget) -> tuple[int, dict | None]:
+    """``batch_size`` of :func:`dataset_stats` as an int; "auto": :func:`auto_batch_size` with the
+    per-input working set of :func:`.cost.cost_estimate` (one input) plus the per-input bytes of the
+    budget-checked allocations (group_bounds' Gram matrices, the C⁴ moment tensors of use_eig)."""
+    if not (isinstance(batch_size, str) and batch_size == "auto"):
+        if isinstance(batch_size, str):
+            raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+        return check_count(batch_size, "batch_size"), None
+    x1 = _first_input(data)
+    device = next(iter(engine.params.values())).device
+    if x1 is None:      # batches given by the user (a list or loader) are read as given; or no inputs
+        return CPU_AUTO_CAP, {"batch_size": CPU_AUTO_CAP, "note": "the data come as batches (or are empty), "
+                              "which are read as given; batch_size='auto' sizes tensor or (x, y) data only"}
+    from ..families import constants as _fc
+    from .conditional import gram_bytes
+    from .cost import cost_estimate
+    dtype = next(iter(engine.params.values())).dtype
+    est = cost_estimate(model, x1.to(device), family, path=path, v2=v2, v2_sample=v2_sample,
+                        max_params=max_params, calibrate=False)
+    checked = gram_bytes(engine, 1, family.C, dtype, chunk_size) if grams else 0
+    gram_form = _fc.has_gram_form(family) if hasattr(_fc, "has_gram_form") else False
+    max_c = getattr(_fc, "MAX_C_EIG", None)
+    eig = use_eig if use_eig is not None else (gram_form or max_c is None or family.C <= max_c)
+    if eig and not gram_form and hasattr(_fc, "moment_tensor_bytes"):
+        checked = max(checked, _fc.moment_tensor_bytes(family, 1))
+    B, info = auto_batch_size(est.peak_bytes + checked, device, memory_budget, checked_per_input=checked,
+                              cap=_n_inputs(data))
+    info["estimate"] = "cost_estimate(one input).peak_bytes + budget-checked allocations per input"
+    return B, info
+
+
+# ------------------------------------------------------------------------------ the accumulators
+class DatasetAccumulator:
+    """Everything one :func:`dataset_stats` pass accumulates, batch by batch (THEORY §8), in one place:
+
+    * ``sums[key][name]``: Σ_m of every per-input key (one stacked matrix product per layer and input
+      power on the fast path, :func:`.stats.dataset_batch_sums`), plus Lemma 4.8's ``input_var_upper``
+      terms ‖u‖⁴·λ̄_max(Σ)²;
+    * ``ivar[name]``: the centred moments (n, mean, M₂) of I(θ_i|x) (:class:`CentredMoments`);
+    * ``gsums[group][key]``: Σ_m of the group trace bounds (Theorem D.1, Corollary 4.6);
+    * M (inputs), ``batches`` (batches consumed), the cancellation ratio and measured float32 precision
+      (maxima), the reasons of V₂ ≡ 0, the sampled-V₂ indices, and a fingerprint of the inputs
+      (count, Σx, Σx² in float64: the checkpoint's and the same-data-on-every-rank guards).
+
+    The same state is what a checkpoint saves (:meth:`state_dict`) and what ranks merge
+    (:meth:`merge_ranks`): sums by addition, maxima by max, the centred moments exactly
+    (M₂ = Σ_r [M₂,r + n_r(mean_r − mean)²], mean = Σ_r n_r mean_r / n)."""
+
+    def __init__(self, engine, model: nn.Module, family: ExponentialFamily, n_samples: int, *, optimised: bool,
+                 group_bounds: bool, groups, n_check: int, max_params: int) -> None:
+        self.engine, self.model, self.family, self.n_samples = engine, model, family, n_samples
+        self.optimised, self.group_bounds, self.groups = optimised, group_bounds, groups
+        self.n_check, self.max_params = n_check, max_params
+        self.sums: dict[str, dict[str, torch.Tensor]] = {}
+        self.gsums: dict[str, dict[str, torch.Tensor]] = {}
+        self.ivar: dict[str, CentredMoments] = {}
+        self.M, self.batches, self.canc = 0, 0, 1.0
+        self.zero_reasons: dict[str, str] = {}
+        self.measured: float | None = None
+        self.index: dict[str, torch.Tensor] | None = None
+        self.v2_record: dict | None = None
+        self.names: list[str] | None = None
+        self.members: dict[str, list[str]] | None = None
+        self.fp: list = [0, None, None]          # inputs, Σx, Σx² (float64)
+        self.busy = False                        # True while a batch is being added (state inconsistent)
+
+    # -- one batch
+    def add(self, x: torch.Tensor, ba) -> None:
+        """Add one analysed batch (:func:`.conditional.analyse_batch` of inputs ``x``)."""
+        self.busy = True
+        eng, family = ba.eng, self.family
+        self.M += eng.h.shape[0]
+        idx_b = {k: d["index"] for k, d in eng.info.get("w_sample", {}).items()}
+        if self.index is None:
+            self.index, self.v2_record = idx_b, v2_info(self.engine, eng)
+        elif idx_b.keys() != self.index.keys() or any(not torch.equal(idx_b[k], self.index[k]) for k in self.index):
+            raise ValueError(
+                f"v2='sample': the sampled entries differ between batches (tensors sampled: {sorted(self.index)} in "
+                f"the first batch, {sorted(idx_b)} in a later one), because the proofs of V₂ ≡ 0 differ between the "
+                "batches (data-dependent control flow in the model). The data-set estimate needs the same "
+                "entries for every input: pass all inputs in one batch (batch_size=), or use v2='exact'.")
+        for k, why in eng.info.get("var2_zero_reason", {}).items():
+            self.zero_reasons.setdefault(k, why)
+        if mquad_cancels(family):
+            self.canc = max(self.canc, cancellation_ratio(eng))
+        if eng.h.dtype != torch.float64:        # the float32 precision measurement (float64 needs none)
+            me = measured_v1_error(self.engine, self.model, check_inputs(x, eng.h.dtype), family, eng,
+                                   self.n_check, seed=self.M, max_params=self.max_params)
+            if me is not None:
+                self.measured = me if self.measured is None else max(self.measured, me)
+        # every per-parameter sum of the batch in one stacked product per layer and power
+        # (:func:`.stats.dataset_batch_sums`), plus Σ_b I_b² for the centred moments of I
+        for name, sums in dataset_batch_sums(eng, ba.keys, ba.consts).items():
+            s2 = sums.pop(FISHER_SQ)
+            for k, v in sums.items():
+                acc = self.sums.setdefault(k, {})
+                # the first batch's sums are views of one stacked product: own them (in-place division at
+                # the end, and a checkpoint that saves only these entries, not the whole stacked storage)
+                acc[name] = acc[name] + v if name in acc else v.clone()
+            self.ivar.setdefault(name, CentredMoments()).add_part(ba.keys[name]["fisher"], sums=(sums["fisher"], s2))
+        if self.names is None:
+            self.names = list(ba.keys)
+        if self.group_bounds:
+            for g, names in self.group_members().items():
+                tb = group_trace_bounds(ba, family, names, self.n_samples, self.optimised)
+                acc = self.gsums.setdefault(g, {})
+                for k, v in tb.items():
+                    acc[k] = acc.get(k, 0) + v.sum()
+        self.add_fingerprint(x)
+        self.busy = False
+
+    def add_fingerprint(self, x: torch.Tensor) -> None:
+        self.fp = add_input_print(self.fp, x)
+
+    def group_members(self) -> dict[str, list[str]]:
+        if self.members is None:
+            self.members = resolve_groups(self.model, self.names or [], self.groups)
+        return self.members
+
+    # -- checkpoints
+    def state_dict(self) -> dict:
+        """The accumulator state (tensors and plain values only: loadable with ``weights_only=True``)."""
+        return {"M": self.M, "batches": self.batches, "canc": float(self.canc), "measured": self.measured,
+                "zero_reasons": dict(self.zero_reasons), "index": self.index, "v2_record": self.v2_record,
+                "names": self.names, "sums": self.sums, "gsums": self.gsums,
+                "ivar": {n: {"n": a.n, "mean": a.mean, "m2": a.m2} for n, a in self.ivar.items()},
+                "fp": list(self.fp)}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.M, self.batches, self.canc, self.measured = st["M"], st["batches"], st["canc"], st["measured"]
+        self.zero_reasons, self.index, self.v2_record = dict(st["zero_reasons"]), st["index"], st["v2_record"]
+        self.names, self.sums, self.gsums, self.fp = st["names"], st["sums"], st["gsums"], list(st["fp"])
+        self.ivar = {}
+        for n, d in st["ivar"].items():
+            a = CentredMoments()
+            a.n, a.mean, a.m2 = d["n"], d["mean"], d["m2"]
+            self.ivar[n] = a
+        self.members = None
+
+    # -- ranks
+    def meta(self) -> dict:
+        """What the ranks exchange before the reduction (plain values): counts, maxima, the structure of
+        the sums (keys, names, shapes, dtypes), reasons, sampled indices and the input fingerprint."""
+        spec = lambda t: (tuple(t.shape), str(t.dtype).replace("torch.", ""))  # noqa: E731
+        return {"M": self.M, "names": self.names, "canc": float(self.canc), "measured": self.measured,
+                "zero_reasons": self.zero_reasons, "v2_record": self.v2_record,
+                "index": None if self.index is None else {k: v.tolist() for k, v in self.index.items()},
+                "sums": {k: {n: spec(t) for n, t in d.items()} for k, d in self.sums.items()},
+                "gsums": {g: {k: spec(t) for k, t in d.items()} for g, d in self.gsums.items()},
+                "ivar": {n: spec(a.mean) for n, a in self.ivar.items()},
+                "fp": input_print_values(self.fp)}
+
+    def merge_ranks(self, metas: list[dict], group, device: torch.device) -> None:
+        """Replace the local state by the global one of all ranks (``metas``: every rank's :meth:`meta`).
+
+        Sums: one ``all_reduce(SUM)`` of one flat buffer per dtype (the sums, the group sums and
+        n_r·mean_r); then M₂ = Σ_r [M₂,r + n_r(mean_r − mean)²] by a second one (THEORY §8; every
+        term a square).  A rank without inputs contributes zeros of the shapes the others report.
+        Raises on every rank (the metas are the same everywhere) when the ranks' structures differ."""
+        rank, world = rank_world(group)
+        full = [r for r, m in enumerate(metas) if m["M"] > 0]
+        if not full:
+            raise ValueError(f"the data contained no inputs (on any of the {world} ranks)")
+        prints = [m["fp"] for m in metas]
+        if world > 1 and len(full) == world and all(p == prints[0] for p in prints):
+            raise DistributedMismatchError(
+                f"dataset_stats: all {world} ranks passed the same data ({prints[0][0]} inputs with equal sums and "
+                "sums of squares): each rank must pass its own shard (fishersym.numeric.distributed.shard(data) "
+                "or a torch.utils.data.DistributedSampler), or pass process_group=False for a local pass on "
+                "every rank")
+        ref = metas[full[0]]
+        for what in ("names", "sums", "gsums", "ivar", "index"):
+            bad = [r for r in full if metas[r][what] != ref[what]]
+            if bad:
+                hint = (" (v2='sample': the sampled entries must agree; use the same seed= on every rank, or "
+                        "v2='exact')" if what == "index" else " (data-dependent control flow in the model?)")
+                raise DistributedMismatchError(
+                    f"dataset_stats: the ranks' accumulators differ in {what!r}: rank(s) {bad} against rank "
+                    f"{full[0]}{hint}; this is rank {rank}")
+        mine = self.M > 0
+
+        def local(d: dict | None, key, spec) -> torch.Tensor:
+            t = d.get(key) if (mine and d is not None) else None
+            return t if t is not None else torch.zeros(spec[0], dtype=getattr(torch, spec[1]), device=device)
+
+        tensors, layout = [], []
+        for k, d in ref["sums"].items():
+            for n, spec in d.items():
+                tensors.append(local(self.sums.get(k), n, spec).to(device))
+                layout.append(("sums", k, n))
+        for g, d in ref["gsums"].items():
+            for k, spec in d.items():
+                tensors.append(torch.as_tensor(local(self.gsums.get(g), k, spec)).to(device))
+                layout.append(("gsums", g, k))
+        for n, spec in ref["ivar"].items():
+            a = self.ivar.get(n) if mine else None
+            tensors.append((a.mean * a.n).to(device) if a is not None else local(None, n, spec))
+            layout.append(("nmean", n, None))
+        red = all_reduce_flat(tensors, group)
+        M = sum(m["M"] for m in metas)
+        sums: dict[str, dict[str, torch.Tensor]] = {}
+        gsums: dict[str, dict[str, torch.Tensor]] = {}
+        gmean: dict[str, torch.Tensor] = {}
+        for (kind, a, b), t in zip(layout, red):
+            if kind == "sums":
+                sums.setdefault(a, {})[b] = t
+            elif kind == "gsums":
+                gsums.setdefault(a, {})[b] = t
+            else:
+                gmean[a] = t / M
+        m2 = []
+        for n, spec in ref["ivar"].items():
+            a = self.ivar.get(n) if mine else None
+            m2.append((a.m2 + (a.mean - gmean[n].to(a.mean.device)).square() * a.n).to(device) if a is not None
+                      else local(None, n, spec))
+        m2 = all_reduce_flat(m2, group)
+        self.ivar = {}
+        for (n, _), v in zip(ref["ivar"].items(), m2):
+            acc = CentredMoments()
+            acc.n, acc.mean, acc.m2 = M, gmean[n], v
+            self.ivar[n] = acc
+        self.sums, self.gsums, self.M = sums, gsums, M
+        self.names, self.members = ref["names"], None
+        self.canc = max(m["canc"] for m in metas)
+        meas = [m["measured"] for m in metas if m["measured"] is not None]
+        self.measured = max(meas) if meas else None
+        self.zero_reasons = {}
+        for m in metas:                        # rank order = the order of the concatenated data
+            for k, why in m["zero_reasons"].items():
+                self.zero_reasons.setdefault(k, why)
+        self.v2_record = ref["v2_record"]
+        self.index = (self.index if mine else
+                      {k: torch.tensor(v, dtype=torch.long, device=device) for k, v in (ref["index"] or {}).items()})
+
+
+def add_input_print(fp: list, x: torch.Tensor) -> list:
+    """The input fingerprint (count, Σx, Σx² in float64, kept on x's device: no host synchronisation)
+    updated with the batch ``x``."""
+    if x.shape[0] == 0:
+        return fp
+    xd = x.detach().to(torch.float64) if x.is_floating_point() or not x.is_complex() else x.detach().abs().double()
+    s1, s2 = xd.sum(), xd.square().sum()
+    return [fp[0] + int(x.shape[0]), s1 if fp[1] is None else fp[1] + s1, s2 if fp[2] is None else fp[2] + s2]
+
+
+def input_print_values(fp: list) -> tuple[int, float, float]:
+    return (int(fp[0]), 0.0 if fp[1] is None else float(fp[1]), 0.0 if fp[2] is None else float(fp[2]))
+
+
+# ------------------------------------------------------------------------------ checkpoints
+CHECKPOINT_FORMAT = "fishersym.dataset_stats checkpoint 1"
+
+
+def _save_checkpoint(path: str, fingerprint: dict, acc: DatasetAccumulator, finished: bool) -> None:
+    """Atomically write the accumulator state: a temporary file in the same folder, then ``os.replace``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        torch.save({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "finished": finished,
+                    "state": acc.state_dict()}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def _load_checkpoint(path: str, fingerprint: dict, device: torch.device) -> dict:
+    """The saved state of ``path`` if its fingerprint equals ``fingerprint``; else a ValueError naming the
+    first field that differs."""
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"checkpoint {path!r} cannot be read ({type(exc).__name__}: {exc}); delete it to start "
+                         "afresh, or pass another checkpoint= path") from exc
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint {path!r} is not a dataset_stats checkpoint ({CHECKPOINT_FORMAT!r}); "
+                         "delete it or pass another checkpoint= path")
+    saved = ck["fingerprint"]
+    for k in [*fingerprint, *(k for k in saved if k not in fingerprint)]:     # the first differing field
+        if saved.get(k) != fingerprint.get(k):
+            raise ValueError(f"checkpoint {path!r} was written by another pass: its {k!r} is "
+                             f"{_short(saved.get(k))}, this call's is {_short(fingerprint.get(k))}. Resume with "
+                             "the same model, family and settings, or delete the file (or pass another "
+                             "checkpoint= path) to start afresh")
+    return ck
+
+
+def _short(v, n: int = 120) -> str:
+    s = repr(v)
+    return s if len(s) <= n else s[:n - 3] + "..."
+
+
 @guarded
 def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, family: str | ExponentialFamily,
                   n_samples: int = 1, scheme: str = "all", *, m_inputs: int | None = None, path: str = "auto",
                   optimised: bool = False, use_eig: bool | None = None,
                   groups: Mapping[str, Iterable[str] | str] | None = None, group_bounds: bool | str = False,
-                  batch_size: int = 256, progress: bool | None = None, chunk_size: int | None = None,
+                  batch_size: int | str = 256, progress: bool | None = None, chunk_size: int | None = None,
                   max_params: int = GENERIC_MAX_PARAMS, sharpened: bool = True,
                   memory_budget: int | str | None = None, precision_check: int | None = None,
-                  v2: str = "exact", v2_sample: int | float | None = None, seed: int | None = None) -> StatsResult:
+                  v2: str = "exact", v2_sample: int | float | None = None, seed: int | None = None,
+                  process_group=None, checkpoint: str | os.PathLike | None = None,
+                  checkpoint_every: int = 10) -> StatsResult:
     """Many-input I(θ_i), Var Î₁, Var Î₂ and bounds per parameter (shape param.shape), THEORY §8.
 
     ``data`` (one meaning in every entry point, :func:`iter_data`): a tensor of inputs; a tuple
@@ -254,12 +645,45 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
     user ``groups``; ``group_bounds=True`` adds Theorem D.1 / Corollary 4.6;
     ``sharpened=False`` skips the 𝟙^⊥ keys (THEORY §5 [beyond]).
 
-    Certification cost (``use_eig``): the default (None: True when C ≤ 24) also certifies
-    λ̃(M), λ̃(K) by the extreme eigenvalues on Sym²(ℝ^C), a batched eigendecomposition of
-    C(C+1)/2-dimensional matrices per input; for the softmax with C = 10 this makes the call
-    about 10× slower than ``use_eig=False``, which certifies by closed forms only (Theorem 5.2,
-    Corollary R.1, exact zeros) and gives V₁ upper bounds about 2× wider on an MNIST-sized
-    MLP (the Fisher and V₂ bounds are unchanged).  Every bound is certified either way.
+    Certification cost (``use_eig``): the default (None, :func:`..families.constants.default_use_eig`)
+    also certifies λ̃(M), λ̃(K) by their extreme eigenvalues on Sym²(ℝ^C) — for the softmax and the
+    Bernoulli from a C × C Gram matrix per input (THEORY §14), up to ``MAX_C_GRAM`` = 24 classes;
+    for other families from the C(C+1)/2-dimensional moment matrices up to ``MAX_C_EIG`` — and by
+    closed forms above (Theorem 5.2, Corollary R.1, exact zeros; ``use_eig=False`` always), which
+    give V₁ upper bounds about 2× wider on an MNIST-sized MLP (the Fisher and V₂ bounds are
+    unchanged).  ``result.info["certificates"]`` says which was used.  Every bound is certified
+    either way.
+
+    **Batches** (``batch_size``): inputs per engine call for tensor or (x, y) data (a list or loader
+    keeps its batches).  ``"auto"``: on CUDA as many as half the free device memory holds, by the
+    per-input estimate of :func:`.cost.cost_estimate`; on the CPU at most 256 within the memory budget
+    (:func:`auto_batch_size`); the choice is ``result.info["batch_size"]`` / ``["batch_size_auto"]``.
+
+    **Across processes** (``process_group``, THEORY §8): under an initialised ``torch.distributed``
+    every rank calls ``dataset_stats(model, its_shard, family, ...)`` with its own shard
+    (:func:`.distributed.shard`, or a ``DistributedSampler``; shards may be uneven or empty) and gets
+    the *global* result, the one of the concatenated shards, identical on every rank.  None: the WORLD
+    group when initialised, else a local pass; False: local even under torchrun; or a ProcessGroup.
+    The ranks first agree on the model (parameter names, shapes, dtypes and values), the family and
+    the settings, and raise on every rank, naming the rank and the field, when they differ.  The
+    accumulators (:class:`DatasetAccumulator`) are then merged: sums by ``all_reduce(SUM)``, maxima by
+    max, and the centred moments of I exactly, mean = Σ_r n_r·mean_r / n and
+    M₂ = Σ_r [M₂,r + n_r(mean_r − mean)²] (Chan et al. for all ranks at once; never negative).
+    Passing the same full data on every rank is refused (equal input counts, sums and sums of squares
+    on all ranks).  Collectives run on the model's device (gloo: CPU; NCCL: CUDA).
+
+    **Checkpoints** (``checkpoint=path``, ``checkpoint_every=k``): the accumulator state is saved
+    atomically (a temporary file, then ``os.replace``) every k batches, at the end, and when the pass
+    is interrupted by an exception between batches; under a process group each rank writes
+    ``path.rank{r}``.  A call whose checkpoint file exists resumes from it: the file must come from
+    the same model (parameter names, shapes, dtypes and a hash of the values), family, n_samples,
+    path, use_eig, sharpened, optimised, v2 settings, groups, batch size, chunk size and (distributed)
+    rank and world size, or it is refused naming the field that differs.  **The data must be
+    iterated in the same order**: the batches already done are skipped (their count and float64 sum
+    and sum of squares of the inputs are checked against the checkpoint's) and the pass continues;
+    the result equals the uninterrupted one exactly.  A checkpoint of a finished pass is not
+    recomputed: the result is rebuilt from it (``scheme``/``m_inputs`` may differ: they are applied at
+    the end) and ``result.info["resumed_from"]`` says so.
 
     **Sampled V₂** (``v2="sample"``, ``v2_sample=``, ``seed=``; as in :func:`conditional_stats`).
     The *same* entries are sampled for every input (every batch draws them from a fresh generator
@@ -281,71 +705,149 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
     n_samples = _check_n(n_samples)
     chunk_size, max_params = check_sizes(chunk_size, max_params)
     group_bounds, grams = check_group_bounds(group_bounds)
-    batches, n_batches = iter_data(data, batch_size)
-    v2, v2_sample, seed = check_v2(v2, v2_sample, seed)
-    engine = select_engine(model, family, path, max_params, v2=v2, v2_sample=v2_sample, seed=seed)
-    check_sampled_grams(engine, grams)
-    index: dict[str, torch.Tensor] | None = None
-    v2_record: dict | None = None
-    members = None
-    sums: dict[str, dict[str, torch.Tensor]] = {}
-    gsums: dict[str, dict[str, torch.Tensor]] = {}
-    ivar: dict[str, CentredMoments] = {}
-    M, canc = 0, 1.0
-    zero_reasons: dict[str, str] = {}
-    measured: float | None = None
-    n_check = check_inputs_count(precision_check, 8)
+    checkpoint_every = check_count(checkpoint_every, "checkpoint_every")
+    group = resolve_group(process_group)
+    rank, world = rank_world(group)
+    # rank-local preparation: a failure on one rank is raised on every rank (no rank left waiting)
+    err, fields, engine = None, None, None
+    try:
+        v2, v2_sample, seed = check_v2(v2, v2_sample, seed)
+        engine = select_engine(model, family, path, max_params, v2=v2, v2_sample=v2_sample, seed=seed)
+        check_sampled_grams(engine, grams)
+        n_check = check_inputs_count(precision_check, 8)
+        settings = {"n_samples": n_samples, "path": path, "optimised": optimised, "use_eig": use_eig,
+                    "sharpened": sharpened, "group_bounds": group_bounds, "v2": v2, "v2_sample": v2_sample,
+                    "seed": seed, "groups": _plain(groups), "precision_check": n_check, "max_params": max_params}
+        fields = {**parameter_signature(model), "family": family_signature(family), **settings,
+                  "engine path": engine.path, "scheme": (scheme, m_inputs)}
+    except Exception as exc:  # noqa: BLE001 - re-raised on every rank by agree()
+        err = exc
+    agree(fields, group, "dataset_stats", {"parameter values": "broadcast the model's state_dict from rank 0, or "
+                                           "load the same weights on every rank"}, error=err)
+    device = next(iter(engine.params.values())).device
+    ckpt = None if checkpoint is None else (f"{os.fspath(checkpoint)}.rank{rank}" if world > 1
+                                            else os.fspath(checkpoint))
+    acc = DatasetAccumulator(engine, model, family, n_samples, optimised=optimised, group_bounds=group_bounds,
+                             groups=groups, n_check=n_check, max_params=max_params)
+    resumed, err, auto_info = None, None, None
+    try:
+        if batch_size == "auto" and ckpt is not None and os.path.exists(ckpt):
+            batch_size = _saved_batch_size(ckpt, device) or batch_size     # resume with the saved choice
+        batch_size, auto_info = _stats_batch_size(batch_size, model, data, family, engine, path=path, v2=v2,
+                                                  v2_sample=v2_sample, max_params=max_params, grams=grams,
+                                                  use_eig=use_eig, chunk_size=chunk_size,
+                                                  memory_budget=memory_budget)
+        batches, n_batches = iter_data(data, batch_size)
+        # scheme and m_inputs are applied at the end: a finished checkpoint serves either scheme
+        fingerprint = {**{k: v for k, v in fields.items() if k != "scheme"}, "batch_size": batch_size,
+                       "chunk_size": chunk_size, "rank": rank, "world": world}
+        if ckpt is not None and os.path.exists(ckpt):
+            ck = _load_checkpoint(ckpt, fingerprint, device)
+            acc.load_state_dict(ck["state"])
+            resumed = {"checkpoint": ckpt, "batches": acc.batches, "inputs": acc.M, "finished": bool(ck["finished"])}
+        _run_pass(acc, batches, n_batches, engine, model, family, n_samples, progress, ckpt, checkpoint_every,
+                  fingerprint, resumed, group is not None, dict(optimised=optimised, use_eig=use_eig, grams=grams, chunk_size=chunk_size,
+                                             max_params=max_params, sharpened=sharpened, memory_budget=memory_budget))
+    except Exception as exc:  # noqa: BLE001 - raised below, on every rank
+        if group is None:
+            raise
+        err = exc
+    if group is not None:
+        metas = gather_outcome(None if err is not None else acc.meta(), err, group, "dataset_stats")
+        acc.merge_ranks(metas, group, device)
+    info_extra = {"batch_size": batch_size, **({"batch_size_auto": auto_info} if auto_info else {}),
+                  "certificates": certificate_policy(family, use_eig)[1]}
+    if group is not None:
+        info_extra["distributed"] = {"world_size": world, "inputs_per_rank": [m["M"] for m in metas],
+                                     "backend": str(dist.get_backend(group))}
+    if resumed is not None:
+        info_extra["resumed_from"] = resumed
+    return _finish(acc, engine, scheme, m_inputs, n_samples, v2, group_bounds, info_extra)
+
+
+def _saved_batch_size(ckpt: str, device) -> int | None:
+    """The batch size a checkpoint was written with (None when it cannot be read: refused later)."""
+    try:
+        ck = torch.load(ckpt, map_location=device, weights_only=True)
+        return int(ck["fingerprint"]["batch_size"])
+    except Exception:  # noqa: BLE001 - an unreadable file is refused, with its reason, by _load_checkpoint
+        return None
+
+
+def _plain(groups):
+    """``groups`` as comparable plain values (for the agreement and checkpoint fingerprints)."""
+    if groups is None:
+        return None
+    return sorted((str(k), v if isinstance(v, str) else list(v)) for k, v in groups.items())
+
+
+def _run_pass(acc: DatasetAccumulator, batches, n_batches, engine, model, family, n_samples, progress, ckpt,
+              every, fingerprint, resumed, distributed: bool, kw) -> None:
+    """Stream the batches into ``acc``: skip (and verify) those a checkpoint already holds, analyse the
+    rest, save the checkpoint every ``every`` batches, at the end and on an interruption between batches.
+    An empty batch is an error, except in a distributed pass, where a rank's shard may be empty."""
+    n_skip = acc.batches if resumed else 0
+    saved_at = acc.batches if resumed else -1
+    skip_fp: list = [0, None, None]
     bar = tqdm(batches, total=n_batches, disable=progress is False
                if progress is not None else None, desc="dataset_stats", unit="batch", leave=False)
-    for x, _ in bar:
-        ba = analyse_batch(engine, model, x, family, n_samples, optimised=optimised, use_eig=use_eig,
-                           grams=grams, chunk_size=chunk_size, max_params=max_params, sharpened=sharpened,
-                           memory_budget=memory_budget)
-        M += ba.eng.h.shape[0]
-        idx_b = {k: d["index"] for k, d in ba.eng.info.get("w_sample", {}).items()}
-        if index is None:
-            index, v2_record = idx_b, v2_info(engine, ba.eng)
-        elif idx_b.keys() != index.keys() or any(not torch.equal(idx_b[k], index[k]) for k in index):
-            raise ValueError(
-                f"v2='sample': the sampled entries differ between batches (tensors sampled: {sorted(index)} in the "
-                f"first batch, {sorted(idx_b)} in a later one), because the proofs of V₂ ≡ 0 differ between the "
-                "batches (data-dependent control flow in the model). The data-set estimate needs the same "
-                "entries for every input: pass all inputs in one batch (batch_size=), or use v2='exact'.")
-        for k, why in ba.eng.info.get("var2_zero_reason", {}).items():
-            zero_reasons.setdefault(k, why)
-        if mquad_cancels(family):
-            canc = max(canc, cancellation_ratio(ba.eng))
-        me = measured_v1_error(engine, model, check_inputs(x, ba.eng.h.dtype), family, ba.eng, n_check,
-                               seed=M, max_params=max_params)
-        if me is not None:
-            measured = me if measured is None else max(measured, me)
-        smax2 = ba.consts.sigma_max_cert ** 2
-        memo: dict[int, torch.Tensor] = {}   # weight and bias of a layer share their rows
-        for name, d in ba.keys.items():
-            fi, u2 = d["fisher"], ba.eng.parts[name]["u2"]
-            ex = memo.get(id(u2.f))
-            if ex is None:
-                ex = memo[id(u2.f)] = u2.square().scale(smax2).f
-            extra = {"input_var_upper": u2.with_f(ex, 2 * u2.p)}
-            for k, s in batch_sums({**d, **extra}).items():
-                acc = sums.setdefault(k, {})
-                acc[name] = acc[name] + s if name in acc else s
-            ivar.setdefault(name, CentredMoments()).add_part(fi)
-        if members is None:
-            members = resolve_groups(model, list(ba.keys), groups)
-        if group_bounds:
-            for g, names in members.items():
-                tb = group_trace_bounds(ba, family, names, n_samples, optimised)
-                acc = gsums.setdefault(g, {})
-                for k, v in tb.items():
-                    acc[k] = acc.get(k, 0) + v.sum()
+    k = -1
+    try:
+        for k, (x, _) in enumerate(bar):
+            if k < n_skip:
+                skip_fp = add_input_print(skip_fp, x)
+                if k == n_skip - 1:
+                    _check_skipped(skip_fp, acc, ckpt)
+                continue
+            if resumed and resumed["finished"]:
+                raise ValueError(f"checkpoint {ckpt!r} holds a finished pass over {n_skip} batches, but the data "
+                                 "have more: they are not the data of that pass. Delete the checkpoint (or pass "
+                                 "another checkpoint= path) to analyse these data")
+            if x.shape[0]:
+                ba = analyse_batch(engine, model, x, family, n_samples, **kw)
+                acc.add(x, ba)
+            elif not distributed:
+                raise ValueError(f"batch {k} of the data is empty (0 inputs): drop empty batches from the list "
+                                 "or loader (an empty shard is allowed only in a distributed pass)")
+            acc.batches = k + 1
+            if ckpt is not None and acc.batches % every == 0:
+                _save_checkpoint(ckpt, fingerprint, acc, finished=False)
+                saved_at = acc.batches
+        if k + 1 < n_skip:
+            raise ValueError(f"checkpoint {ckpt!r} holds {n_skip} batches, but the data have only {k + 1}: they "
+                             "are not the data of the checkpointed pass (iterate the same data in the same order)")
+    except BaseException:
+        if ckpt is not None and not acc.busy and acc.batches > max(saved_at, n_skip):
+            _save_checkpoint(ckpt, fingerprint, acc, finished=False)   # keep what was done: resume loses nothing
+        raise
+    if ckpt is not None and not (resumed and resumed["finished"]):
+        _save_checkpoint(ckpt, fingerprint, acc, finished=True)
+
+
+def _check_skipped(fp: list, acc: DatasetAccumulator, ckpt) -> None:
+    """The skipped batches must be those of the checkpoint: same count, float64 Σx and Σx² (to 1e-9
+    relative: a different thread count may sum in another order)."""
+    n, s1, s2 = input_print_values(fp)
+    m, t1, t2 = input_print_values(acc.fp)
+    ok = n == m and all(abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1e-300) for a, b in ((s1, t1), (s2, t2)))
+    if not ok:
+        raise ValueError(f"checkpoint {ckpt!r}: the first {acc.batches} batches of the data are not those of the "
+                         f"checkpointed pass (inputs, Σx, Σx²: {(n, s1, s2)} now, {(m, t1, t2)} then); iterate the "
+                         "same data in the same order to resume, or delete the checkpoint to start afresh")
+
+
+def _finish(acc: DatasetAccumulator, engine, scheme: str, m_inputs: int | None, n_samples: int, v2: str,
+            group_bounds: bool, info_extra: dict) -> StatsResult:
+    """The result from the (global) accumulators: means, the scheme's variances (THEORY §8), groups."""
+    M = acc.M
     if M == 0:
         raise ValueError("the data contained no inputs")
+    members = acc.group_members()
     Mi = M if m_inputs is None else m_inputs
     # the sums are fresh tensors owned here: divide in place (same operations, no new arrays)
-    mean = {k: {n: v.div_(M) for n, v in d.items()} for k, d in sums.items()}
+    mean = {k: {n: v.div_(M) for n, v in d.items()} for k, d in acc.sums.items()}
     # Var_q I from the centred accumulators (Chan's merge): a sum of squares, never negative
-    input_var = {n: acc.variance() for n, acc in ivar.items()}
+    input_var = {n: a.variance() for n, a in acc.ivar.items()}
     values: dict[str, dict[str, torch.Tensor]] = {}
     for k, d in mean.items():
         if k.startswith("var"):
@@ -356,14 +858,14 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
     values["input_var"] = input_var
     add_derived(values)
     gsum = {}
-    for g, names in (members or {}).items():
+    for g, names in members.items():
         d = {"n_params": torch.tensor(sum(values["fisher"][n].numel() for n in names))}
         for k, per in values.items():
             if not k.startswith(("rel_sd", "prob_neg")):
                 d[k] = sum(per[n].sum() for n in names)
         d["rel_sd1"], d["rel_sd2"] = rel_sd(d["var1"], d["fisher"]), rel_sd(d["var2"], d["fisher"])
         if group_bounds:
-            tv = gsums[g]
+            tv = acc.gsums[g]
             in_var = d["input_var"]  # Σ_i Var_q I(θ_i|x): the input term of the trace variance
             for k, v in tv.items():
                 if k.startswith("trace_fisher"):
@@ -372,14 +874,15 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
                     d[k] = v / M / M if scheme == "all" else (in_var + v / M) / Mi
         gsum[g] = d
     info = {"path_reason": engine.reason, "n_inputs": M, "m_inputs": Mi, "scheme": scheme,
-            **({"var2_zero_reason": zero_reasons} if zero_reasons else {}), "v2": v2_record}
+            **({"var2_zero_reason": acc.zero_reasons} if acc.zero_reasons else {}), "v2": acc.v2_record,
+            **info_extra}
     sampling = None
-    if index:
-        sampling, estimated = apply_sampling(values, gsum, members or {}, index, "dataset",
+    if acc.index:
+        sampling, estimated = apply_sampling(values, gsum, members, acc.index, "dataset",
                                              sampling_description(engine) + "; the same entries for every input",
                                              DEFAULT_LEVEL)
         info["estimated"], info["not_estimated"] = estimated, sampling.not_estimated
     return StatsResult(values, kind="dataset", path=engine.path, n_samples=n_samples,
-                       dtype=next(iter(engine.params.values())).dtype, cancellation=canc,
-                       v1_rel_error_measured=measured, groups=gsum, group_members=members or {}, info=info,
+                       dtype=next(iter(engine.params.values())).dtype, cancellation=acc.canc,
+                       v1_rel_error_measured=acc.measured, groups=gsum, group_members=members, info=info,
                        sampling=sampling)

@@ -82,6 +82,8 @@ def _fast(eng, family, params, T, estimator):
         l, kind = eng.info["layer_of"][name]
         if l not in per_layer:
             G, D = eng.info["G"][l], eng.info["D"][l]       # (B, C, n_l)
+            if G is None:                                   # the last layer kept as its diagonal (mlp.py)
+                G = torch.diag_embed(eng.info["d1"][l])
             if estimator == "I2":
                 fI = family.quad_forms(h, G, cdim=1, moments=False)[0]
                 per_layer[l] = fI if D is None else fI - torch.einsum("nbc,bcj->nbj", r, D).mean(0)

@@ -17,6 +17,19 @@ Every per-weight quantity is therefore f(j)·(a_k)^power (a :class:`Part`):
 the C × P Jacobian is never formed and batch sums are one matrix product per
 layer.  Layers whose σ'' ≡ 0 (ReLU, leaky ReLU, Hardtanh, identity) contribute
 no R^m and are skipped (THEORY §6 item 3).
+
+Cost in depth (issue 12): D^l comes from one backward sweep (:func:`_second_derivatives`)
+whose state is either the stacked factor rows [J^{m←l+1} W^{l+1}]_{m>l} (K_l rows, shared by
+the C outputs; K_l grows by one layer width per curved layer above, so O(L²·n³) per input) or
+the C Hessians ∂²h_a/∂z^l∂z^l (O(L·C·n³) per input); the sweep starts with factor rows and
+switches to Hessians at the layer that minimises the operation count, so the cost is
+O(L·min(L, C)·n³): linear in depth L once L exceeds a few C (width 128: the switch pays from
+7 layers for C = 1, 11 for C = 2, 38 for C = 10).  Why not O(L·n³) for every C (an argument,
+not a lower-bound proof): the squares do not chain, (J W) ∘ (J W) ≠ (J ∘ J)(W ∘ W), so the
+squared Jacobians cannot be propagated on their own; everything below layer l depends on the
+curvature above it only through the C quadratic forms ∂²h_a/∂z^l∂z^l, so a sweep carries either
+those (C·n² numbers) or rows that rebuild them (K_l·n numbers), and moving either through a
+layer multiplies that many numbers by an n × n matrix.
 """
 from __future__ import annotations
 
@@ -28,7 +41,7 @@ from torch import nn
 
 from ..families.base import ExponentialFamily
 from .activations import SUPPORTED, compose, derivs
-from .core import EngineOutput, base_quantities, prob_negative
+from .core import BASE_KEYS, EngineOutput, base_quantities, prob_negative
 from .parts import Part
 
 __all__ = ["MLPPlan", "plan_mlp", "mlp_engine"]
@@ -177,10 +190,11 @@ def _block(mods: list[nn.Module], link=None) -> list:
 
 def mlp_engine(model: nn.Module, x: torch.Tensor, family: ExponentialFamily, plan: MLPPlan,
                params: dict[str, torch.Tensor], *, grams: bool = False,
-               pneg_samples: int | None = None) -> EngineOutput:
-    """Exact per-input base quantities for every parameter, factored (THEORY §7)."""
+               pneg_samples: int | None = None, base_keys=None) -> EngineOutput:
+    """Exact per-input base quantities for every parameter, factored (THEORY §7); ``base_keys`` (a
+    subset of :data:`.core.BASE_KEYS`, default all) restricts the work to those keys."""
     with torch.no_grad():
-        return _run(model, x, family, plan, params, grams, pneg_samples)
+        return _run(model, x, family, plan, params, grams, pneg_samples, base_keys)
 
 
 def _compose(mods: list[nn.Module], z: torch.Tensor, link=None) -> tuple:
@@ -191,7 +205,44 @@ def _compose(mods: list[nn.Module], z: torch.Tensor, link=None) -> tuple:
     return compose(_block(mods, link), z)
 
 
-def _run(model, x, family, plan, params, grams, pneg_samples) -> EngineOutput:
+def _axis_base(family: ExponentialFamily, h: torch.Tensor, s: torch.Tensor, t: torch.Tensor | None,
+               keys) -> dict[str, torch.Tensor]:
+    """:func:`.core.base_quantities` of the last layer, whose u = s_c·e_c and w = t_c·e_c are axis
+    directions (G^L = diag(s), D^L = diag(t)), in O(C) per input by the family's ``axis_forms``
+    (no (B, C, C) matrix: the memory of a 1,000-class output stays O(C) per input).  For u = s·e_c:
+    ‖u‖² = s², and its projection onto 𝟙^⊥ has ‖u − ū𝟙‖² = s²(1 − 1/C) (THEORY §5 [beyond])."""
+    want = set(BASE_KEYS) if keys is None else set(keys) | {"fisher"}
+    moments = bool(want & {"nv1", "nv1_err"})
+    if moments:
+        fi, nv1, err = family.axis_forms(h, s, error=True)
+        out = {"fisher": fi, "nv1": nv1, "nv1_err": err}
+    else:
+        out = {"fisher": family.axis_forms(h, s)[0]}
+    C = h.shape[-1]
+    if "u2" in want or "u2s" in want:
+        u2 = s * s
+        if "u2" in want:
+            out["u2"] = u2
+        if family.shift_invariant and "u2s" in want:
+            out["u2s"] = u2 * (1 - 1 / C)
+    if t is None:
+        for k in ("nv2", "w2"):
+            if k in want:
+                out[k] = torch.zeros_like(out["fisher"])
+        if family.shift_invariant and "w2s" in want:
+            out["w2s"] = torch.zeros_like(out["fisher"])
+    else:
+        if "nv2" in want:
+            out["nv2"] = family.axis_forms(h, t)[0]
+        w2 = t * t
+        if "w2" in want:
+            out["w2"] = w2
+        if family.shift_invariant and "w2s" in want:
+            out["w2s"] = w2 * (1 - 1 / C)
+    return out
+
+
+def _run(model, x, family, plan, params, grams, pneg_samples, base_keys=None) -> EngineOutput:
     a = x
     for m in plan.pre:
         a = m(a)
@@ -219,7 +270,11 @@ def _run(model, x, family, plan, params, grams, pneg_samples) -> EngineOutput:
     # G^L W^L is a row scaling (the same sums: the off-diagonal terms are exact zeros)
     G: list[torch.Tensor] = [None] * L  # type: ignore[list-item]
     R: list[torch.Tensor | None] = [None] * L
-    G[L - 1] = torch.diag_embed(d1s[L - 1])
+    # the last layer by its diagonal alone when the family has O(C) axis forms (the softmax): a
+    # (B, C, C) G^L is 1 GiB in float32 at C = 1,000, B = 256 (it is formed for Gram matrices or
+    # P(Î₂ < 0) only, which need it)
+    axis = callable(getattr(family, "axis_forms", None)) and not grams and not pneg_samples
+    G[L - 1] = None if axis else torch.diag_embed(d1s[L - 1])
     R[L - 1] = torch.diag_embed(d2s[L - 1]) if curved[L - 1] else None
     for l in range(L - 2, -1, -1):
         if l == L - 2:
@@ -234,9 +289,14 @@ def _run(model, x, family, plan, params, grams, pneg_samples) -> EngineOutput:
     pneg = {} if pneg_samples else None
     names = {id(p): n for n, p in model.named_parameters()}
     for l, (_, lin) in enumerate(plan.linears):
-        Gc = G[l].transpose(1, 2)                    # (B, n_l, C): u of the biases
         Dc = None if D[l] is None else D[l].transpose(1, 2)
-        base = base_quantities(family, h, G[l], D[l], cdim=1)
+        if G[l] is None:                             # the last layer, axis directions (see above)
+            Gc = None
+            base = _axis_base(family, h, d1s[l], None if D[l] is None else torch.diagonal(D[l], dim1=1, dim2=2),
+                              base_keys)
+        else:
+            Gc = G[l].transpose(1, 2)                # (B, n_l, C): u of the biases
+            base = base_quantities(family, h, G[l], D[l], cdim=1, keys=base_keys)
         pn = prob_negative(family, h, base["fisher"], Dc, pneg_samples) if pneg is not None else None
         if pn is None:
             pneg = None
@@ -266,71 +326,135 @@ def _run(model, x, family, plan, params, grams, pneg_samples) -> EngineOutput:
         if lin.bias is not None:
             layer_of[names.get(id(lin.bias))] = (l, "bias")
     return EngineOutput(h=h, parts=parts, path="fast", grams=gram_out, pneg=pneg,
-                        info={"G": G, "D": D, "a_in": a_in, "layer_of": layer_of})
+                        info={"G": G, "D": D, "a_in": a_in, "layer_of": layer_of, "d1": d1s})
 
 
-#: largest number of elements of one temporary K^{m←l} block (the batch is chunked to stay below)
-_K_BLOCK = 1 << 20
+#: elements of the per-chunk working set of :func:`_second_derivatives` (the factor rows of a few
+#: inputs: cache-sized chunks were measured faster than whole-batch passes, which are memory-bound)
+_CHUNK_ELEMS = 1 << 20
+#: the same on an accelerator (large chunks: few kernel launches)
+_CHUNK_ELEMS_ACCEL = 1 << 25
 
 
 def _second_derivatives(W: list[torch.Tensor], R: list[torch.Tensor | None], d1s: list[torch.Tensor],
-                        B: int, C: int) -> list[torch.Tensor | None]:
-    """D^l = Σ_{m ≥ l} R^m (J^{m←l} ∘ J^{m←l}) for every layer, (B, C, n_l) or None when ≡ 0.
+                        B: int, C: int, switch: int | None = None) -> list[torch.Tensor | None]:
+    """D^l = Σ_{m ≥ l} R^m (J^{m←l} ∘ J^{m←l}) for every layer, (B, C, n_l) or None when ≡ 0 (THEORY §7).
 
-    Write J^{m←l} = K^{m←l} diag(σ'_l) with K^{m←l} = J^{m←l+1} W^{l+1}; then
-    R^m (J^{m←l})² = (R^m (K^{m←l})²) diag(σ'_l²), so the column scaling is done once per layer:
+    One backward sweep per chunk of inputs, carrying either of two exact states:
 
-    * m = l+1: K = W^{l+1} is shared by all inputs: one plain product R^{l+1} (W^{l+1})²;
-    * m = l+2: K_b = W^{l+2} diag(σ'_{l+1,b}) W^{l+1} = Σ_k σ'_{l+1,b,k} W^{l+2}[:,k] W^{l+1}[k,:], so all
-      inputs' K are one product σ'_{l+1} · O with O the n_{l+1} outer products (when n_{l+1} ≤ B,
-      O is no larger than K itself);
-    * m ≥ l+3: K_b = J^{m←l+1}_b W^{l+1}, one plain product over all inputs and rows.
+    * **factor rows** (layers l > ``switch``): U^l = [J^{m←l+1} W^{l+1}]_{m > l, R^m ≠ 0} stacked
+      (K_l × n_l, shared by the C outputs: BackPACK's DiagHessian form), U^{l−1} = [U^l diag(σ'_l) W^l ;
+      W^l] and D^l = R^l + σ'_l² ∘ (R̄^l (U^l ∘ U^l)), R̄^l = [R^m]_m (C × K_l).  Cost per input
+      K_{l+1}·n_{l+1}·n_l: K grows by a layer width per curved layer, so this is O(L²·n³) in depth L.
+    * **Hessians** (layers l ≤ ``switch``): P^l_a = ∂²h_a/∂z^l∂z^l (C × n_l × n_l),
+      P^l = (σ'_l σ'_lᵀ) ∘ (W^{l+1}ᵀ P^{l+1} W^{l+1}) + diag(R^l) and D^l = diag(P^l), entered at
+      l = s = ``switch`` from the factor rows by P^s_a = (σ'_s σ'_sᵀ) ∘ (U^sᵀ diag(R̄^s_a) U^s) + diag(R^s_a).
+      Cost per input C·n_{l+1}·n_l·(n_{l+1} + n_l): O(L·C·n³) in depth.
 
-    K is squared in place and contracted with R^m in batch chunks of at most ``_K_BLOCK`` elements.
+    Both states give D^l exactly (the same sums in another order).  ``switch`` (default: the layer
+    :func:`_switch_layer` finds cheapest by operation count; −1: factor rows throughout) makes the
+    total O(L·min(L, C)·n³) per input: linear in depth once L exceeds a few C.
     """
     L = len(W)
     D: list[torch.Tensor | None] = [None] * L
     D[L - 1] = R[L - 1]
-    Js: dict[int, torch.Tensor] = {}                        # m → J^{m←l+1} for m ≥ l+3, (B, n_m, n_{l+1})
+    if L == 1:
+        return D
+    n = [w.shape[0] for w in W]                             # n[l] = width of z^l
+    curved = [r is not None for r in R]
+    K = [0] * L                                             # K[l] = rows of U^l
     for l in range(L - 2, -1, -1):
-        Wn = W[l + 1]
-        n_l = Wn.shape[1]
-        acc = None
-        if R[l + 1] is not None:
-            acc = (R[l + 1].reshape(B * C, -1) @ (Wn * Wn)).view(B, C, n_l)
-        deeper = [m for m in range(l + 2, L) if R[m] is not None]
-        new_Js: dict[int, torch.Tensor] = {}
-        for m in deeper:
-            n_m = W[m].shape[0]
-            keep = l > 0                                    # J^{m←l} is needed one layer down
-            outer = None
-            if m == l + 2 and Wn.shape[0] <= B:
-                outer = (W[m].T.unsqueeze(-1) * Wn.unsqueeze(1)).reshape(Wn.shape[0], n_m * n_l)
-            term = torch.empty(B, C, n_l, dtype=Wn.dtype, device=Wn.device)
-            Jkeep = torch.empty(B, n_m, n_l, dtype=Wn.dtype, device=Wn.device) if keep else None
-            step = max(1, _K_BLOCK // (n_m * n_l))
-            for i in range(0, B, step):
-                sl = slice(i, min(i + step, B))
-                if outer is not None:
-                    K = (d1s[l + 1][sl] @ outer).view(-1, n_m, n_l)
-                else:
-                    J = Js[m][sl]
-                    K = (J.reshape(-1, J.shape[-1]) @ Wn).view(-1, n_m, n_l)
-                if keep:
-                    torch.mul(K, d1s[l][sl].unsqueeze(1), out=Jkeep[sl])
-                K.square_()
-                torch.bmm(R[m][sl], K, out=term[sl])
-            acc = term if acc is None else acc.add_(term)
-            if keep:
-                new_Js[m] = Jkeep
-        if l > 0 and R[l + 1] is not None and n_l > B:     # J^{l+1←l}, (B, n_{l+1}, n_l), for m = l+1
-            new_Js[l + 1] = Wn * d1s[l].unsqueeze(1)        # one layer down when O is not used there
-        Js = new_Js
-        if acc is not None:
-            s = d1s[l]
-            acc.mul_((s * s).unsqueeze(1))
-        D[l] = acc if R[l] is None else (R[l] if acc is None else acc.add_(R[l]))
+        K[l] = K[l + 1] + (n[l + 1] if curved[l + 1] else 0)
+    s = _switch_layer(n, K, C) if switch is None else switch
+    if s >= 0 and not K[s]:
+        raise ValueError(f"switch layer {s} has no curvature above it")
+    dev, dt = W[0].device, W[0].dtype
+    for l in range(L - 2, s, -1):                           # factor layers: the m = l+1 block, W^{l+1}
+        if curved[l + 1]:                                   # shared by all inputs: one plain product
+            D[l] = (R[l + 1].reshape(B * C, -1) @ (W[l + 1] * W[l + 1])).view(B, C, n[l])
+        elif K[l + 1]:
+            D[l] = torch.zeros(B, C, n[l], dtype=dt, device=dev)
+    for l in range(s + 1):
+        D[l] = torch.empty(B, C, n[l], dtype=dt, device=dev)
+    if s >= 0 or any(K[l + 1] for l in range(s + 1, L - 1)):
+        Rbar = torch.cat([R[m] for m in range(L - 1, 0, -1) if curved[m]], dim=2)
+        nmax = max(n[:L - 1])
+        per_input = max(3 * K[max(s, 0)] * nmax, 3 * C * nmax * nmax if s >= 0 else 0)
+        budget = _CHUNK_ELEMS if dev.type == "cpu" else _CHUNK_ELEMS_ACCEL
+        step = max(1, min(B, budget // per_input))
+        size = step * K[max(s, 0)] * nmax                  # reused buffers: fresh ones cost page faults
+        bufs = [torch.empty(size, dtype=dt, device=dev) for _ in range(3)]
+        for i in range(0, B, step):
+            sl = slice(i, min(i + step, B))
+            _sweep(W, R, d1s, D, Rbar[sl], curved, n, K, s, sl, C, bufs)
+    for l in range(L - 2, s, -1):
+        if D[l] is not None:
+            g = d1s[l]
+            D[l].mul_((g * g).unsqueeze(1))
+            if R[l] is not None:
+                D[l].add_(R[l])
+        else:
+            D[l] = R[l]
     return D
+
+
+def _sweep(W, R, d1s, D, Rbar, curved, n, K, s, sl, C, bufs) -> None:
+    """The inputs ``sl`` of :func:`_second_derivatives`: for the factor layers l > s adds
+    R̄ (U ∘ U) of the deeper rows to D[l][sl] (before the σ'_l² scaling); for l ≤ s writes diag(P^l).
+    ``bufs``: three flat work buffers of at least (inputs)·K_max·n_max elements."""
+    L = len(W)
+    b = sl.stop - sl.start
+    dev, dt = W[0].device, W[0].dtype
+    U = None                                                # (b, K[l], n_l): factor rows over z^l
+    for l in range(L - 2, max(s, 0) - 1, -1):
+        deep = K[l + 1]                                     # rows from blocks m ≥ l+2
+        if not K[l]:
+            continue
+        bufs[0], bufs[1] = bufs[1], bufs[0]                  # U lives in bufs[0], Unew in bufs[1]
+        Unew = bufs[1][:b * K[l] * n[l]].view(b, K[l], n[l])
+        if deep:
+            Ws = d1s[l + 1][sl].unsqueeze(-1) * W[l + 1]    # diag(σ'_{l+1}) W^{l+1}, (b, n_{l+1}, n_l)
+            torch.bmm(U, Ws, out=Unew[:, :deep])
+            if l > s:
+                sq = torch.mul(Unew[:, :deep], Unew[:, :deep], out=bufs[2][:b * deep * n[l]].view(b, deep, n[l]))
+                D[l][sl].baddbmm_(Rbar[:, :, :deep], sq)
+        if curved[l + 1]:
+            Unew[:, deep:] = W[l + 1]
+        U = Unew
+    if s < 0:
+        return
+    # fold at layer s: P_a = (σ'σ'ᵀ) ∘ (Uᵀ diag(R̄_a) U) + diag(R^s_a), then Hessian steps down to layer 0
+    P = torch.empty(b, C, n[s], n[s], dtype=dt, device=dev)
+    Rb = Rbar[:, :, :K[s]]
+    for a in range(C):
+        torch.bmm((U * Rb[:, a].unsqueeze(-1)).transpose(1, 2), U, out=P[:, a])
+    del U
+    for l in range(s, -1, -1):
+        if l < s:
+            P = (P @ W[l + 1]).transpose(-1, -2) @ W[l + 1]         # W^{l+1}ᵀ P W^{l+1} (P symmetric)
+        g = d1s[l][sl].unsqueeze(1)
+        P.mul_(g.unsqueeze(-1) * g.unsqueeze(-2))
+        if curved[l]:
+            P.diagonal(dim1=-2, dim2=-1).add_(R[l][sl])
+        D[l][sl] = P.diagonal(dim1=-2, dim2=-1)
+
+
+def _switch_layer(n: list[int], K: list[int], C: int) -> int:
+    """The layer s at which :func:`_second_derivatives` turns its factor rows into Hessians, chosen
+    to minimise the multiply-add count per input (−1: never).  Factor layer l: K_{l+1}·n_{l+1}·n_l
+    (product) + (C + 1)·K_{l+1}·n_l (square, contraction); layer s: K_{s+1}·n_{s+1}·n_s + C·K_s·n_s²
+    (fold); Hessian layer l < s: C·n_{l+1}·n_l·(n_{l+1} + n_l) + 2·C·n_l²."""
+    L = len(n)
+    fac = [K[l + 1] * n[l + 1] * n[l] + (C + 1) * K[l + 1] * n[l] for l in range(L - 1)]
+    hes = [C * n[l + 1] * n[l] * (n[l + 1] + n[l]) + 2 * C * n[l] ** 2 for l in range(L - 1)]
+    best, best_cost = -1, sum(fac)
+    for s in range(L - 2, -1, -1):
+        if not K[s]:
+            continue
+        cost = sum(fac[s + 1:]) + K[s + 1] * n[s + 1] * n[s] + C * K[s] * n[s] ** 2 + sum(hes[:s])
+        if cost < best_cost:
+            best, best_cost = s, cost
+    return best
 
 
 def _power(key: str) -> int:

@@ -14,12 +14,14 @@ the terms that form them) and report ``None``.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
 
 from ..families.base import ExponentialFamily
 from .core import EngineOutput
+from .parts import Part
 
 __all__ = ["measured_v1_error", "check_inputs_count"]
 
@@ -37,12 +39,14 @@ def check_inputs_count(precision_check: int | None, default: int) -> int:
 def measured_v1_error(engine, model: nn.Module, x: torch.Tensor, family: ExponentialFamily,
                       eng: EngineOutput, k: int, seed: int = 0, max_params: int | None = None) -> float | None:
     """Largest relative error of the float32 N·V₁ entries of ``eng`` against a float64 re-analysis of
-    ``k`` of the inputs ``x`` (None when the parameters are float64, ``k`` is 0 or the model cannot be
-    deep-copied; then only the a-priori bound ``v1_rel_error`` backs ``precision_lost``).
+    ``k`` of the inputs ``x`` (None when the parameters are float64, ``k`` is 0, V₁ was not computed or the
+    model cannot be deep-copied; then only the a-priori bound ``v1_rel_error`` backs ``precision_lost``).
 
     The relative error is taken over the entries whose float64 V₁ is positive; an entry with a float64
     V₁ of exactly 0 and a non-zero float32 value counts as a relative error of 1."""
     if eng.h.dtype == torch.float64 or k <= 0 or x.shape[0] == 0:
+        return None
+    if not all("nv1" in b for b in eng.parts.values()):   # V₁ not computed (keys= without it)
         return None
     from .conditional import select_engine  # local import: conditional imports this module
     from .checks import GENERIC_MAX_PARAMS
@@ -63,13 +67,45 @@ def measured_v1_error(engine, model: nn.Module, x: torch.Tensor, family: Exponen
         e64 = select_engine(m64, family, engine.path, max_params or GENERIC_MAX_PARAMS)
         out = e64.run(m64, x64, family, max_params=max_params or GENERIC_MAX_PARAMS,
                       base_keys=("fisher", "nv1", "nv1_err"))
-    worst = 0.0
+    index = idx.to(out.h.device)
+    vals, zeros = [], []
     for name, base in out.parts.items():
-        ref = base["nv1"].materialize()
-        got = eng.parts[name]["nv1"].materialize()[idx.to(ref.device)].double()
-        pos = ref > 0
-        if bool(pos.any()):
-            worst = max(worst, float(((got - ref).abs()[pos] / ref[pos]).max()))
-        if bool(((ref == 0) & (got != 0)).any()):
-            worst = max(worst, 1.0)
-    return worst
+        e, z = _relative_error(eng.parts[name]["nv1"].take(index), base["nv1"])
+        vals.append(e)
+        zeros.append(z)
+    if not vals:
+        return 0.0
+    # one host synchronisation; a NaN maximum (a NaN entry) leaves a parameter out, as max(worst, nan) did
+    e = torch.stack(vals)
+    worst = max(0.0, float(torch.where(torch.isnan(e), 0.0, e).amax()))
+    return max(worst, 1.0) if bool(torch.stack(zeros).any()) else worst
+
+
+def _relative_error(got: Part, ref: Part) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max over entries with ref > 0 of |got − ref|/ref (−∞ when there is none, NaN when one is NaN),
+    whether some entry has ref = 0 and got ≠ 0), as 0-d tensors (no host synchronisation).
+
+    Factored parts (f·a^p of the fast path, THEORY §7) are compared without materialising: with
+    r_bj = g_bj/F_bj and s_bk = G_bk/A_bk (g, G the float32 factors f and a^p, F, A the float64 ones;
+    all r, s ≥ 0 since N·V₁ ≥ 0 and p is even), the relative error of entry (j, k) of input b is
+    |r_bj s_bk − 1|, whose maximum over j, k is max(r_max s_max − 1, 1 − r_min s_min); ref = F·A = 0
+    exactly when F = 0 or A = 0, and got = g·G ≠ 0 when g ≠ 0 and G ≠ 0.  This is the error of the
+    float32 factors; the float32 product g·G's own rounding (≤ 2⁻²⁴ relative) is not included."""
+    if got.a is None or ref.a is None or got.f.dim() != 2 or got.p != ref.p or got.p % 2:
+        r = ref.materialize()
+        g = got.materialize().to(r.dtype)
+        pos = r > 0
+        e = torch.where(pos, (g - r).abs_().div_(r), -math.inf).amax() if r.numel() else r.new_tensor(-math.inf)
+        return e, ((r == 0) & (g != 0)).any()
+    F, g = ref.f, got.f.to(ref.f.dtype)
+    A, G = ref._ap(), got._ap().to(ref.f.dtype)
+    pF, pA = F > 0, A > 0
+    r, s = g / torch.where(pF, F, 1.0), G / torch.where(pA, A, 1.0)
+    inf = math.inf
+    rmax, rmin = torch.where(pF, r, -inf).amax(1), torch.where(pF, r, inf).amin(1)
+    smax, smin = torch.where(pA, s, -inf).amax(1), torch.where(pA, s, inf).amin(1)
+    some = pF.any(1) & pA.any(1)
+    e = torch.where(some, torch.maximum(rmax * smax - 1, 1 - rmin * smin), -inf).amax()
+    gz, Gz = g != 0, G != 0
+    z = (((F == 0) & gz).any(1) & Gz.any(1)) | (((A == 0) & Gz).any(1) & gz.any(1))
+    return e, z.any()

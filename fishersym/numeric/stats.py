@@ -25,9 +25,9 @@ from torch import nn
 from ..bounds.theorem41 import theorem41_bounds
 from ..families.constants import FamilyConstants
 from .core import EngineOutput
-from .parts import Part
+from .parts import Part, batch_sums_many
 
-__all__ = ["StatsResult", "per_input_keys", "RESULT_KEYS", "check_keys", "base_keys_for", "cancellation_ratio", "v1_relative_error", "resolve_groups",
+__all__ = ["DATASET_KEYS", "StatsResult", "per_input_keys", "needed_keys", "zero_constants", "dataset_batch_sums", "FISHER_SQ", "RESULT_KEYS", "check_keys", "base_keys_for", "cancellation_ratio", "v1_relative_error", "resolve_groups",
            "add_derived", "PRECISION_THRESHOLD", "Estimate", "SampledV2", "srs_estimate", "estimate_total",
            "apply_sampling", "W_KEYS", "SAMPLED_TOTAL_KEYS", "DEFAULT_LEVEL", "skew_ok"]
 
@@ -47,9 +47,15 @@ RESULT_KEYS = (("fisher", "var1", "var2")
                + ("rel_sd1", "rel_sd2", "prob_neg2", "prob_neg2_upper"))
 
 
-def check_keys(keys) -> frozenset[str] | None:
-    """``keys=``: None (every key) or an iterable of :data:`RESULT_KEYS`; ``fisher`` is always added
-    (the groups count entries from it)."""
+#: every key a data-set result can hold (``keys=`` of :func:`~fishersym.numeric.dataset_stats`): the
+#: per-input keys except the exact ``prob_neg2``, plus Var_q I and Lemma 4.8's bound on it (THEORY §8)
+DATASET_KEYS = tuple(k for k in RESULT_KEYS if k != "prob_neg2") + ("input_var", "input_var_upper")
+
+
+def check_keys(keys, allowed: tuple[str, ...] = RESULT_KEYS) -> frozenset[str] | None:
+    """``keys=``: None (every key) or an iterable of ``allowed`` keys (:data:`RESULT_KEYS`, or
+    :data:`DATASET_KEYS` for a data-set result); ``fisher`` is always added (the groups count entries
+    from it)."""
     if keys is None:
         return None
     if isinstance(keys, str):
@@ -58,16 +64,17 @@ def check_keys(keys) -> frozenset[str] | None:
         ks = frozenset(keys)
     except TypeError:
         raise TypeError(f"keys must be None or an iterable of key names, got {keys!r}") from None
-    bad = sorted(k for k in ks if k not in RESULT_KEYS)
+    bad = sorted(k for k in ks if k not in allowed)
     if bad:
-        raise ValueError(f"unknown result keys {bad}; choose from {list(RESULT_KEYS)}")
+        raise ValueError(f"unknown result keys {bad}; choose from {list(allowed)}")
     return ks | {"fisher"}
 
 
 def base_keys_for(keys: frozenset[str] | None, shift_invariant: bool) -> tuple[str, ...] | None:
     """The base quantities (:data:`~fishersym.numeric.core.BASE_KEYS`) that the result keys need:
     var1/rel_sd1 → nv1 (and its rounding bound nv1_err); var2/rel_sd2/prob_neg2_upper → nv2; a
-    Theorem 4.1 bound → u2, w2 (u2s, w2s for the ``_sharp`` ones)."""
+    Theorem 4.1 bound → u2, w2 (u2s, w2s for the ``_sharp`` ones); the data-set key input_var_upper
+    → u2 (input_var needs fisher only)."""
     if keys is None:
         return None
     need = {"fisher"}
@@ -75,7 +82,9 @@ def base_keys_for(keys: frozenset[str] | None, shift_invariant: bool) -> tuple[s
         need |= {"nv1", "nv1_err"}
     if keys & {"var2", "rel_sd2", "prob_neg2_upper"}:
         need.add("nv2")
-    bounds = [k for k in keys if "_lower" in k or "_upper" in k]
+    if "input_var_upper" in keys:            # Lemma 4.8: ‖u‖⁴·λ̄_max(Σ)² (a data-set key)
+        need.add("u2")
+    bounds = [k for k in keys if ("_lower" in k or "_upper" in k) and k not in ("input_var_upper", "prob_neg2_upper")]
     if any("_sharp" not in k for k in bounds):
         need |= {"u2", "w2"}
     if shift_invariant and any("_sharp" in k for k in bounds):
@@ -83,14 +92,59 @@ def base_keys_for(keys: frozenset[str] | None, shift_invariant: bool) -> tuple[s
     return tuple(sorted(need))
 
 
+def needed_keys(keys: frozenset[str] | None) -> frozenset[str] | None:
+    """The per-input keys :func:`per_input_keys` must produce for the result keys ``keys`` (None: all):
+    the keys themselves and the variances that ``rel_sd1``/``rel_sd2``/``prob_neg2_upper`` derive from."""
+    if keys is None:
+        return None
+    need = set(keys) | {"fisher"}
+    if "rel_sd1" in keys:
+        need.add("var1")
+    if keys & {"rel_sd2", "prob_neg2_upper"}:
+        need.add("var2")
+    return frozenset(need)
+
+
+def zero_constants(*consts: FamilyConstants | None) -> list[set[str]]:
+    """For each constants object, the names of :data:`~fishersym.bounds.theorem41.BOUND_CONSTANTS` that are
+    exactly 0 for every input (e.g. λ_min(Σ) = 0 for the softmax): one host synchronisation for all."""
+    from ..bounds.theorem41 import BOUND_CONSTANTS
+    names = sorted(set(BOUND_CONSTANTS.values()))
+    flags, where = [], []
+    for i, c in enumerate(consts):
+        for n in names:
+            t = getattr(c, n, None) if c is not None else None
+            if isinstance(t, torch.Tensor) and t.numel():
+                flags.append((t == 0).all())
+                where.append((i, n))
+    out: list[set[str]] = [set() for _ in consts]
+    if flags:
+        for (i, n), z in zip(where, torch.stack(flags).tolist()):
+            if z:
+                out[i].add(n)
+    return out
+
+
 def per_input_keys(eng: EngineOutput, consts: FamilyConstants, sharp: FamilyConstants | None,
-                   n_samples: int) -> dict[str, dict[str, Part]]:
+                   n_samples: int, keys: frozenset[str] | None = None) -> dict[str, dict[str, Part]]:
     """parameter → key → Part of the per-input statistics and Theorem 4.1 bounds (THEORY §3, §5).
 
     Parameters whose base parts share per-row factors (the weight and bias of one Linear layer on
     the fast path) share the per-row factors of every key, computed once.  Keys whose base
-    quantities the engine did not compute (``base_keys=``) are left out."""
+    quantities the engine did not compute (``base_keys=``) are left out, and so are those not needed
+    for the result keys ``keys`` (:func:`needed_keys`; default all).  A bound whose constant is 0 for
+    every input (:func:`zero_constants`) is flagged :attr:`~.parts.Part.zero`: its sums over inputs
+    need no product (:func:`.parts.batch_sums_many`)."""
+    from ..bounds.theorem41 import BOUND_CONSTANTS, bound_name
     N = float(n_samples)
+    need = needed_keys(keys)
+    want = (lambda k: True) if need is None else need.__contains__  # noqa: E731
+    zero, zero_s = zero_constants(consts, sharp)
+    bound_keys = [k for k in BOUND_CONSTANTS if want(k)]
+    sharp_keys = [k for k in BOUND_CONSTANTS if want(bound_name(k, "_sharp"))]
+    # result key → whether its constant is 0 for every input
+    is_zero = {**{bound_name(k, "_sharp"): BOUND_CONSTANTS[k] in zero_s for k in sharp_keys},
+               **{k: BOUND_CONSTANTS[k] in zero for k in bound_keys}}
     out: dict[str, dict[str, Part]] = {}
     memo: dict[tuple, dict[str, torch.Tensor]] = {}
     for name, base in eng.parts.items():
@@ -98,14 +152,14 @@ def per_input_keys(eng: EngineOutput, consts: FamilyConstants, sharp: FamilyCons
         fs = memo.get(sig)
         if fs is None:
             fs = {"fisher": base["fisher"].f}
-            if "nv1" in base:
+            if "nv1" in base and want("var1"):
                 fs["var1"] = base["nv1"].f / N
-            if "nv2" in base:
+            if "nv2" in base and want("var2"):
                 fs["var2"] = base["nv2"].f / N
-            if "u2" in base and "w2" in base:
-                fs.update(theorem41_bounds(base["u2"].f, base["w2"].f, consts, n_samples))
-            if sharp is not None and "u2s" in base and "w2s" in base:
-                fs.update(theorem41_bounds(base["u2s"].f, base["w2s"].f, sharp, n_samples, "_sharp"))
+            if "u2" in base and "w2" in base and bound_keys:
+                fs.update(theorem41_bounds(base["u2"].f, base["w2"].f, consts, n_samples, keys=bound_keys))
+            if sharp is not None and "u2s" in base and "w2s" in base and sharp_keys:
+                fs.update(theorem41_bounds(base["u2s"].f, base["w2s"].f, sharp, n_samples, "_sharp", keys=sharp_keys))
             memo[sig] = fs
         ref = base.get("u2", base["fisher"])
         d = {"fisher": base["fisher"]}
@@ -115,9 +169,45 @@ def per_input_keys(eng: EngineOutput, consts: FamilyConstants, sharp: FamilyCons
             d["var2"] = base["nv2"].with_f(fs["var2"])
         for k, v in fs.items():
             if k not in d:
-                d[k] = ref.with_f(v, _key_power(k))
+                d[k] = Part(v, ref.a, _key_power(k), zero=is_zero.get(k, False))
         out[name] = d
     return out
+
+
+#: key of Σ_b I(θ_i|x_b)² in :func:`dataset_batch_sums` (with Σ_b I, the raw sums of the centred moments)
+FISHER_SQ = "fisher_sq"
+
+
+def dataset_batch_sums(eng: EngineOutput, keys: dict[str, dict[str, Part]], consts: FamilyConstants,
+                       input_var_upper: bool = True, fisher_sq: bool = True) -> dict[str, dict[str, torch.Tensor]]:
+    """parameter → key → Σ_b over one batch of every per-input key of ``keys`` (:func:`per_input_keys`),
+    all parameters' products at once (:func:`.parts.batch_sums_many`: one matrix product per layer and
+    input power, the biases' sums from the same stacked factors), plus (THEORY §8)
+
+    * ``input_var_upper``: Σ_b ‖u‖⁴·λ̄_max(Σ)² (Lemma 4.8; ‖u‖⁴ = (‖u‖²)², λ̄_max = ``sigma_max_cert``);
+    * ``fisher_sq`` (:data:`FISHER_SQ`): Σ_b I(θ_i|x_b)², which with Σ_b I (``fisher``) gives the centred
+      moments of I over the batch (:class:`~.dataset.CentredMoments`).
+
+    No host synchronisation.  The tensors of one layer are views of one result."""
+    smax2 = consts.sigma_max_cert ** 2 if input_var_upper else None
+    memo: dict[tuple, torch.Tensor] = {}   # weight and bias of a layer share their rows
+    todo: dict[str, dict[str, Part]] = {}
+    for name, d in keys.items():
+        d = dict(d)
+        if input_var_upper:
+            u2 = eng.parts[name]["u2"]
+            f = memo.get(("iv", id(u2.f)))
+            if f is None:
+                f = memo[("iv", id(u2.f))] = u2.square().scale(smax2).f
+            d["input_var_upper"] = u2.with_f(f, 2 * u2.p)
+        if fisher_sq:
+            fi = d["fisher"]
+            f = memo.get(("sq", id(fi.f)))
+            if f is None:
+                f = memo[("sq", id(fi.f))] = fi.f * fi.f
+            d[FISHER_SQ] = fi.with_f(f, 2 * fi.p)
+        todo[name] = d
+    return batch_sums_many(todo)
 
 
 def v1_relative_error(eng: EngineOutput) -> float:
@@ -127,7 +217,7 @@ def v1_relative_error(eng: EngineOutput) -> float:
     Entries with N·V₁ = 0 and err = 0 are exact (0); N·V₁ ≤ 0 with err > 0, or a NaN, count as ∞.
     The factored parts share the input factor a_k⁴ between nv1 and nv1_err, so the ratio is taken
     on the per-row factors (once per distinct factor)."""
-    worst = 0.0
+    maxima = []
     seen = set()
     for base in eng.parts.values():
         if "nv1_err" not in base:
@@ -137,11 +227,11 @@ def v1_relative_error(eng: EngineOutput) -> float:
             continue
         seen.add((id(nv1), id(err)))
         pos = nv1 > 0
-        r = torch.where(pos, err / torch.where(pos, nv1, torch.ones_like(nv1)),
-                        torch.where((err == 0) & (nv1 == 0), torch.zeros_like(nv1), torch.full_like(nv1, math.inf)))
-        r = torch.where(torch.isnan(r) | torch.isnan(err), torch.full_like(r, math.inf), r)
-        worst = max(worst, float(r.max()))
-    return worst
+        r = torch.where(pos, err / nv1, 0.0)                 # 0 where N·V₁ ≤ 0: those are exact or ∞ below
+        bad = (pos | ((nv1 == 0) & (err == 0))).logical_not_().logical_or_(torch.isnan(err))
+        maxima.append(torch.where(bad.any(), math.inf, r.amax()))
+    # one host synchronisation for all parameters
+    return max(0.0, float(torch.stack(maxima).amax())) if maxima else 0.0
 
 
 def cancellation_ratio(eng: EngineOutput) -> float:
@@ -149,7 +239,9 @@ def cancellation_ratio(eng: EngineOutput) -> float:
 
     Kept for the callers that pass it to :class:`StatsResult` as ``cancellation`` (which turns it
     back into ``v1_rel_error`` = ε·ratio); ε ≥ any bound a computed value can beat, so the floor at
-    1 loses nothing the flag uses."""
+    1 loses nothing the flag uses.  1 when the engine did not compute V₁ (``keys=`` without it)."""
+    if not all("nv1_err" in b for b in eng.parts.values()):   # V₁ not computed (keys=): nothing to bound
+        return 1.0
     dtype = next((b["nv1"].f.dtype for b in eng.parts.values()), torch.float64)
     rel = v1_relative_error(eng)
     return max(1.0, rel / torch.finfo(dtype).eps)
@@ -186,11 +278,18 @@ def rel_sd(v: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
     I = uᵀΣu = 0 means Σ^½u = 0, hence (for V₁) uᵀr = 0 almost surely and N·V₁ = Var[(uᵀr)²] = 0,
     and (for V₂) the estimator's noise wᵀr can still be non-zero: V₂ > 0 = I gives +∞ (a spread
     infinitely larger than the value), never NaN.  A negative V (impossible for the exact value; the
-    stable family forms never produce one) is read as 0 in the square root."""
-    num = v.clamp_min(0).sqrt()
-    zero = (i == 0) & (num == 0)
-    out = torch.where(zero, torch.zeros_like(num), num / torch.where(zero, torch.ones_like(i), i))
-    return out
+    stable family forms never produce one) is read as 0 in the square root.
+
+    >>> rel_sd(torch.tensor([4.0, 0.0, 1.0, -1.0]), torch.tensor([1.0, 0.0, 0.0, 2.0])).tolist()
+    [2.0, 0.0, inf, 0.0]
+    """
+    if (torch.is_grad_enabled() and (v.requires_grad or i.requires_grad)) or v.shape != i.shape or v.dtype != i.dtype:
+        num = v.clamp_min(0).sqrt()
+        zero = (i == 0) & (num == 0)
+        return torch.where(zero, torch.zeros_like(num), num / torch.where(zero, torch.ones_like(i), i))
+    num = v.clamp_min(0).sqrt_()                     # the same values with fresh temporaries updated in place
+    zero = (num == 0).logical_and_(i == 0)
+    return num.div_(i).masked_fill_(zero, 0.0)
 
 
 def add_derived(values: dict[str, dict[str, torch.Tensor]], keys: frozenset[str] | None = None) -> None:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..bounds.theorem41 import theorem41_bounds
-from ..families.constants import MAX_C_EIG, family_constants
+from ..families.constants import default_use_eig, family_constants, has_gram_form
 
 __all__ = ["evaluate", "numeric_modules", "check_architecture"]
 
@@ -252,7 +252,9 @@ def evaluate(D, model, x, n_samples=None, optimise: bool = True, extra: bool = F
 
     # Theorem 4.1 bounds with the numeric family constants (THEORY §5)
     h = torch.from_numpy(np.stack([np.array(vals[s]) for s in fam.h_sym], axis=-1)).to(torch.float64)
-    moments = fam.moment_tensors(h) if fam.C <= MAX_C_EIG else None  # shared by both calls
+    # the C⁴ moment tensors, shared by both calls, only where the default certificates use them (not for
+    # families with a Gram form, which ignore them)
+    moments = fam.moment_tensors(h) if default_use_eig(fam)[0] and not has_gram_form(fam) else None
     consts = family_constants(fam, h, restricted=False, optimise=optimise, moments=moments)
     result = {k: out[k] for k in ("fisher", "var1", "var2")}
     cr = (family_constants(fam, h, restricted=True, optimise=optimise, moments=moments)

@@ -47,15 +47,24 @@ class Profile:
     ``"full"`` (the default): every property with :data:`DEFAULT_EXAMPLES` and the bounds property
     also checks the optimised λ̃ constants (a numerical optimisation per input: most of the time on
     large models).  ``"quick"``: the bounds property checks the certified constants only (the
-    bounds every result reports), and every property runs at most ``cap`` examples."""
+    bounds every result reports), the cross-path properties (rescaling, shift invariance, fast vs
+    another path) compute w on :data:`QUICK_V2_SAMPLE` entries per tensor on the reverse path
+    (``v2="sample"``: V₂ compared there, I and V₁ everywhere) instead of every entry, and every
+    property runs at most ``cap`` examples."""
 
     name: str
     options: dict                       # per property: conditional_stats / property keyword overrides
     cap: int | None                     # most examples per property (None: max_examples)
 
 
+#: entries per tensor whose w the quick profile's cross-path properties compute exactly (reverse path,
+#: ``v2="sample"``): V₂ is compared at those entries, I and V₁ at every entry
+QUICK_V2_SAMPLE = 64
+
 PROFILES = {"full": Profile("full", {}, None),
-            "quick": Profile("quick", {"bounds": {"optimised": False}}, 2)}
+            "quick": Profile("quick", {"bounds": {"optimised": False},
+                                       **{k: {"v2_sample": QUICK_V2_SAMPLE}
+                                          for k in ("rescaling", "shift_invariance", "fast_generic")}}, 2)}
 
 
 @dataclass
@@ -290,8 +299,8 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {', '.join(map(repr, PROFILES))}, got {profile!r}")
     prof = PROFILES[profile]
-    notes_profile = (f"profile {prof.name!r}: certified constants only, at most {prof.cap} examples per property"
-                     if prof.cap else None)
+    notes_profile = (f"profile {prof.name!r}: certified constants only, at most {prof.cap} examples per property, "
+                     f"cross-path V₂ compared on {QUICK_V2_SAMPLE} sampled entries per tensor" if prof.cap else None)
     notes = []
     if isinstance(model, str):
         label = model
@@ -351,7 +360,7 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
             kw = {}
             if name in RESULT_OPTIONS and not (name in ("closed_forms", "unbiased") and too_big):
                 # the property's own conditional_stats call: the baseline when unperturbed, else on ``path``
-                opts = {**RESULT_OPTIONS[name], **overrides}
+                opts = {**RESULT_OPTIONS[name], **{k: v for k, v in overrides.items() if k == "optimised"}}
                 if not opts.get("optimised") and eps_p == 0 and eps_x == 0:
                     kw["result"] = base
                 elif path != "auto":

@@ -59,6 +59,20 @@ def _stats(model, x, family, n_samples=1, **kw):
     return conditional_stats(model, x, family, n_samples, **kw)
 
 
+def _sample_kw(v2_sample: int | None) -> dict:
+    """conditional_stats options of a cross-path call: every w (None) or ``v2_sample`` entries per tensor."""
+    return {} if v2_sample is None else {"v2": "sample", "v2_sample": v2_sample, "seed": 0}
+
+
+def _where_exact(rs, key: str, name: str, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``values`` with the entries zeroed where ``rs`` (a v2='sample' result) has no exact V₂ (keys that
+    read w: var2 and its bounds), so that a comparison covers exactly the sampled entries."""
+    mask = rs.v2_mask
+    if mask is None or not key.startswith("var2") or name not in mask:
+        return values
+    return {n: torch.where(mask[name].to(v.device), v, torch.zeros((), dtype=v.dtype)) for n, v in values.items()}
+
+
 def _fmt_index(shape, flat: int) -> str:
     if not shape:
         return ""
@@ -164,11 +178,13 @@ def check_unbiased_exact(model: nn.Module, family: ExponentialFamily, x: torch.T
                  ("E[negative Hessian]", "u^T Sigma u"), rtol, atol=fl)
 
 
-def _small(model):
+def _small(model, why: str = "") -> None:
+    """NotApplicable above BRUTE_MAX_PARAMS parameters: the label-space oracle forms full Hessians."""
     P = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if P > BRUTE_MAX_PARAMS:
         raise NotApplicable(f"{P} parameters: the exact label-space oracle needs full Hessians "
-                            f"(at most {BRUTE_MAX_PARAMS}); the Monte Carlo check applies instead")
+                            f"(at most {BRUTE_MAX_PARAMS}){why}; the cross-path properties (rescaling, "
+                            "shift_invariance, fast_generic) check the engines against each other instead")
 
 
 # --------------------------------------------------------------------------- Monte Carlo
@@ -181,7 +197,7 @@ def check_monte_carlo(model: nn.Module, family: ExponentialFamily, x: torch.Tens
     Î_k, kurtosis above R/100, the variance comparison uses Chebyshev's bound instead, valid for
     any law)."""
     from ..numeric import estimate
-    _small(model)
+    _small(model, ", and this check's tolerance needs its exact fourth moments")
     x1 = x[:1]
     r = result or _stats(model, x1, family, n_samples)
     bf = brute_force(model, x1, family, 1)
@@ -324,17 +340,20 @@ class _Rescaled(nn.Module):
 
 
 def check_rescaling(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 1,
-                    c: float = 2.5, rtol: float = 1e-9, result=None) -> None:
-    """θ_i = c·φ_i multiplies I by c² and V₁, V₂ by c⁴, so V₂/V₁ and √V/I are invariant (THEORY §6.4)."""
+                    c: float = 2.5, rtol: float = 1e-9, result=None, v2_sample: int | None = None) -> None:
+    """θ_i = c·φ_i multiplies I by c² and V₁, V₂ by c⁴, so V₂/V₁ and √V/I are invariant (THEORY §6.4).
+    ``v2_sample``: V₂ of φ compared on that many sampled entries per tensor (exact there)."""
     r = result or _stats(model, x, family, n_samples)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         # the reverse path (u by reverse mode, w proved zero or exact): independent of the fast path of r
-        rs = _stats(_Rescaled(model, name, c), x, family, n_samples, path="reverse", prob_negative=False)
+        rs = _stats(_Rescaled(model, name, c), x, family, n_samples, path="reverse", prob_negative=False,
+                    **_sample_kw(v2_sample))
         for key, power in (("fisher", 2), ("var1", 4), ("var2", 4)):
-            _compare(f"rescaling: {key}(phi) = c^{power} {key}(theta), c = {c}", model, x,
-                     {name: rs[key]["phi"]}, {name: c ** power * r[key][name]},
+            a = _where_exact(rs, key, "phi", {name: rs[key]["phi"]})
+            b = _where_exact(rs, key, "phi", {name: c ** power * r[key][name]})
+            _compare(f"rescaling: {key}(phi) = c^{power} {key}(theta), c = {c}", model, x, a, b,
                      (f"{key}(phi)", f"c^{power} * {key}(theta)"), rtol, atol=c ** power * natural_floor(r, key, rtol))
 
 
@@ -374,29 +393,41 @@ class _Shifted(nn.Module):
 
 
 def check_shift_invariance(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 1,
-                           c: float = 3.0, rtol: float = 1e-9, result=None) -> None:
-    """Adding a constant to all softmax logits changes nothing (THEORY §6.6)."""
+                           c: float = 3.0, rtol: float = 1e-9, result=None, v2_sample: int | None = None) -> None:
+    """Adding a constant to all softmax logits changes nothing (THEORY §6.6).  The shifted model runs
+    on the generic path, or with ``v2_sample`` on the reverse path with V₂ exact on that many sampled
+    entries per tensor (compared there; I and V₁ everywhere)."""
     if not family.shift_invariant:
         raise NotApplicable(f"{family.name} is not shift-invariant (softmax only)")
     r = result or _stats(model, x, family, n_samples)
-    rs = _stats(_Shifted(model, c), x, family, n_samples, path="generic")
+    rs = _stats(_Shifted(model, c), x, family, n_samples, path="generic" if v2_sample is None else "reverse",
+                **_sample_kw(v2_sample))
     for key in STAT_KEYS + ("var1_upper", "var2_upper"):
-        _compare(f"softmax shift by {c}: {key}", model, x, {f"inner.{n}": v for n, v in r[key].items()},
-                 {n: v for n, v in rs[key].items()}, (f"{key}(h)", f"{key}(h + c)"), rtol,
+        a, b = {f"inner.{n}": v for n, v in r[key].items()}, dict(rs[key].items())
+        for n in list(a):
+            a.update(_where_exact(rs, key, n, {n: a[n]}))
+            b.update(_where_exact(rs, key, n, {n: b[n]}))
+        _compare(f"softmax shift by {c}: {key}", model, x, a, b, (f"{key}(h)", f"{key}(h + c)"), rtol,
                  atol=natural_floor(r, key, rtol))
 
 
 def check_fast_generic(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 1,
-                       rtol: float = 1e-10, result=None) -> None:
-    """The factored MLP path (THEORY §7) equals the generic torch.func path."""
+                       rtol: float = 1e-10, result=None, v2_sample: int | None = None) -> None:
+    """The factored MLP path (THEORY §7) equals the generic torch.func path; with ``v2_sample``, the
+    reverse path with w exact on that many sampled entries per tensor (V₂ compared there)."""
     from ..numeric.mlp import plan_mlp
     plan, reason = plan_mlp(model, family)
     if plan is None:
         raise NotApplicable(f"fast path not applicable: {reason}")
+    other = "generic" if v2_sample is None else "reverse"
     rf = _stats(model, x, family, n_samples, path="fast")
-    rg = _stats(model, x, family, n_samples, path="generic")
+    rg = _stats(model, x, family, n_samples, path=other, **_sample_kw(v2_sample))
     for key in STAT_KEYS + ("var1_upper", "var2_upper", "fisher_upper"):
-        _compare(f"fast path = generic path: {key}", model, x, rf[key], rg[key], ("fast", "generic"), rtol,
+        a, b = dict(rf[key].items()), dict(rg[key].items())
+        for n in list(a):
+            a.update(_where_exact(rg, key, n, {n: a[n]}))
+            b.update(_where_exact(rg, key, n, {n: b[n]}))
+        _compare(f"fast path = {other} path: {key}", model, x, a, b, ("fast", other), rtol,
                  atol=natural_floor(rg, key, rtol))
 
 

@@ -19,6 +19,10 @@ single supported module, or ``torch.fx.symbolic_trace`` of any other module (:fu
   reverse topological order exactly like G (jac_t through layers, c_k·F through additions,
   **summed at fan-out points**), and at each layer with parameters w = Σ_blocks param_w(F, R)
   (``param_w_units`` when the block is still the lazy identity on the layer's outputs).
+  Cost in depth: a block opened at a non-linear layer travels through every layer below it, so a
+  chain of L non-linear layers of width n costs O(L²·n³) per input (BackPACK's DiagHessian has the
+  same form).  Chains of Linear and elementwise layers are routed to :mod:`..mlp`, whose sweep
+  switches to per-output Hessians (O(L·C·n³)) where those are cheaper (issue 12).
 * A parameter whose every node above is linear or piecewise linear has w ≡ 0 exactly
   (:class:`~.base.ProvedZero`, with the list of the layer types above as the reason); no
   second-order work is done for it.
