@@ -103,7 +103,7 @@ def test_dataset_batch_sums_equal_materialised_sums(sharpened, use_eig):
     assert bool((sums["0.weight"]["fisher_lower"] == 0).all())
 
 
-def test_zero_constants_one_sync():
+def test_zero_constants_are_the_constants_zero_for_every_input():
     fam = families.get("categorical", C=4)
     h = torch.randn(3, 4, dtype=torch.float64)
     full = family_constants(fam, h, restricted=False, use_eig=False)
@@ -242,3 +242,18 @@ def test_batch_sums_many_returns_separate_tensors_for_shared_factors():
         assert torch.equal(x, y)
         x.div_(2)
         assert not torch.equal(x, y)
+
+
+def test_factored_relative_error_holds_for_negative_factors():
+    # review of issue 12: max(r_max s_max − 1, 1 − r_min s_min) assumed r, s ≥ 0; the corner maximum is
+    # exact for any signs (here r = [−0.5, 1], s = [1, 2]: dense maximum 2.0, the old form gave 1.5)
+    from fishersym.numeric.parts import Part
+    from fishersym.numeric.precision import _relative_error
+    F = torch.ones(1, 2, dtype=torch.float64)
+    g = torch.tensor([[-0.5, 1.0]], dtype=torch.float64)
+    a_ref = torch.ones(1, 2, dtype=torch.float64)
+    a_got = torch.tensor([[1.0, 2.0 ** 0.5]], dtype=torch.float64)
+    got, ref = Part(g, a_got, 2), Part(F, a_ref, 2)
+    e, _ = _relative_error(got, ref)
+    dense = ((got.materialize() - ref.materialize()).abs() / ref.materialize()).max()
+    assert float(e) == float(dense) == 2.0

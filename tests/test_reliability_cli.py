@@ -296,8 +296,11 @@ def writer(tmp_path):
     script.write_text(SLOW_WRITER.format(io=str(IO_PATH)))
 
     def start(out, tag, n=10, delay=0.02, force=True):
+        # SIGINT back to its default in the child: a test run started in the background (``cmd &``) ignores
+        # SIGINT, the children inherit that, and Python then installs no KeyboardInterrupt handler
         return subprocess.Popen([sys.executable, str(script), str(out), tag, str(n), str(delay), "1" if force else "0"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return start
 
 

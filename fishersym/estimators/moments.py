@@ -46,7 +46,7 @@ from ..numeric.guard import check_budget
 from ..numeric.guard import memory_budget as memory_budget_bytes
 from ..numeric.reverse import per_sample_jacobians
 
-__all__ = ["DataMoments", "data_moments", "NEEDS", "HigherMoments", "unflatten", "auto_batch_size"]
+__all__ = ["DataMoments", "data_moments", "NEEDS", "HigherMoments", "unflatten", "jacobian_batch_size"]
 
 NEEDS = ("fisher", "v1", "v2", "q4", "gram", "F", "score")
 
@@ -157,7 +157,7 @@ def _check_needs(needs) -> frozenset[str]:
     return frozenset(needs) | {"fisher"}
 
 
-def auto_batch_size(model: nn.Module, C: int, memory_budget: int | str | None = None, cap: int = 64) -> int:
+def jacobian_batch_size(model: nn.Module, C: int, memory_budget: int | str | None = None, cap: int = 64) -> int:
     """The largest batch (≤ ``cap``) whose per-input Jacobians (3·B·C·P values) fit the memory budget."""
     params = [p for p in model.parameters() if p.requires_grad]
     P = sum(p.numel() for p in params)
@@ -172,7 +172,7 @@ def data_moments(model: nn.Module, data, family: ExponentialFamily, needs: Itera
     accumulating the moments in ``needs`` (a subset of :data:`NEEDS`; ``"fisher"`` is always included).
     ``"score"`` needs observed labels: ``data`` must carry them ((x, y) batches).  ``"F"`` holds the
     P × P data-set Fisher, sized against ``memory_budget`` before it is allocated.  ``batch_size``
-    None: the largest batch ≤ 64 whose Jacobians fit the budget (:func:`auto_batch_size`); a tensor
+    None: the largest batch ≤ 64 whose Jacobians fit the budget (:func:`jacobian_batch_size`); a tensor
     or (x, y) tuple is split into such batches, a list or loader is read as given.  ``progress``:
     a tqdm bar over the batches (None: when the output is a terminal).
 
@@ -188,25 +188,29 @@ def data_moments(model: nn.Module, data, family: ExponentialFamily, needs: Itera
     Σ_{m≠n} I_mI_n = Σ_r [cross_r + 2 S_r·Σ_{s<r} S_s] with S_r = Σ_{m∈r} I_m (non-negative terms
     only), and the batch score sum as (Σ_r Σ_{m∈r} s_m)².  A rank with no inputs contributes nothing."""
     from ..numeric.distributed import agree, family_signature, parameter_signature, rank_world, resolve_group
-    needs = _check_needs(needs)
     group = resolve_group(process_group)
-    if batch_size is None:
-        batch_size = auto_batch_size(model, family.C, memory_budget)
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if not params:
-        raise ValueError("the model has no trainable parameters (requires_grad=True)")
     # the batched estimators square the gradient of a batch: a tensor or an (x, y) tuple is one batch
     # (split here only to bound memory), a list of batches or a loader keeps its own batches
     one_batch = isinstance(data, (torch.Tensor, tuple))
-    if group is not None:
-        agree({**parameter_signature(model), "family": family_signature(family), "needs": sorted(needs),
-               "data form": "one batch (a tensor or (x, y))" if one_batch else "batches (a list or loader)"},
-              group, "data_moments", {"parameter values": "broadcast the model's state_dict from rank 0",
-                                      "data form": "pass every rank's shard in the same form"})
+    fields, prep_err = None, None
+    try:                   # argument checks: a failure on one rank is raised on every rank by agree()
+        needs = _check_needs(needs)
+        if batch_size is None:
+            batch_size = jacobian_batch_size(model, family.C, memory_budget)
+        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        if not params:
+            raise ValueError("the model has no trainable parameters (requires_grad=True)")
+        fields = {**parameter_signature(model, values=group is not None), "family": family_signature(family),
+                  "needs": sorted(needs),
+                  "data form": "one batch (a tensor or (x, y))" if one_batch else "batches (a list or loader)"}
+    except Exception as exc:  # noqa: BLE001 - re-raised on every rank by agree()
+        prep_err = exc
+    agree(fields, group, "data_moments", {"parameter values": "broadcast the model's state_dict from rank 0",
+                                          "data form": "pass every rank's shard in the same form"}, error=prep_err)
     st, err = None, None
     try:
         st = _local_pass(model, data, family, needs, params, one_batch, batch_size, memory_budget, progress,
-                         keep_open=group is not None and one_batch)
+                         keep_open=group is not None and one_batch, distributed=group is not None)
     except Exception as exc:  # noqa: BLE001 - raised on every rank by _merge_ranks
         if group is None:
             raise
@@ -246,9 +250,10 @@ _SUM_KEYS = ("I", "cross", "v1", "v2", "q4", "rad", "gram", "s")
 
 
 def _local_pass(model, data, family, needs, params, one_batch, batch_size, memory_budget, progress,
-                keep_open: bool) -> dict:
+                keep_open: bool, distributed: bool = False) -> dict:
     """This process's pass over its data: the accumulators of :func:`data_moments` (``keep_open``: leave
-    the one batch's score sum S_b open, for the ranks' merge)."""
+    the one batch's score sum S_b open, for the ranks' merge).  An empty batch is an error, except in a
+    distributed pass (a rank's shard may be empty), as in :func:`fishersym.numeric.dataset_stats`."""
     names = list(params)
     shapes = {n: p.shape for n, p in params.items()}
     dtype = next(iter(params.values())).dtype
@@ -278,8 +283,11 @@ def _local_pass(model, data, family, needs, params, one_batch, batch_size, memor
         v = v.double()
         acc[key][n] = acc[key][n] + v if n in acc[key] else v
 
-    for xb, yb in batches:
+    for k, (xb, yb) in enumerate(batches):
         if xb.dim() > 0 and xb.shape[0] == 0:        # an empty shard (e.g. a rank without inputs)
+            if not distributed:
+                raise ValueError(f"batch {k} of the data is empty (0 inputs): drop empty batches from the list "
+                                 "or loader (an empty shard is allowed only in a distributed pass)")
             continue
         xb = check_inputs(xb, dtype)
         B = xb.shape[0]

@@ -43,8 +43,8 @@ from .checks import GENERIC_MAX_PARAMS, check_count, check_inputs
 from .conditional import (_check_n, analyse_batch, check_group_bounds, check_sampled_grams, check_sizes, check_v2,
                           group_trace_bounds, resolve_family, sampling_description, select_engine, v2_info)
 from .core import mquad_cancels
-from .distributed import (DistributedMismatchError, agree, all_reduce_flat, family_signature, gather_outcome,
-                          parameter_signature, rank_world, resolve_group)
+from .distributed import (DistributedMismatchError, _short, agree, all_reduce_flat, family_signature,
+                          gather_outcome, parameter_signature, rank_world, resolve_group)
 from .guard import guarded
 from .guard import memory_budget as memory_budget_bytes
 from .parts import Part
@@ -347,10 +347,7 @@ def _stats_batch_size(batch_size, model: nn.Module, data, family: ExponentialFam
     est = cost_estimate(model, x1.to(device), family, path=path, v2=v2, v2_sample=v2_sample,
                         max_params=max_params, calibrate=False)
     checked = gram_bytes(engine, 1, family.C, dtype, chunk_size) if grams else 0
-    gram_form = _fc.has_gram_form(family) if hasattr(_fc, "has_gram_form") else False
-    max_c = getattr(_fc, "MAX_C_EIG", None)
-    eig = use_eig if use_eig is not None else (gram_form or max_c is None or family.C <= max_c)
-    if eig and not gram_form and hasattr(_fc, "moment_tensor_bytes"):
+    if certificate_policy(family, use_eig)[0] and not _fc.has_gram_form(family):   # C⁴ moment tensors
         checked = max(checked, _fc.moment_tensor_bytes(family, 1))
     B, info = auto_batch_size(est.peak_bytes + checked, device, memory_budget, checked_per_input=checked,
                               cap=_n_inputs(data))
@@ -616,11 +613,6 @@ def _load_checkpoint(path: str, fingerprint: dict, device: torch.device) -> dict
     return ck
 
 
-def _short(v, n: int = 120) -> str:
-    s = repr(v)
-    return s if len(s) <= n else s[:n - 3] + "..."
-
-
 @guarded
 def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, family: str | ExponentialFamily,
                   n_samples: int = 1, scheme: str = "all", *, m_inputs: int | None = None, path: str = "auto",
@@ -694,23 +686,26 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
     s.e. for the data-set value: per-input errors share the sample, so they must not be combined as
     if independent.  NaN at the entries not sampled; ``result.v2_mask`` marks the exact ones.
     """
-    if scheme not in ("all", "iid"):
-        raise ValueError(f"scheme must be 'all' or 'iid', got {scheme!r}")
-    if m_inputs is not None:
-        if scheme == "all":
-            raise ValueError("m_inputs applies to scheme='iid' (M inputs drawn from the data); "
-                             "scheme='all' uses every input of the data")
-        m_inputs = check_count(m_inputs, "m_inputs")
-    family = resolve_family(family)
-    n_samples = _check_n(n_samples)
-    chunk_size, max_params = check_sizes(chunk_size, max_params)
-    group_bounds, grams = check_group_bounds(group_bounds)
-    checkpoint_every = check_count(checkpoint_every, "checkpoint_every")
     group = resolve_group(process_group)
     rank, world = rank_world(group)
-    # rank-local preparation: a failure on one rank is raised on every rank (no rank left waiting)
+    # rank-local preparation, argument checks included: a failure on one rank is raised on every rank
+    # (agree() below is the first collective; no rank is left waiting in it)
     err, fields, engine = None, None, None
     try:
+        if scheme not in ("all", "iid"):
+            raise ValueError(f"scheme must be 'all' or 'iid', got {scheme!r}")
+        if m_inputs is not None:
+            if scheme == "all":
+                raise ValueError("m_inputs applies to scheme='iid' (M inputs drawn from the data); "
+                                 "scheme='all' uses every input of the data")
+            m_inputs = check_count(m_inputs, "m_inputs")
+        family = resolve_family(family)
+        n_samples = _check_n(n_samples)
+        chunk_size, max_params = check_sizes(chunk_size, max_params)
+        group_bounds, grams = check_group_bounds(group_bounds)
+        checkpoint_every = check_count(checkpoint_every, "checkpoint_every")
+        if groups is not None and isinstance(groups, _MappingABC):   # read a generator selector once
+            groups = {k: v if isinstance(v, str) else list(v) for k, v in groups.items()}
         v2, v2_sample, seed = check_v2(v2, v2_sample, seed)
         engine = select_engine(model, family, path, max_params, v2=v2, v2_sample=v2_sample, seed=seed)
         check_sampled_grams(engine, grams)
@@ -718,7 +713,10 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
         settings = {"n_samples": n_samples, "path": path, "optimised": optimised, "use_eig": use_eig,
                     "sharpened": sharpened, "group_bounds": group_bounds, "v2": v2, "v2_sample": v2_sample,
                     "seed": seed, "groups": _plain(groups), "precision_check": n_check, "max_params": max_params}
-        fields = {**parameter_signature(model), "family": family_signature(family), **settings,
+        # the values' hash (a host copy of every parameter) only where it is compared: across ranks, or
+        # against a checkpoint
+        fields = {**parameter_signature(model, values=group is not None or checkpoint is not None),
+                  "family": family_signature(family), **settings,
                   "engine path": engine.path, "scheme": (scheme, m_inputs)}
     except Exception as exc:  # noqa: BLE001 - re-raised on every rank by agree()
         err = exc

@@ -23,6 +23,7 @@ Collectives run on the model's device: CPU tensors with gloo, CUDA tensors with 
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 from typing import Any, Sequence
@@ -31,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["resolve_group", "rank_world", "agree", "gather_outcome", "all_reduce_flat", "shard",
+__all__ = ["resolve_group", "rank_world", "agree", "gather_outcome", "all_reduce_flat", "all_gather_flat", "shard",
            "init_from_env", "parameter_signature", "family_signature", "DistributedMismatchError",
            "TORCHRUN_HINT"]
 
@@ -197,9 +198,18 @@ def parameter_signature(model: nn.Module, values: bool = True) -> dict[str, Any]
 
 
 def family_signature(family: Any) -> str:
-    """The family's class, C and constructor settings (its simple attributes) as a comparable string."""
-    simple = {k: v for k, v in sorted(vars(family).items())
-              if isinstance(v, (int, float, str, bool, tuple, type(None))) and not k.startswith("_")}
+    """The family's class, C and constructor settings (its simple attributes, and tensor attributes by
+    shape, dtype and a SHA-256 of their values) as a comparable string."""
+    simple: dict[str, Any] = {}
+    for k, v in sorted(vars(family).items()):
+        if k.startswith("_"):
+            continue
+        if isinstance(v, (int, float, str, bool, tuple, type(None))):
+            simple[k] = v
+        elif isinstance(v, torch.Tensor):
+            a = v.detach().cpu().contiguous().reshape(-1)
+            digest = hashlib.sha256(a.view(torch.uint8).numpy().tobytes() if a.numel() else b"").hexdigest()
+            simple[k] = (tuple(v.shape), str(v.dtype), digest[:16])
     return f"{type(family).__name__}({family.name}; {simple}; link={getattr(family, 'link', None)!r})"
 
 
@@ -258,5 +268,8 @@ def init_from_env(backend: str | None = None) -> tuple[int, int]:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend)
+    # a finite collective timeout (FISHERSYM_DIST_TIMEOUT seconds, default 600): a rank that dies
+    # outside torchrun's supervision does not leave the others waiting for torch's default 30 minutes
+    timeout = datetime.timedelta(seconds=float(os.environ.get("FISHERSYM_DIST_TIMEOUT", "600")))
+    dist.init_process_group(backend=backend, timeout=timeout)
     return dist.get_rank(), dist.get_world_size()

@@ -87,8 +87,9 @@ def _relative_error(got: Part, ref: Part) -> tuple[torch.Tensor, torch.Tensor]:
 
     Factored parts (f·a^p of the fast path, THEORY §7) are compared without materialising: with
     r_bj = g_bj/F_bj and s_bk = G_bk/A_bk (g, G the float32 factors f and a^p, F, A the float64 ones;
-    all r, s ≥ 0 since N·V₁ ≥ 0 and p is even), the relative error of entry (j, k) of input b is
-    |r_bj s_bk − 1|, whose maximum over j, k is max(r_max s_max − 1, 1 − r_min s_min); ref = F·A = 0
+    r, s ≥ 0 when N·V₁ ≥ 0 and p is even), the relative error of entry (j, k) of input b is
+    |r_bj s_bk − 1|, whose maximum over j, k is attained at a corner (r_max or r_min) × (s_max or
+    s_min), as r·s is bilinear (so it holds for any signs); ref = F·A = 0
     exactly when F = 0 or A = 0, and got = g·G ≠ 0 when g ≠ 0 and G ≠ 0.  This is the error of the
     float32 factors; the float32 product g·G's own rounding (≤ 2⁻²⁴ relative) is not included."""
     if got.a is None or ref.a is None or got.f.dim() != 2 or got.p != ref.p or got.p % 2:
@@ -105,7 +106,10 @@ def _relative_error(got: Part, ref: Part) -> tuple[torch.Tensor, torch.Tensor]:
     rmax, rmin = torch.where(pF, r, -inf).amax(1), torch.where(pF, r, inf).amin(1)
     smax, smin = torch.where(pA, s, -inf).amax(1), torch.where(pA, s, inf).amin(1)
     some = pF.any(1) & pA.any(1)
-    e = torch.where(some, torch.maximum(rmax * smax - 1, 1 - rmin * smin), -inf).amax()
+    # r·s is bilinear in (r, s), so |r·s − 1| is largest at a corner of [r_min, r_max] × [s_min, s_max],
+    # whatever the signs (a negative float32 factor included)
+    corners = torch.stack([rmax * smax, rmax * smin, rmin * smax, rmin * smin]).sub_(1).abs_().amax(0)
+    e = torch.where(some, corners, -inf).amax()
     gz, Gz = g != 0, G != 0
     z = (((F == 0) & gz).any(1) & Gz.any(1)) | (((A == 0) & Gz).any(1) & gz.any(1))
     return e, z.any()
