@@ -9,7 +9,7 @@ EXTRAS ?= test,experiments,docs
 # the [peers] extra of pyproject.toml, installed without their own requirements (see there)
 PEERS := backpack-for-pytorch==1.7.1 unfoldNd einops curvlinops-for-pytorch==3.0.1 einconv linear-operator opt-einsum
 
-.PHONY: demo test venv derivations bench bench-arch docs docs-api clean
+.PHONY: demo test venv derivations bench bench-arch docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,9 +28,6 @@ test: $(STAMP)
 
 docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
-
-docs-api: $(STAMP)
-	$(PY) -m sphinx -W --keep-going -q -t api -b html docs docs/_build/html-api
 
 derivations: $(STAMP)
 	$(VENV)/bin/fishersym derive --catalogue derivations

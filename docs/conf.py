@@ -94,18 +94,5 @@ def _certificate_proofs(app, docname, source):
                       "../math/certificates\n```\n")
 
 
-# The API reference (docs/api.md, autodoc) is built with ``-t api``.  Without the tag it is
-# excluded, so that the -W build of the mathematics does not depend on the formatting of
-# every docstring of the package.
-if not tags.has("api"):  # noqa: F821 (``tags`` is provided by Sphinx)
-    exclude_patterns.append("api.md")
-
-
-def _api_toctree(app, docname, source):
-    if docname == "index" and tags.has("api"):  # noqa: F821
-        source[0] += "\n```{toctree}\n:maxdepth: 2\n:caption: Reference\n\napi\n```\n"
-
-
 def setup(app):
     app.connect("source-read", _certificate_proofs)
-    app.connect("source-read", _api_toctree)

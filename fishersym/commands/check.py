@@ -186,7 +186,8 @@ def register(sub) -> None:
     p.add_argument("--family", default=None,
                    help=f"output family (required unless the factory names one): {', '.join(available())}")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="family parameter (repeatable), e.g. --param C=10")
+                   help="family parameter (repeatable), e.g. --param sigma2=0.5; optional for the size C, "
+                        "which a family by name takes from the model's outputs")
     p.add_argument("--input-shape", nargs="+", type=positive_int, metavar="D",
                    help="per-input shape if the factory gives no inputs, e.g. --input-shape 1 28 28")
     p.add_argument("--n-samples", type=positive_int, default=1, help="label samples N (default 1)")

@@ -193,7 +193,8 @@ def register(sub) -> None:
                    help="your inputs: .npz (arrays x [, y]), .pt (x, (x, y) or {'x', 'y'}) or MNIST IDX "
                         "(default: the digits fitted to the model's input shape)")
     m.add_argument("--family", default=None, help="output family (default: categorical with C = the model's outputs)")
-    m.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="family parameter (repeatable)")
+    m.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="family parameter (repeatable); the size C is optional: "
+                   "taken from the model's outputs")
     from .report import add_distributed_option
     add_distributed_option(p)
     p.set_defaults(func=run, _parser=p)

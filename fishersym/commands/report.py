@@ -109,7 +109,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="keyword argument of the factory (repeatable; Python literals), e.g. --model-arg input_size=8")
     g.add_argument("--family", default=None,
                    help="output family (default: categorical with C = the model's output size)")
-    g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="family parameter (repeatable)")
+    g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="family parameter (repeatable); the size C is optional: "
+                   "taken from the model's outputs")
     g.add_argument("--path", default="auto",
                    help="exact path: auto (default), fast, generic, reverse (see fishersym.numeric.conditional_stats)")
     g.add_argument("--v2", default="exact", choices=["exact", "sample"],

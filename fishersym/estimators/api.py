@@ -146,7 +146,7 @@ def analyse(model: nn.Module, data, family: str | ExponentialFamily, estimators:
     >>> bool((a.variance("squared_score")["weight"] > 0).all())
     True
     """
-    fam = resolve_family(family)
+    fam = resolve_family(family, model=model, data=data)
     ests = _estimators(estimators)
     needs = set()
     for e in ests:
@@ -224,7 +224,7 @@ def sample(model: nn.Module, inputs, family: str | ExponentialFamily, estimator:
     """
     e = get(estimator)
     n = e.check_n(n_samples)
-    fam = resolve_family(family)
+    fam = resolve_family(family, model=model, data=inputs)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (requires_grad=True)")

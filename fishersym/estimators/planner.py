@@ -680,7 +680,7 @@ def plan(model: nn.Module, data, family: str | ExponentialFamily, *, target: flo
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise ValueError("the model has no trainable parameters (requires_grad=True)")
-    fam = resolve_family(family)
+    fam = resolve_family(family, model=model, data=data)
     C = analysis.C if analysis is not None else fam.C
     P = sum(p.numel() for p in params.values())
     # estimators, checked before any pass over the data

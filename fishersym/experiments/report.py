@@ -574,12 +574,9 @@ MODEL_COLS = [("group", "parameter tensor"), ("shape", "shape"), ("n_params", "e
 
 
 def _model_family(name: str | None, params: dict | None, n_out: int):
-    """The family of the report: ``name`` (default categorical) with C = ``n_out`` where it takes C."""
-    params = dict(params or {})
-    name = name or "categorical"
-    if name == "categorical" and "C" not in params:
-        params["C"] = n_out
-    return families.get(name, **params)
+    """The family of the report: ``name`` (default categorical) with its size taken from the model's
+    ``n_out`` outputs where it is a free parameter (:func:`fishersym.families.resolve`)."""
+    return families.resolve(name or "categorical", params, out_dim=n_out)
 
 
 def _plot_tensors(rows: list[dict], path: Path) -> Path:

@@ -13,6 +13,7 @@ THEORY.md §1 (setting), §3 (cumulants), §4 (closed forms), §5 (constants).
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from .base import ExponentialFamily, Support
@@ -24,7 +25,8 @@ from .links import Identity, Link, MeanLogVar, Scale
 from .poisson import Poisson
 
 __all__ = ["ExponentialFamily", "Support", "Gaussian", "Bernoulli", "Categorical", "Poisson",
-           "GaussianMeanVar", "Link", "Identity", "Scale", "MeanLogVar", "get", "available", "REGISTRY"]
+           "GaussianMeanVar", "Link", "Identity", "Scale", "MeanLogVar", "get", "resolve", "takes_size",
+           "available", "REGISTRY"]
 
 REGISTRY: dict[str, Callable[..., ExponentialFamily]] = {
     "gaussian": Gaussian,
@@ -44,6 +46,8 @@ def get(name: str | ExponentialFamily, **params) -> ExponentialFamily:
     """Build a family by name, e.g. ``get("categorical", C=10)``, ``get("gaussian", sigma2=0.5)``.
 
     An :class:`ExponentialFamily` instance is returned unchanged (params must then be empty).
+    Entry points that take a model with a family name take its size C from the model's outputs
+    instead of the default here (:func:`resolve`).
     Anything else (a list, a class, None, …) is refused with a TypeError naming its type.
     """
     if isinstance(name, ExponentialFamily):
@@ -61,3 +65,62 @@ def get(name: str | ExponentialFamily, **params) -> ExponentialFamily:
         if "keyword argument" not in str(exc):  # a parameter of the wrong type: the family's own message
             raise
         raise ValueError(f"invalid parameters {params} for family {name!r}: {exc}") from None
+
+
+def takes_size(name: str) -> bool:
+    """Whether the family registered as ``name`` has its size C as a free parameter (a ``C`` keyword
+    of its constructor: categorical, gaussian, poisson), which :func:`resolve` infers from the model."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown family {name!r}; available: {', '.join(available())}")
+    try:
+        return "C" in inspect.signature(REGISTRY[name]).parameters
+    except (TypeError, ValueError):  # a builtin or C-implemented factory: no introspectable size
+        return False
+
+
+def resolve(family: str | ExponentialFamily, family_params: dict | None = None,
+            out_dim: int | None = None) -> ExponentialFamily:
+    """The family of an analysis: the one definition of "a family by name takes its size from the
+    model" (issue 11 item 6), used by every entry point that takes a family together with a model.
+
+    - An :class:`ExponentialFamily` instance is returned unchanged (``family_params`` must be empty);
+      with ``out_dim`` it must expect that many outputs, else a ValueError names both sizes.
+    - A name builds the family with ``family_params``; where the family's size C is a free parameter
+      (:func:`takes_size`) and ``family_params`` has no ``C``, C = ``out_dim``, the number of the
+      model's outputs (the family's own default when ``out_dim`` is None).  Explicit parameters win:
+      a family whose output size differs from ``out_dim`` is refused, naming both sizes and the fix.
+
+    >>> resolve("categorical", out_dim=3).C, resolve("poisson", out_dim=2).C, resolve("bernoulli", out_dim=1).C
+    (3, 2, 1)
+    >>> resolve("categorical", {"C": 10}, out_dim=3)
+    Traceback (most recent call last):
+    ...
+    ValueError: categorical: the model has 3 outputs but the family expects 10 (C=10 given); drop C to take it from the model, or pass families.get('categorical', C=3)
+    """
+    if out_dim is not None and (isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1):
+        raise ValueError(f"out_dim must be a positive int (the model's number of outputs), got {out_dim!r}")
+    if family_params is not None and not isinstance(family_params, dict):
+        raise TypeError(f"family_params must be a dict of the family's parameters, e.g. {{'C': 3}}, got "
+                        f"{type(family_params).__name__}")
+    params = dict(family_params or {})
+    if isinstance(family, ExponentialFamily):
+        fam = get(family, **params)
+        if out_dim is not None and fam.out_dim != out_dim:
+            raise ValueError(f"{fam.name}: the model has {out_dim} outputs but the family object expects "
+                             f"{fam.out_dim}; build it for the model, e.g. families.get({fam.name!r}, C={out_dim}), "
+                             f"or pass the name {fam.name!r} alone to take the size from the model")
+        return fam
+    inferred = False
+    if isinstance(family, str) and out_dim is not None and takes_size(family) and "C" not in params:
+        params["C"] = out_dim
+        inferred = True
+    fam = get(family, **params)
+    if out_dim is not None and fam.out_dim != out_dim:
+        given = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        if inferred or not takes_size(family):
+            raise ValueError(f"{family}: the model has {out_dim} outputs but the family has a fixed output size "
+                             f"{fam.out_dim}; use a family of {out_dim} outputs (available: {', '.join(available())})")
+        raise ValueError(f"{family}: the model has {out_dim} outputs but the family expects {fam.out_dim} "
+                         f"({given} given); drop C to take it from the model, or pass "
+                         f"families.get({family!r}, C={out_dim})")
+    return fam

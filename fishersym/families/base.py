@@ -201,7 +201,8 @@ class ExponentialFamily:
             shape = tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__
             raise ValueError(f"{self.name}: the model's output has size {shape[-1] if isinstance(shape, tuple) and shape else shape} "
                              f"in its last dimension but the family expects {self.out_dim} "
-                             f"(output shape {shape})")
+                             f"(output shape {shape}); pass the family by name ({self.name!r}) to take its "
+                             "size from the model, or build it with the model's size (families.get(name, C=...))")
         if not torch.isfinite(o).all():
             raise ValueError(f"{self.name}: the model's outputs contain non-finite values")
         return o

@@ -102,8 +102,35 @@ def reverse_precision_inputs(B: int) -> int:
     return min(64, max(1, -(-B // 16)))
 
 
-def resolve_family(family: str | ExponentialFamily) -> ExponentialFamily:
-    return _families.get(family)
+def resolve_family(family: str | ExponentialFamily, family_params: dict | None = None, *,
+                   model: nn.Module | None = None, data=None) -> ExponentialFamily:
+    """The family of an analysis of ``model`` on ``data`` (:func:`.families.resolve`, issue 11 item 6):
+    a family given by name whose size C is a free parameter (categorical, gaussian, poisson) takes
+    C = the model's number of outputs, read from one forward pass on the first input of ``data``
+    (any form of :func:`.dataset.iter_data`; a one-shot iterator is refused, since peeking would
+    consume it).  Explicit ``family_params`` win, and a size that differs from the model's is refused
+    naming both sizes and the fix.  A family object is returned unchanged (the engines check its size)."""
+    out_dim = None
+    if isinstance(family, str) and model is not None and data is not None and _families.takes_size(family):
+        from .dataset import peek_input
+        check_model(model)      # the engines' refusal of batch-coupled / random layers, before any forward pass
+        x1 = peek_input(data)
+        if x1 is None:
+            raise ValueError(f"the family {family!r} by name takes its size C from the model's outputs, read on the "
+                             "first input, but the data is a one-shot iterator that peeking would consume: pass "
+                             f"the family with its size, families.get({family!r}, C=...), or re-iterable data "
+                             "(a tensor, a list of batches or a DataLoader)")
+        out_dim = output_size(model, x1)
+    return _families.resolve(family, family_params, out_dim=out_dim)
+
+
+def output_size(model: nn.Module, x: torch.Tensor) -> int:
+    """C, the number of outputs of ``model`` per input: one forward pass on ``x`` (batch, ...), checked by
+    :func:`probe_outputs` (shape (batch, C), the input convention named in the errors)."""
+    p = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
+    if p is not None and isinstance(x, torch.Tensor):     # the engines' device and dtype for the inputs
+        x = x.to(device=p.device, dtype=p.dtype if x.is_floating_point() and p.is_floating_point() else x.dtype)
+    return int(probe_outputs(model, x).shape[1])
 
 
 #: the base quantities (:data:`.core.BASE_KEYS`) that read w (THEORY §3, §5)
@@ -299,11 +326,11 @@ class BatchAnalysis:
     sharp: FamilyConstants | None
 
 
-def probe_outputs(model: nn.Module, x: torch.Tensor) -> None:
+def probe_outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """One forward pass to check the output shape (batch, C) before an engine unpacks it
     (:func:`.checks.check_output_shape`).  A model that raises on these inputs is reported as a
     ValueError naming the inputs' shape and the (batch, features...) convention (the model's own
-    exception is chained as the cause)."""
+    exception is chained as the cause).  Returns the outputs (batch, C)."""
     with torch.no_grad():
         try:
             out = model(x)
@@ -319,6 +346,7 @@ def probe_outputs(model: nn.Module, x: torch.Tensor) -> None:
                 f"{exc}. The inputs must be (batch, ...) as the model expects them (the cause is chained "
                 "below).") from exc
     check_output_shape(out, x)
+    return out
 
 
 def check_fast_inputs(engine: Engine, x: torch.Tensor) -> None:
@@ -453,7 +481,7 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
     the certified bounds ``*_lower``/``*_upper``, ``*_sharp`` for the softmax,
     ``*_opt`` with ``optimised=True``, ``rel_sd1``/``rel_sd2``, ``prob_neg2``
     (exact, discrete families), ``prob_neg2_upper``) hold tensors of shape
-    (batch, *param.shape).  ``result.path`` says which exact path ran and
+    ``(batch, *param.shape)``.  ``result.path`` says which exact path ran and
     ``result.info["path_reason"]`` why.  ``use_eig=False`` certifies the
     constants by closed forms only (Theorem 5.2 for the softmax: faster, looser;
     default: the tightest available, which adds a batched C(C+1)/2-dimensional
@@ -496,7 +524,7 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
     >>> lo, hi = r.ci()["0"]["var2"]; bool((lo <= r.groups["0"]["var2"]).all() and (r.groups["0"]["var2"] <= hi).all())
     True
     """
-    family = resolve_family(family)
+    family = resolve_family(family, model=model, data=inputs)
     n_samples = _check_n(n_samples)
     chunk_size, max_params = check_sizes(chunk_size, max_params)
     group_bounds, grams = check_group_bounds(group_bounds)

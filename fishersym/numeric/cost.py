@@ -213,7 +213,7 @@ def cost_estimate(model: nn.Module, inputs: torch.Tensor, family: str | Exponent
     from .reverse import DEFAULT_MAX_BYTES, _Fn, estimate_bytes
     from .proofs import trace_taints, _verdicts
 
-    family = resolve_family(family)
+    family = resolve_family(family, model=model, data=inputs)
     v2, v2_sample = check_v2(v2, v2_sample, None)[:2]
     engine = select_engine(model, family, path, max_params, v2=v2)
     params = check_params(model)

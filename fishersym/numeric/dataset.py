@@ -320,6 +320,25 @@ def _first_input(data) -> torch.Tensor | None:
     return None
 
 
+def peek_input(data) -> torch.Tensor | None:
+    """The first input (1, ...) of ``data`` in any form of :func:`iter_data`, without consuming it:
+    a tensor or (x, y) tuple, the first batch of a list, or the first batch of a re-iterable loader
+    (a fresh iterator, as a DataLoader gives).  None for a one-shot iterator (peeking would consume it)
+    or no inputs."""
+    x1 = _first_input(data)
+    if x1 is not None or isinstance(data, (torch.Tensor, tuple)):
+        return x1
+    if isinstance(data, (str, bytes, _MappingABC)) or not hasattr(data, "__iter__"):
+        return None
+    if iter(data) is data:          # a generator or iterator: one pass only
+        return None
+    for batch in data:
+        xb = batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 \
+            and isinstance(batch[0], torch.Tensor) else batch
+        return xb[:1] if isinstance(xb, torch.Tensor) and xb.dim() > 0 and xb.shape[0] > 0 else None
+    return None
+
+
 def _n_inputs(data) -> int | None:
     x = data[0] if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor) else data
     return x.shape[0] if isinstance(x, torch.Tensor) and x.dim() > 0 else None
@@ -699,7 +718,7 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
                 raise ValueError("m_inputs applies to scheme='iid' (M inputs drawn from the data); "
                                  "scheme='all' uses every input of the data")
             m_inputs = check_count(m_inputs, "m_inputs")
-        family = resolve_family(family)
+        family = resolve_family(family, model=model, data=data)
         n_samples = _check_n(n_samples)
         chunk_size, max_params = check_sizes(chunk_size, max_params)
         group_bounds, grams = check_group_bounds(group_bounds)

@@ -114,7 +114,7 @@ def estimate(model: nn.Module, data, family: str | ExponentialFamily, estimator:
     """
     if not isinstance(estimator, str) or estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    family = resolve_family(family)
+    family = resolve_family(family, model=model, data=data)
     if estimator == "empirical" and not (not isinstance(n_samples, bool) and n_samples == 1):
         raise ValueError("the empirical Fisher uses the one observed label per input; n_samples must be 1 "
                          f"(got {n_samples!r}); use estimator='I1' or 'I2' for sampled labels")

@@ -104,7 +104,7 @@ def offdiag_stats(model: nn.Module, inputs: torch.Tensor, family: str | Exponent
     Each index is a full index: a tuple with one int per dimension of the parameter (an int
     is accepted for a 1-D parameter); at least one pair.  The C⁴ tensors are sized against
     ``memory_budget`` (:func:`.guard.check_budget`)."""
-    family = resolve_family(family)
+    family = resolve_family(family, model=model, data=inputs)
     N = _check_n(n_samples)
     check_model(model)
     params = {k: v.detach() for k, v in check_params(model).items()}

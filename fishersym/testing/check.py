@@ -286,7 +286,8 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
     True also prints one line per finished property (name, status, examples, seconds) to stderr
     when stderr is not a terminal (logs, CI).  ``profile``: "full" or "quick" (:class:`Profile`:
     certified constants only and at most 2 examples per property; every property's time is in the
-    report either way).
+    report either way).  ``family`` by name takes its size C from the model's outputs where C is a
+    free parameter (:func:`fishersym.families.resolve`); ``family_params`` given explicitly win.
 
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
@@ -310,7 +311,6 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
         label = type(model).__name__
     if family is None:
         raise ValueError("no family given: pass family= (one of " + ", ".join(_families.available()) + ")")
-    family = _families.get(family, **(family_params or {}))
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     model = copy.deepcopy(model).to(torch.float64)
@@ -324,6 +324,9 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
     if not isinstance(inputs, torch.Tensor) or inputs.dim() < 2:
         raise ValueError("inputs must be a tensor with a batch dimension (batch, ...)")
     x0 = inputs.to(torch.float64)
+    # a family by name takes its size from the model (issue 11 item 6); explicit family_params win
+    from ..numeric.conditional import resolve_family
+    family = resolve_family(family, family_params, model=model, data=x0)
     preflight(model, family, x0)
 
     from ..numeric import conditional_stats
