@@ -243,3 +243,35 @@ def test_large_c_fast_and_reverse_paths(C):
     for n in rc["fisher"]:
         assert torch.all(rc["fisher"][n] <= rc["fisher_upper"][n] * (1 + 1e-12))
         assert torch.all(rc["var1"][n] <= rc["var1_upper"][n] * (1 + 1e-12))
+
+
+@pytest.mark.parametrize("curved", [False, True])
+def test_axis_base_equals_base_quantities_on_the_diagonal(curved):
+    # the MLP's last layer is analysed from its diagonal (numeric/mlp.py::_axis_base): every base key,
+    # the rounding bound nv1_err included, equals base_quantities on the explicit (B, C, C) diagonals
+    from fishersym.numeric.core import BASE_KEYS, base_quantities
+    from fishersym.numeric.mlp import _axis_base
+    fam = families.get("categorical", C=7)
+    g = torch.Generator().manual_seed(3)
+    h = 3 * torch.randn(4, 7, generator=g, dtype=torch.float64)
+    s = torch.randn(4, 7, generator=g, dtype=torch.float64)
+    t = torch.randn(4, 7, generator=g, dtype=torch.float64) if curved else None
+    got = _axis_base(fam, h, s, t, None)
+    ref = base_quantities(fam, h, torch.diag_embed(s), None if t is None else torch.diag_embed(t), cdim=1)
+    assert set(got) == set(ref) == set(BASE_KEYS)
+    for k in BASE_KEYS:
+        if k != "nv1_err":      # the two rounding bounds are different valid bounds: checked below
+            torch.testing.assert_close(got[k], ref[k], rtol=1e-13, atol=0.0)
+    # nv1_err bounds the actual rounding error of the axis form's nv1: N·V₁ = s⁴ p_c q_c (q_c − p_c)²
+    # (u = s·e_c) at 50 digits from the exact softmax
+    with mp.workdps(50):
+        for b in range(h.shape[0]):
+            e = [mp.exp(mp.mpf(float(v))) for v in h[b]]
+            Z = mp.fsum(e)
+            for c in range(7):
+                p = e[c] / Z
+                q = 1 - p
+                exact = mp.mpf(float(s[b, c])) ** 4 * p * q * (q - p) ** 2
+                assert abs(mp.mpf(float(got["nv1"][b, c])) - exact) <= mp.mpf(float(got["nv1_err"][b, c])), (b, c)
+    part = _axis_base(fam, h, s, t, ("fisher", "u2"))
+    assert set(part) == {"fisher", "u2"} and torch.equal(part["u2"], got["u2"])
