@@ -38,13 +38,15 @@ def make_data(n: int = 1000) -> torch.Tensor:
 def main() -> None:
     distributed = "RANK" in os.environ                    # launched by torchrun
     rank, world = init_from_env() if distributed else (0, 1)
-    model, x, fam = make_model(), make_data(), families.get("categorical", C=10)
+    # on GPUs (NCCL) each rank analyses on its own device (init_from_env set it); CPU otherwise
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    model, x, fam = make_model().to(device), make_data().to(device), families.get("categorical", C=10)
     t = time.perf_counter()
     mine = shard(x) if distributed else x                 # this rank's rows
     r = dataset_stats(model, mine, fam, scheme="iid", use_eig=False, progress=False)
     seconds = time.perf_counter() - t
     if rank == 0:
-        print(f"{world} process(es); this rank analysed {mine.shape[0]} of {r.info['n_inputs']} inputs "
+        print(f"{world} process(es) on {device} (backend {dist.get_backend() if distributed else 'none'}); this rank analysed {mine.shape[0]} of {r.info['n_inputs']} inputs "
               f"in {seconds:.2f} s")
         for g, d in r.groups.items():
             print(f"  {g:4}  Σ I = {float(d['fisher']):.6g}   Σ Var Î₁ = {float(d['var1']):.6g}   "

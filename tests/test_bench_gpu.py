@@ -143,6 +143,7 @@ def test_smoke_run_json_and_cpu_check(smoke):
     assert data["mlp"]["check_size"] == 16
     for a in ("paper", "default", "paper_auto", "default_auto"):
         assert 0 <= chk[a]["max_rel_diff_fisher_var1_var2"] <= chk[a]["max_rel_diff"] <= 1e-13, chk[a]
+        assert 0 <= chk[a]["max_rel_diff_input_var"] <= bench_gpu.INPUT_VAR_TOL, chk[a]
         assert chk[a]["keys"] >= 14 and chk[a]["against"].endswith("batch_size=256")
     assert stdout.count("target ≤ 1e-13: met") == 4
     lenet = data["architectures"]["lenet5 B=2"]

@@ -425,3 +425,88 @@ def test_distributed_example_runs_as_one_process(capsys, monkeypatch):
     mod.main()
     out = capsys.readouterr().out
     assert "1 process(es)" in out and "largest relative difference to one process" in out
+
+
+def test_comm_device_moves_cpu_buffers_only_for_an_nccl_only_group(monkeypatch):
+    """NCCL reduces CUDA tensors only: a CPU model under an NCCL group must reduce on the current CUDA
+    device; gloo, mixed ("cpu:gloo,cuda:nccl") groups and CUDA tensors stay where they are."""
+    from fishersym.numeric import distributed as dmod
+    monkeypatch.setattr(dmod.torch.cuda, "current_device", lambda: 3)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 1)
+    for backend, want in [("nccl", torch.device("cuda", 3)), ("gloo", cpu), ("cpu:gloo,cuda:nccl", cpu)]:
+        monkeypatch.setattr(dmod.dist, "get_backend", lambda group=None, b=backend: b)
+        assert dmod.comm_device(object(), cpu) == want, backend
+        assert dmod.comm_device(object(), cuda) == cuda, backend
+    assert dmod.comm_device(None, cpu) == cpu
+
+
+class _FakeAllocator:
+    """A CUDA allocator stand-in for ``probed_batches``: the consumer of the batches sets the peak an
+    analysis of b inputs reaches, fixed + slope·b above the 'allocated' base."""
+
+    def __init__(self, base=10 ** 6, fixed=5 * 10 ** 6, slope=10 ** 5):
+        self.base, self.fixed, self.slope, self.peak = base, fixed, slope, base
+
+    def __call__(self, device, what):
+        return {"allocated": self.base, "reserved": self.base, "peak": self.peak, "reset": 0}[what]
+
+    def analysed(self, b):
+        self.peak = self.base + self.fixed + self.slope * b
+
+
+def test_probed_batches_fit_the_measured_working_set(monkeypatch):
+    fake = _FakeAllocator()
+    monkeypatch.setattr(ds_mod, "cuda_memory_probe", fake)
+    monkeypatch.setattr(ds_mod, "cuda_mem_get_info", lambda dev: (10 ** 9, 2 * 10 ** 9))
+    x, y = torch.arange(20000.0)[:, None], torch.arange(20000)
+    info: dict = {}
+    got = []
+    for xb, yb in ds_mod.probed_batches(x, y, torch.device("cpu"), info, 100):
+        assert torch.equal(xb[:, 0].long(), yb)
+        got.append(xb)
+        fake.analysed(xb.shape[0])
+    # first batch 100 inputs, peak 5e6 + 100·1e5 = 1.5e7: u = 1.5e5 bytes per input (fixed part included),
+    # B = ⌊0.5 · 1e9 / 1.5e5⌋ = 3333
+    sizes = [b.shape[0] for b in got]
+    assert sizes[0] == 100 and set(sizes[1:-1]) == {3333} and 0 < sizes[-1] <= 3333 and sum(sizes) == 20000
+    assert torch.equal(torch.cat(got), x)
+    assert info["batch_size"] == 3333 and info["first_batch"] == 100 and info["bytes_per_input"] == 1.5e5
+    # the budget-checked allocations bound B too
+    info2: dict = {}
+    fake.analysed(0)
+    sizes2 = []
+    for xb, _ in ds_mod.probed_batches(x, None, torch.device("cpu"), info2, 100, checked_per_input=2 ** 20,
+                                       memory_budget="512MiB"):
+        sizes2.append(xb.shape[0])
+        fake.analysed(xb.shape[0])
+    assert info2["batch_size"] == 512 and sizes2[1] == 512
+    # all the data in the first batch: nothing else
+    info3: dict = {}
+    assert [b.shape[0] for b, _ in ds_mod.probed_batches(x[:100], None, torch.device("cpu"), info3, 256)] == [100]
+    assert info3["batch_size"] == 100
+
+
+def test_dataset_stats_auto_measures_on_probe_devices_and_matches(monkeypatch):
+    """The probing branch of dataset_stats (CUDA only in use) run on the CPU with a fake allocator: the
+    batches follow the measurement, nothing is lost, and the result equals a fixed-batch pass."""
+    fake = _FakeAllocator(fixed=0, slope=10 ** 6)
+    # the estimate's first batch: 2 GiB budget / estimated bytes per input; then B = ⌊0.5·3e8 / 1e6⌋ = 150
+    monkeypatch.setattr(ds_mod, "cuda_memory_probe", fake)
+    monkeypatch.setattr(ds_mod, "cuda_mem_get_info", lambda dev: (3 * 10 ** 8, 10 ** 9))
+    monkeypatch.setattr(ds_mod, "PROBE_DEVICE_TYPES", ("cuda", "cpu"))
+    real = ds_mod.analyse_batch
+
+    def spy(engine, model, x, *a, **k):
+        out = real(engine, model, x, *a, **k)
+        fake.analysed(x.shape[0])
+        return out
+
+    monkeypatch.setattr(ds_mod, "analyse_batch", spy)
+    x, _ = make_data("mlp")
+    x = torch.cat([x] * 400)                                   # 4,800 inputs: more than the estimate allows
+    r = dataset_stats(make_mlp(), x, FAM, batch_size="auto", progress=False)
+    ref = dataset_stats(make_mlp(), x, FAM, batch_size=256, progress=False)
+    auto = r.info["batch_size_auto"]
+    assert auto["first_batch"] == auto["estimated_batch_size"] < 4800
+    assert r.info["batch_size"] == auto["batch_size"] == 150 and r.info["n_inputs"] == 4800
+    _compare_stats(_pack(r), ref, "auto (measured)")

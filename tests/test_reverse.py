@@ -373,7 +373,19 @@ def _slice_copy(W, x, square):
     return y * y if square else y + 1
 
 
+def _bn_op(W, x, training):
+    """aten.native_batch_norm called directly (the op the cuDNN/MIOpen kernels share the rule of): in eval
+    it is affine in the input, so W before it keeps w = 0; in training the batch statistics make it
+    smooth in the input and the proof must break."""
+    h = (x @ W.T)[:, :, None]                                              # (B, 3, 1)
+    rm, rv = torch.zeros(3), torch.ones(3)
+    return torch.ops.aten.native_batch_norm(h, torch.full((3,), 2.0), torch.zeros(3), rm, rv, training,
+                                            0.1, 1e-5)[0][:, :, 0]
+
+
 _FUNCS = {  # name: (f(W, x) -> (B, ·), proved?)
+    "batch_norm_eval": (lambda W, x: _bn_op(W, x, False), True),
+    "batch_norm_training": (lambda W, x: _bn_op(W, x, True), False),
     "relu_then_linear": (lambda W, x: torch.relu(x @ W.T) @ torch.ones(3, 2), True),
     "square": (lambda W, x: (x @ W.T) ** 2, False),
     "mul_inplace_same": (_sq_inplace, False),
@@ -470,3 +482,19 @@ def test_math_attention_restores_on_error():
             assert torch.backends.mha.get_fastpath_enabled() is False
             raise KeyError("boom")
     assert torch.backends.mha.get_fastpath_enabled() is saved
+
+
+def test_proof_tables_name_real_schema_arguments():
+    """Every kernel in the multilinear and batch-norm tables (including the cuDNN / MIOpen ones that only
+    run on GPUs) is an aten op whose schema has the argument names the rule reads: a typo would make the
+    rule silently fall through to "not on the list" on the device."""
+    from fishersym.numeric.proofs import BATCH_NORM_OPS, MULTILINEAR_OPS
+    def overloads(op):      # the argument names of every overload (mul has a Tensor and an int one)
+        packet = getattr(torch.ops.aten, op)
+        return [{a.name for a in getattr(packet, o)._schema.arguments} for o in packet.overloads()]
+
+    for op, (factors, smooth) in MULTILINEAR_OPS.items():
+        assert any(set(factors) | set(smooth) <= names for names in overloads(op)), (op, overloads(op))
+    for op in BATCH_NORM_OPS:
+        names = {a.name for a in getattr(torch.ops.aten, op).default._schema.arguments}
+        assert {"input", "weight", "running_mean", "running_var", "training"} <= names, (op, names)

@@ -53,7 +53,7 @@ from .stats import (DEFAULT_LEVEL, FISHER_SQ, StatsResult, add_derived, apply_sa
                     dataset_batch_sums, rel_sd, resolve_groups)
 
 __all__ = ["dataset_stats", "iter_batches", "iter_data", "CentredMoments", "DATA_FORMS", "DatasetAccumulator",
-           "auto_batch_size"]
+           "auto_batch_size", "probed_batches"]
 
 #: the accepted forms of ``data`` (one meaning in every entry point that takes data)
 DATA_FORMS = ("a tensor of inputs (batch, ...), split into batches of batch_size; "
@@ -310,6 +310,66 @@ def auto_batch_size(per_input_bytes: int, device: torch.device | str, memory_bud
     B = max(1, int(B))
     info["batch_size"] = B
     return B, info
+
+
+#: device types on which batch_size="auto" measures the first batch (tests add "cpu" with a fake allocator)
+PROBE_DEVICE_TYPES = ("cuda",)
+
+
+def cuda_memory_probe(device: torch.device, what: str) -> int:
+    """CUDA allocator statistics for :func:`probed_batches`: ``what`` = "allocated" (bytes now),
+    "reserved" (bytes held by the caching allocator), "peak" (peak allocated since the last "reset";
+    the reset itself returns 0).  Module-level so that tests can fake a device memory on a CPU."""
+    if what == "allocated":
+        return int(torch.cuda.memory_allocated(device))
+    if what == "reserved":
+        return int(torch.cuda.memory_reserved(device))
+    if what == "peak":
+        return int(torch.cuda.max_memory_allocated(device))
+    if what == "reset":
+        torch.cuda.reset_peak_memory_stats(device)
+        return 0
+    raise ValueError(f"cuda_memory_probe: what must be allocated, reserved, peak or reset, got {what!r}")
+
+
+def probed_batches(x: torch.Tensor, y: torch.Tensor | None, device: torch.device, info: dict, first: int, *,
+                   checked_per_input: int = 0, memory_budget: int | str | None = None
+                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """``batch_size="auto"`` on CUDA by measurement (issue 12 item 2).  The first batch has ``first``
+    inputs, the size the (conservative) per-input estimate allows; it is analysed like any other
+    (nothing is discarded) while the allocator's peak p above the memory held before is read.  Its
+    bytes per input u = p / first (the fixed part of the working set included, so an over-estimate)
+    size the rest: batches of B = ⌊f·avail / u⌋ inputs, where avail is the free device memory plus what
+    the caching allocator holds unused and f = :data:`CUDA_MEMORY_FRACTION`; also B ≤ ⌊budget / c⌋ for
+    the budget-checked allocations (c = ``checked_per_input``) and B ≥ 1.  Two batches in all when the
+    data fit: every batch costs a fixed number of kernel launches, which dominates on a GPU.
+    The measurement resets the device's peak-memory statistics (``torch.cuda.reset_peak_memory_stats``).
+    ``info`` (the result's ``info["batch_size_auto"]``) receives the first batch's size and peak and
+    the chosen B once known.  The result equals a fixed-batch pass up to the order of the sums."""
+    n = x.shape[0]
+    b1 = max(1, min(int(first), n))
+    base = cuda_memory_probe(device, "allocated")
+    cuda_memory_probe(device, "reset")
+    yield x[:b1], (y[:b1] if y is not None else None)
+    peak = max(1, cuda_memory_probe(device, "peak") - base)
+    info.update(first_batch=b1, first_batch_peak_bytes=peak)
+    if b1 >= n:
+        info["batch_size"] = b1
+        return
+    u = peak / b1
+    free, total = cuda_mem_get_info(device)
+    avail = free + cuda_memory_probe(device, "reserved") - cuda_memory_probe(device, "allocated")
+    B = int(CUDA_MEMORY_FRACTION * avail // u)
+    if checked_per_input > 0:
+        B = min(B, memory_budget_bytes(memory_budget) // int(checked_per_input))
+    B = max(1, min(B, n - b1))
+    info.update(bytes_per_input=u, available_bytes=int(avail), total_bytes=int(total),
+                fraction=CUDA_MEMORY_FRACTION, batch_size=B,
+                estimate="measured: the first batch's peak allocated bytes per input")
+    start = b1
+    while start < n:
+        yield x[start:start + B], (y[start:start + B] if y is not None else None)
+        start += B
 
 
 def _first_input(data) -> torch.Tensor | None:
@@ -666,9 +726,12 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
     either way.
 
     **Batches** (``batch_size``): inputs per engine call for tensor or (x, y) data (a list or loader
-    keeps its batches).  ``"auto"``: on CUDA as many as half the free device memory holds, by the
-    per-input estimate of :func:`.cost.cost_estimate`; on the CPU at most 256 within the memory budget
-    (:func:`auto_batch_size`); the choice is ``result.info["batch_size"]`` / ``["batch_size_auto"]``.
+    keeps its batches).  ``"auto"``: on CUDA as many as half the free device memory holds, measured
+    on the first batch, whose size the conservative per-input estimate of :func:`.cost.cost_estimate`
+    sets (:func:`probed_batches`; with a ``checkpoint``, whose batches must be reproducible, that
+    estimate alone); on the
+    CPU at most 256 within the memory budget (:func:`auto_batch_size`); the choice is
+    ``result.info["batch_size"]`` / ``["batch_size_auto"]``.
 
     **Across processes** (``process_group``, THEORY §8): under an initialised ``torch.distributed``
     every rank calls ``dataset_stats(model, its_shard, family, ...)`` with its own shard
@@ -754,7 +817,18 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
                                                   v2_sample=v2_sample, max_params=max_params, grams=grams,
                                                   use_eig=use_eig, chunk_size=chunk_size,
                                                   memory_budget=memory_budget)
-        batches, n_batches = iter_data(data, batch_size)
+        n_all = _n_inputs(data)
+        if auto_info is not None and device.type in PROBE_DEVICE_TYPES and ckpt is None and n_all and batch_size < n_all:
+            # measured, not estimated: the estimate of cost_estimate is the conditional_stats working set
+            # (dense per-input outputs), far above this pass's (issue 12 item 2; bench_gpu.py)
+            x_all, y_all = data if isinstance(data, tuple) else (data, None)
+            auto_info = {"estimated_batch_size": batch_size, "estimate_info": auto_info}
+            batches, n_batches = probed_batches(x_all, y_all, device, auto_info, batch_size,
+                                                checked_per_input=auto_info["estimate_info"].get(
+                                                    "checked_per_input_bytes", 0),
+                                                memory_budget=memory_budget), None
+        else:
+            batches, n_batches = iter_data(data, batch_size)
         # scheme and m_inputs are applied at the end: a finished checkpoint serves either scheme
         fingerprint = {**{k: v for k, v in fields.items() if k != "scheme"}, "batch_size": batch_size,
                        "chunk_size": chunk_size, "rank": rank, "world": world}
@@ -772,6 +846,8 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
     if group is not None:
         metas = gather_outcome(None if err is not None else acc.meta(), err, group, "dataset_stats")
         acc.merge_ranks(metas, group, device)
+    if auto_info is not None and "first_batch" in auto_info:
+        batch_size = auto_info.get("batch_size", batch_size)
     info_extra = {"batch_size": batch_size, **({"batch_size_auto": auto_info} if auto_info else {}),
                   "certificates": certificate_policy(family, use_eig)[1]}
     if group is not None:

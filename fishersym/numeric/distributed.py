@@ -19,7 +19,9 @@ This module holds the pieces shared by :func:`fishersym.numeric.dataset_stats` a
 (:func:`shard`) and ``torchrun`` start-up (:func:`init_from_env`).
 
 Collectives run on the model's device: CPU tensors with gloo, CUDA tensors with NCCL (set
-``torch.cuda.set_device(local_rank)`` before, as NCCL requires; :func:`init_from_env` does).
+``torch.cuda.set_device(local_rank)`` before, as NCCL requires; :func:`init_from_env` does).  A CPU
+model under an NCCL-only group has its buffers moved to the current CUDA device for the collective
+and back (:func:`comm_device`).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["resolve_group", "rank_world", "agree", "gather_outcome", "all_reduce_flat", "all_gather_flat", "shard",
+__all__ = ["resolve_group", "rank_world", "agree", "gather_outcome", "all_reduce_flat", "all_gather_flat", "comm_device", "shard",
            "init_from_env", "parameter_signature", "family_signature", "DistributedMismatchError",
            "TORCHRUN_HINT"]
 
@@ -142,6 +144,22 @@ def gather_outcome(payload: Any, error: BaseException | None, group: Any, what: 
     return [p for _, p in got]
 
 
+def comm_device(group: Any, device: torch.device) -> torch.device:
+    """The device a collective of ``group`` must see tensors on: ``device``, except that a group whose
+    only backend is NCCL (which reduces CUDA tensors only) gets CPU tensors on the current CUDA device.
+    A model analysed on the CPU under ``torchrun`` on a GPU machine (NCCL by default) thus still merges.
+
+    >>> comm_device(None, torch.device("cpu"))
+    device(type='cpu')
+    """
+    if group is None or device.type != "cpu":
+        return device
+    backend = str(dist.get_backend(group)).lower()
+    if "nccl" in backend and "gloo" not in backend and "cpu" not in backend:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def all_reduce_flat(tensors: Sequence[torch.Tensor], group: Any, op: Any = None) -> list[torch.Tensor]:
     """``all_reduce`` a list of tensors in as few collectives as possible (one flat buffer per dtype, on
     the tensors' device): returns new tensors of the same shapes holding the reduction (default SUM).
@@ -152,8 +170,10 @@ def all_reduce_flat(tensors: Sequence[torch.Tensor], group: Any, op: Any = None)
     for i, t in enumerate(tensors):
         by_dtype.setdefault(t.dtype, []).append(i)
     for dt, idx in by_dtype.items():
-        buf = torch.cat([tensors[i].reshape(-1) for i in idx]) if idx else None
+        home = tensors[idx[0]].device
+        buf = torch.cat([tensors[i].reshape(-1) for i in idx]).to(comm_device(group, home))
         dist.all_reduce(buf, op=op, group=group)
+        buf = buf.to(home)
         k = 0
         for i in idx:
             n = tensors[i].numel()
@@ -171,9 +191,11 @@ def all_gather_flat(tensors: Sequence[torch.Tensor], group: Any) -> list[list[to
     for i, t in enumerate(tensors):
         by_dtype.setdefault(t.dtype, []).append(i)
     for dt, idx in by_dtype.items():
-        buf = torch.cat([tensors[i].reshape(-1) for i in idx])
+        home = tensors[idx[0]].device
+        buf = torch.cat([tensors[i].reshape(-1) for i in idx]).to(comm_device(group, home))
         bufs = [torch.empty_like(buf) for _ in range(world)]
         dist.all_gather(bufs, buf, group=group)
+        bufs = [b.to(home) for b in bufs]
         for r in range(world):
             k = 0
             for i in idx:
@@ -251,8 +273,9 @@ def shard(data: Any, group: Any = None, *, rank: int | None = None, world: int |
 
 def init_from_env(backend: str | None = None) -> tuple[int, int]:
     """Initialise the default process group from torchrun's environment (RANK, WORLD_SIZE,
-    MASTER_ADDR, MASTER_PORT): backend ``nccl`` when CUDA is available (after
-    ``torch.cuda.set_device(LOCAL_RANK)``), else ``gloo``.  Returns (rank, world size).  Without that
+    MASTER_ADDR, MASTER_PORT): backend ``backend``, else the environment's ``FISHERSYM_DIST_BACKEND``,
+    else ``nccl`` when CUDA is available (after ``torch.cuda.set_device(LOCAL_RANK)``) and ``gloo``
+    otherwise.  Returns (rank, world size).  Without that
     environment a RuntimeError says how to launch.  Already initialised: returns the current values."""
     if not dist.is_available():
         raise RuntimeError("this torch build has no torch.distributed")
@@ -265,7 +288,7 @@ def init_from_env(backend: str | None = None) -> tuple[int, int]:
                            "launch with torchrun --nproc_per_node=N (e.g. torchrun --nproc_per_node=2 -m fishersym "
                            "report --distributed ...)")
     if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = os.environ.get("FISHERSYM_DIST_BACKEND") or ("nccl" if torch.cuda.is_available() else "gloo")
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     # a finite collective timeout (FISHERSYM_DIST_TIMEOUT seconds, default 600): a rank that dies

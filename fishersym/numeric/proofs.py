@@ -31,14 +31,15 @@ Rules for an op, per parameter p, over its tensor arguments:
   masked_fill, fill (with a tensor value), index_fill, constant/reflection/replication padding, avg_pool1d/2d/3d, adaptive_avg_pool,
   upsample (nearest, linear, bilinear, bicubic, trilinear: linear in the input), native_dropout
   (eval), mul/div by a Python scalar, pow with exponent 1, and
-  ``_native_batch_norm_legit_no_training`` / ``native_batch_norm`` in eval mode (see below).
+  ``_native_batch_norm_legit_no_training`` / ``native_batch_norm`` (and the cuDNN / MIOpen kernels
+  ``cudnn_batch_norm`` / ``miopen_batch_norm``) in eval mode (see below).
 * ``PIECEWISE`` (piecewise affine): relu, leaky_relu, hardtanh, clamp, clamp_min, clamp_max,
   threshold, abs, maximum, minimum, max, min, amax, amin, where (the condition is boolean),
   max_pool*_with_indices, max_pool*, adaptive_max_pool*, sort, topk, sign, round, floor, ceil,
   trunc, hardshrink, softshrink, relu6.
 * ``MULTILINEAR`` ops are affine in each *factor* argument separately: mul.Tensor, mm, bmm, mv,
   dot, addmm / addmv / baddbmm / addbmm / addr (the added ``self`` is additive), addcmul,
-  convolution (input × weight, bias additive), batch norm in eval (input × weight, bias additive;
+  convolution (input × weight, bias additive; also the cuDNN, MIOpen and oneDNN kernels), batch norm in eval (input × weight, bias additive;
   the running statistics must not depend on p), native_layer_norm / native_group_norm (weight a
   factor; the normalised input is smooth: any dependence of the input on p breaks the proof),
   prelu.  If **two factors both depend on p** the product is quadratic in p (tied weights used
@@ -129,6 +130,11 @@ MULTILINEAR_OPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "_convolution": (("input", "weight"), ()),
     "convolution_overrideable": (("input", "weight"), ()),
     "mkldnn_convolution": (("self", "weight"), ()),
+    "cudnn_convolution": (("self", "weight"), ()),
+    "cudnn_convolution_transpose": (("self", "weight"), ()),
+    "miopen_convolution": (("self", "weight"), ()),
+    "miopen_convolution_transpose": (("self", "weight"), ()),
+    "miopen_depthwise_convolution": (("self", "weight"), ()),
     "_native_batch_norm_legit_no_training": (("input", "weight"), ("running_mean", "running_var")),
     "native_layer_norm": (("input", "weight"), ("input",)),
     "native_group_norm": (("input", "weight"), ("input",)),
@@ -137,6 +143,10 @@ MULTILINEAR_OPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "div": ((), ("other",)),
     "div_": ((), ("other",)),
 }
+
+#: batch-norm kernels with a ``training`` flag (CPU, cuDNN, MIOpen): multilinear in (input, weight) when
+#: training is False, with the running statistics smooth arguments (THEORY §12); smooth when training
+BATCH_NORM_OPS = frozenset({"native_batch_norm", "cudnn_batch_norm", "miopen_batch_norm"})
 
 #: smooth non-linear ops named as such in the reasons (every op not on an allowlist breaks the proof too)
 SMOOTH_OPS = frozenset({
@@ -147,7 +157,7 @@ SMOOTH_OPS = frozenset({
     "std_mean", "square", "atan", "asin", "acos", "sinh", "cosh", "asinh", "atanh", "acosh", "lerp",
     "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
     "_scaled_dot_product_efficient_attention", "_native_multi_head_attention",
-    "_transformer_encoder_layer_fwd", "native_batch_norm", "_native_batch_norm_legit",
+    "_transformer_encoder_layer_fwd", "_native_batch_norm_legit", *BATCH_NORM_OPS,
 })
 
 
@@ -250,7 +260,7 @@ class _Tracer(TorchDispatchMode):
                     new = _merge(new, tt)
                 if op == "native_dropout" and len(args) > 2 and args[2]:
                     new = _breaks(new, f"{label} in training mode (random) lies between the parameter and h")
-            elif base in MULTILINEAR_OPS or (op == "native_batch_norm" and not named.get("training", True)):
+            elif base in MULTILINEAR_OPS or (op in BATCH_NORM_OPS and not named.get("training", True)):
                 factors, smooth = MULTILINEAR_OPS.get(base, (("input", "weight"), ("running_mean", "running_var")))
                 new = self._multilinear(label, arg_taints, factors, smooth)
             elif base == "pow" and isinstance(named.get("exponent"), (int, float)) and named["exponent"] in (0, 1):
