@@ -71,6 +71,21 @@ class ExponentialFamily:
     #: True when Σ𝟙 = 0 and everything is invariant to h ↦ h + c𝟙 (softmax; THEORY §5, §6.6)
     shift_invariant: bool = False
 
+    # ------------------------------------------------------------------ derived documents (symbolic/latex.py)
+    #: True when the display coordinates are probabilities (p_a = η_a): documents print 1 − p where SymPy
+    #: would write −p + 1
+    display_probabilities: bool = False
+
+    def latex_constants_note(self) -> str:
+        """LaTeX appended to a derived document's "Constants of Theorem 4.1" paragraph when the constants
+        are kept as named constants (no closed form): what is known about them ("" for nothing)."""
+        return ""
+
+    def latex_conclusions(self) -> list[str]:
+        """Extra ``\\item`` lines (LaTeX) for the conclusions of a derived document whose V₂ does not
+        vanish everywhere (e.g. where V₁ vanishes)."""
+        return []
+
     def __init__(self, C: int, link: Link | None = None, out_dim: int | None = None):
         self.C = int(C)
         self.link = Identity() if link is None else link

@@ -27,6 +27,11 @@ __all__ = ["Bernoulli"]
 class Bernoulli(ExponentialFamily):
     name = "bernoulli"
     discrete = True
+    display_probabilities = True
+
+    def latex_conclusions(self) -> list[str]:
+        return ["\\item At $p = \\tfrac12$, $V_1 = 0$ for every parameter (the factor $(1-2p)^2$), so $\\hat I_1$ "
+                "is exact there and wins wherever $w_i \\neq 0$.\n"]
 
     def __init__(self, link: str | Link | None = None):
         super().__init__(1, get_link(link, None) if link is not None else None)

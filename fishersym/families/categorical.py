@@ -29,6 +29,13 @@ class Categorical(ExponentialFamily):
     name = "categorical"
     discrete = True
     shift_invariant = True
+    display_probabilities = True
+
+    def latex_constants_note(self) -> str:
+        return (" Theorem 5.2 gives $\\lambda_{\\max}(\\Sigma) \\le m(x)$ and $\\tilde\\lambda_{\\max}(M) \\le 2m(x)$ with "
+                "$m(x) = \\min(\\max_k p_k, 1 - \\|p\\|^2)$; $\\lambda_{\\min}(\\Sigma) = \\tilde\\lambda_{\\min}(M) = 0$ "
+                "along $\\mathbf 1$, so the sharpened bounds below work on $\\mathbf 1^\\perp$ with the projections "
+                "$u^\\perp = u - \\tfrac1C\\mathbf 1\\mathbf 1^\\top u$.")
 
     def __init__(self, C: int = 10, link: str | Link | None = None):
         try:

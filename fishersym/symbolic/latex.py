@@ -68,7 +68,7 @@ class _Printer:
         names.update(NAMED_LATEX)
         self.names = names
         fam = D.family
-        self.flip = [s for s, _ in D.forms.coords] if fam.name in ("bernoulli", "categorical") else []
+        self.flip = [s for s, _ in D.forms.coords] if fam.display_probabilities else []
 
     def __call__(self, e) -> str:
         if self.flip and isinstance(e, sp.Basic):
@@ -191,11 +191,7 @@ trade-off condition (\S6.7).""" + "\n\n")
           "$\\tilde\\lambda_{\\min}(M) = \\inf_{\\|v\\|=1} M(v,v,v,v)$, $\\tilde\\lambda_{\\max}(M)$ have no closed "
           "form here; they are kept as named constants and evaluated numerically "
           "(certified values, THEORY \\S5).")
-        if fam.name == "categorical":
-            w(" Theorem 5.2 gives $\\lambda_{\\max}(\\Sigma) \\le m(x)$ and $\\tilde\\lambda_{\\max}(M) \\le 2m(x)$ with "
-              "$m(x) = \\min(\\max_k p_k, 1 - \\|p\\|^2)$; $\\lambda_{\\min}(\\Sigma) = \\tilde\\lambda_{\\min}(M) = 0$ "
-              "along $\\mathbf 1$, so the sharpened bounds below work on $\\mathbf 1^\\perp$ with the projections "
-              "$u^\\perp = u - \\tfrac1C\\mathbf 1\\mathbf 1^\\top u$.")
+        w(fam.latex_constants_note())
         w("\n")
     else:
         w("Derived exactly by SymPy:\n")
@@ -303,9 +299,8 @@ trade-off condition (\S6.7).""" + "\n\n")
         w("\\item For the other parameters ($w_i \\neq 0$ in general, smooth activations in hidden layers) the "
           "winner depends on the input: $\\hat I_2$ wins where the trade-off inequality of its subsection holds, "
           "$\\hat I_1$ elsewhere.\n")
-        if fam.name == "bernoulli":
-            w("\\item At $p = \\tfrac12$, $V_1 = 0$ for every parameter (the factor $(1-2p)^2$), so $\\hat I_1$ "
-              "is exact there and wins wherever $w_i \\neq 0$.\n")
+        for item in fam.latex_conclusions():
+            w(item)
     if summ.get("gaussian_v1"):
         w("\\item Gaussian output: SymPy proves $V_1 = 2\\sigma^4\\|u\\|^4/N$ for every parameter "
           "(independent of the mean; Proposition 5.1).\n")
