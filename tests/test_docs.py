@@ -164,3 +164,25 @@ def test_docstring_citations_become_links_outside_literals():
                      "    THEORY §9 in a literal block",
                      "",
                      "After it :ref:`THEORY §2 <theory-2>`–§3."]
+
+
+def test_gallery_shows_every_example_and_the_figures_of_the_manifest():
+    """docs/gallery.md includes every script of examples/, and shows exactly the figures that
+    tools/make_gallery.py produced (manifest.json), each under the command that produced it."""
+    import json
+    page = (DOCS / "gallery.md").read_text()
+    examples = sorted(p.name for p in (ROOT / "examples").glob("*.py"))
+    included = sorted(re.findall(r"\{literalinclude\} \.\./examples/(\S+\.py)", page))
+    assert included == examples
+    manifest = json.loads((DOCS / "_static" / "gallery" / "manifest.json").read_text())
+    shown = sorted(re.findall(r"\]\(_static/gallery/(\S+\.png)\)", page))
+    assert shown == sorted(manifest)
+    spec = importlib.util.spec_from_file_location("make_gallery", ROOT / "tools" / "make_gallery.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert sorted(mod.FIGURES) == sorted(manifest)
+    for name, meta in manifest.items():
+        png = DOCS / "_static" / "gallery" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert meta["command"] == "fishersym " + " ".join(mod.FIGURES[name][0])
+        assert f"`{meta['command']}`" in page, (name, meta["command"])
