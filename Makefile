@@ -9,7 +9,7 @@ EXTRAS ?= test,experiments,docs
 # the [peers] extra of pyproject.toml, installed without their own requirements (see there)
 PEERS := backpack-for-pytorch==1.7.1 unfoldNd einops curvlinops-for-pytorch==3.0.1 einconv linear-operator opt-einsum
 
-.PHONY: demo test venv derivations bench bench-arch docs clean
+.PHONY: demo test venv lint derivations bench bench-arch docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,16 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q
+
+# Static checks (ruff, mypy; configured in pyproject.toml), with the versions pinned in the [lint] extra.
+LINT_STAMP := $(VENV)/.installed-lint
+$(LINT_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[lint]'
+	touch $(LINT_STAMP)
+
+lint: $(LINT_STAMP)
+	$(PY) -m ruff check fishersym tests benchmarks examples tools
+	$(PY) -m mypy
 
 docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html

@@ -20,7 +20,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import commands
 from .commands._util import UserCodeError, print_error
@@ -43,6 +43,7 @@ def _add_debug(parser: argparse.ArgumentParser, top: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``fishersym`` argument parser, with one sub-command per module of :mod:`fishersym.commands`."""
     parser = argparse.ArgumentParser(
         prog="fishersym",
         description="Diagonal Fisher information estimators: exact Fisher, variances V1/V2 and their bounds "
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status, a documented error
+    printed as one line."""
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"{parser.prog} {args.command}"

@@ -190,12 +190,12 @@ def test_smooth_and_piecewise_linear_partition_the_registry():
 @pytest.mark.parametrize("name", list(reg.REGISTRY))
 def test_every_entry_is_reachable_everywhere(name):
     spec = reg.get(name)
-    # hypothesis strategies: drawn by activations() and built by ACTIVATIONS
+    # hypothesis strategies: drawn by activations() and built by EXAMPLE_ACTIVATIONS
     assert find(fst.activations(), lambda n: n == name) == name
-    built = fst.ACTIVATIONS[name]()
+    built = fst.EXAMPLE_ACTIVATIONS[name]()
     assert type(built) is spec.module_types[0] and spec.params_of(built) == spec.params(**spec.example)
     arch = fst.Architecture(2, (3,), 1, (name,))
-    assert type(fst.build_mlp(arch)[1]) is spec.module_types[0]
+    assert type(fst.architecture_module(arch)[1]) is spec.module_types[0]
     # symbolic side: by name and every alias, and in a network
     act = symbolic.get_activation(name)
     assert act.name == name and act.piecewise_linear == spec.piecewise_linear and act.latex == spec.latex
@@ -210,7 +210,7 @@ def test_every_entry_is_reachable_everywhere(name):
         if isinstance(rule, ew_layer.ElementwiseRule):
             assert rule.fn is spec.numeric and rule.piecewise_linear == spec.piecewise_linear
     # experiments
-    assert type(exp_mlp.ACTIVATIONS[name]()) is spec.module_types[0]
+    assert type(exp_mlp.build_mlp(2, (3,), 2, name)[1]) is spec.module_types[0]
     assert reg.module_spec(spec.make()) == (name, spec.params())
 
 
@@ -243,11 +243,11 @@ def test_every_side_lists_the_same_activations():
     numeric_types = set(num_act.SUPPORTED)
     symbolic_types = {type(sym_act.ACTIVATIONS[n]().torch_module()) for n in sym_act.ACTIVATIONS}
     symbolic_types |= {t for n in sym_act.ACTIVATIONS for t in reg.REGISTRY[n].eval_types}
-    strategy_types = {type(f()) for f in fst.ACTIVATIONS.values()}
-    experiment_types = {type(f()) for f in exp_mlp.ACTIVATIONS.values()}
+    strategy_types = {type(f()) for f in fst.EXAMPLE_ACTIVATIONS.values()}
+    experiment_types = {type(exp_mlp.build_mlp(2, (3,), 2, n)[1]) for n in reg.REGISTRY}
     assert numeric_types == set(reg.TYPES) == symbolic_types
     assert strategy_types == experiment_types == {s.module_types[0] for s in reg.REGISTRY.values()}
-    assert set(sym_act.ACTIVATIONS) == set(fst.ACTIVATIONS) == set(exp_mlp.ACTIVATIONS) == set(reg.REGISTRY)
+    assert set(sym_act.ACTIVATIONS) == set(fst.EXAMPLE_ACTIVATIONS) == set(reg.REGISTRY)
     assert numeric_types <= set(RULES)
 
 
@@ -281,7 +281,7 @@ def test_symbolic_derivation_equals_oracle(name, params):
         for p in model.parameters():
             p.copy_(0.8 * torch.randn(p.shape, generator=g, dtype=torch.float64))
     x = torch.randn(2, 2, generator=g, dtype=torch.float64)
-    got = symbolic.derive(net, fam, n_samples=2).evaluate(model, x, optimise=False)
+    got = symbolic.derive(net, fam, n_samples=2).evaluate(model, x, optimised=False)
     for b in range(2):
         ref = brute_force(model, x[b:b + 1], fam, 2)
         # natural scales: max I for I, (max I)² for the variances (a V₂ that is exactly 0 has none)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, hessian
 
-from fishersym.bounds import check_bounds
+from fishersym.bounds import violated_bounds
 from fishersym.numeric import conditional_stats, dataset_stats, offdiag_stats
 
 from test_numeric_helpers import FAMILIES, label_nodes, make_family, small_mlp
@@ -25,7 +25,7 @@ def test_certified_bounds_hold(fam, seed):
     x = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     r = conditional_stats(model, x, family, n_samples=2, optimised=True, group_bounds=True)
     flat = {k: torch.cat([v.reshape(-1) for v in r[k].values()]) for k in r.keys()}
-    assert check_bounds(flat, rtol=1e-9, atol=1e-15) == []
+    assert violated_bounds(flat, rtol=1e-9, atol=1e-15) == []
     # the bounds are not vacuous somewhere: an upper bound within a factor 1e3 of the value
     assert float((flat["var1_upper"] / flat["var1"].clamp_min(1e-300)).min()) < 1e3
     bad_opt = [k for k in ("var1_lower_opt", "var1_upper_opt", "var1_lower_sharp_opt", "var1_upper_sharp_opt")
@@ -54,7 +54,7 @@ def test_dataset_bounds_hold_both_schemes():
         r = dataset_stats(model, data, family, n_samples=3, scheme=scheme, group_bounds=True, progress=False,
                           use_eig=False)
         flat = {k: torch.cat([v.reshape(-1) for v in r[k].values()]) for k in r.keys()}
-        assert check_bounds(flat, rtol=1e-9, atol=1e-15) == []
+        assert violated_bounds(flat, rtol=1e-9, atol=1e-15) == []
         assert bool((flat["input_var"] <= flat["input_var_upper"] * (1 + 1e-12)).all())  # Lemma 4.8
         for g, d in r.groups.items():
             for q in ("fisher", "var1", "var2"):
@@ -102,3 +102,28 @@ def test_offdiag_exact_and_bounds(fam):
     assert bool((res["var1_ij"] <= res["offdiag_var1_upper"] * (1 + 1e-9) + 1e-15).all())
     assert bool((res["var2_ij"] <= res["offdiag_var2_upper"] * (1 + 1e-9) + 1e-15).all())
     assert float(res["var2_ij"].abs().max()) > 0
+
+
+def test_one_bound_checker_counts_locates_and_flags_nan():
+    """Issue 11 item 5: violated_bounds / bound_violations (the one checker behind testing's check_bounds
+    and the experiments' n_bound_violations) on a result with one bound made false on purpose: exactly
+    that key and that entry are reported, NaN counts unless nan_ok, and check_bounds raises on it."""
+    from fishersym.bounds import bound_violations
+    from fishersym.testing.properties import PropertyViolation, check_bounds
+    family = make_family("categorical")
+    model = small_mlp(family.out_dim, seed=3, act=nn.Tanh, widths=(3,), scale=1.0)
+    x = torch.randn(2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    r = conditional_stats(model, x, family, n_samples=2)
+    assert violated_bounds(r) == [] and set(bound_violations(r)) >= {"var1_upper", "var2_lower_sharp"}
+    v = r["var1"]["0.weight"]
+    r["var1_upper"]["0.weight"] = r["var1_upper"]["0.weight"].clone()
+    r["var1_upper"]["0.weight"][1, 2, 0] = v[1, 2, 0] * 0.5                # below V₁: false
+    assert violated_bounds(r) == ["var1_upper"]
+    assert bound_violations(r)["var1_upper"] == 1
+    assert bound_violations(r, params=["2.weight", "2.bias"])["var1_upper"] == 0
+    with pytest.raises(PropertyViolation, match="var1_upper"):
+        check_bounds(model, family, x, 2, result=r)
+    r["var1_upper"]["0.weight"][1, 2, 0] = v[1, 2, 0] * (1 + 1e-12)      # within rtol = 1e-9: holds
+    assert violated_bounds(r) == []
+    r["var2_lower"]["0.bias"] = torch.full_like(r["var2"]["0.bias"], float("nan"))
+    assert violated_bounds(r) == ["var2_lower"] and violated_bounds(r, nan_ok=True) == []

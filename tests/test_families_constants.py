@@ -192,8 +192,23 @@ def test_poisson_closed_form_constants_match_optimisation():
 
 def test_certification_sources_are_reported():
     fam = families.get("categorical", C=4)
-    c = family_constants(fam, torch.randn(2, 4), optimise=False)
+    c = family_constants(fam, torch.randn(2, 4), optimised=False)
     assert c.M_max_opt is None
     assert set(c.sources) >= {"M_max", "M_min", "K_max", "K_min"}
-    c2 = family_constants(fam, torch.randn(2, 4), optimise=False, use_eig=False)
+    c2 = family_constants(fam, torch.randn(2, 4), optimised=False, use_eig=False)
     assert c2.sources["M_max"] in ("closed form", "Cor. 4.2", "Cor. 4.2/closed form", "closed form/Cor. 4.2")
+
+
+def test_one_dimensional_optimised_constants_are_the_form_at_one(monkeypatch):
+    """C = 1: the unit sphere is {±1}, so λ̃_min = λ̃_max = 𝒯(1,1,1,1) exactly, with no SS-HOPM run;
+    checked against the optimiser itself on a Poisson whose closed forms are hidden."""
+    fam = families.get("poisson", C=1)
+    monkeypatch.setattr(type(fam), "closed_form_constants", lambda self, h, restricted=False, sigma_max=None: {})
+    h = torch.linspace(-2.0, 2.0, 7, dtype=torch.float64)[:, None]
+    c = family_constants(fam, h, optimised=True)
+    for t, form in (("M", fam.mquad), ("K", fam.m4)):
+        at_one = form(h, torch.ones_like(h))
+        assert torch.equal(getattr(c, f"{t}_max_opt"), at_one) and torch.equal(getattr(c, f"{t}_min_opt"), at_one)
+        for w in ("min", "max"):
+            got, _ = lambda_tilde_opt(fam, h, t, w, c.K_max_cert, n_starts=2, n_iter=20)
+            torch.testing.assert_close(got, at_one, rtol=1e-12, atol=0)

@@ -107,7 +107,7 @@ def fuzz_cases(draw, entries=ENTRIES, dtypes=(torch.float64, torch.float32)) -> 
     x = draw(fst.inputs((fm.in_dim,), bound=2.0, batch=(1, 4))).to(dtype)
     if x.shape[0] < 4 and draw(st.booleans()):
         x = torch.cat([x, x[:1]])  # a repeated input (issue 13 item 25)
-    cap = fst.SATURATING_FAMILIES[name]
+    cap = fst.saturating_caps()[name]
     target = draw(fst.saturated_scales(cap))
     fst.rescale_outputs(fm.model, x, target, cap)
     entry = draw(st.sampled_from(list(entries)))
@@ -547,7 +547,7 @@ def run_case(case: FuzzCase) -> list[Failure]:
             h = fam.natural(out)
         except ValueError:
             return ctx.failures  # outputs outside the family's domain: nothing to certify
-        res = guarded(ctx, lambda: family_constants(fam, h, restricted=o["restricted"], optimise=False,
+        res = guarded(ctx, lambda: family_constants(fam, h, restricted=o["restricted"], optimised=False,
                                                     use_eig=o["use_eig"]))
         if res is not None:
             check_constants(ctx, res, h, o["restricted"])

@@ -113,14 +113,14 @@ def test_sigma_extremes_without_a_basis_at_c1000(monkeypatch):
     fam = families.get("categorical", C=1000)
     h = 4 * torch.randn(3, 1000, generator=torch.Generator().manual_seed(3), dtype=torch.float32)
     for restricted in (False, True):
-        c = family_constants(fam, h, restricted=restricted, optimise=False)
+        c = family_constants(fam, h, restricted=restricted, optimised=False)
         assert "secular equation" in c.sources["sigma_max"]
         assert c.M_max_cert.dtype == torch.float32
         assert torch.all(c.sigma_max_cert.double() <= c.K_max_cert.double())   # Corollary R.1 ≥ λ_max
     monkeypatch.undo()
     S = fam.sigma(h.double())
     ev = torch.linalg.eigvalsh(S)
-    c = family_constants(fam, h.double(), restricted=True, optimise=False)
+    c = family_constants(fam, h.double(), restricted=True, optimised=False)
     assert torch.all(c.sigma_max_cert >= ev[:, -1]) and torch.all(c.sigma_min_cert <= ev[:, 1])
     assert torch.allclose(c.sigma_max_cert, ev[:, -1], rtol=1e-9)     # float64: widened by 4(C + 8)ε only
 
@@ -185,8 +185,8 @@ def test_default_use_eig_policy():
     # family_constants applies it: at C = 1000 the default is the closed forms, use_eig=True the Gram form
     fam = families.get("categorical", C=40)
     h = torch.randn(2, 40, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    assert "Sym² eig" not in family_constants(fam, h, optimise=False).sources["M_max"]
-    assert "Sym² eig" in family_constants(fam, h, optimise=False, use_eig=True).sources["M_max"]
+    assert "Sym² eig" not in family_constants(fam, h, optimised=False).sources["M_max"]
+    assert "Sym² eig" in family_constants(fam, h, optimised=False, use_eig=True).sources["M_max"]
 
 
 @pytest.mark.parametrize("dt", [torch.float32, torch.float64])

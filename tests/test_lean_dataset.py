@@ -136,7 +136,7 @@ def test_keys_restrict_the_work_and_keep_the_values():
 
 def test_theorem41_bounds_subset_and_names():
     fam = families.get("categorical", C=3)
-    c = family_constants(fam, torch.randn(2, 3, dtype=torch.float64), restricted=True, optimise=True, use_eig=False)
+    c = family_constants(fam, torch.randn(2, 3, dtype=torch.float64), restricted=True, optimised=True, use_eig=False)
     u2, w2 = torch.rand(2, 4, dtype=torch.float64), torch.rand(2, 4, dtype=torch.float64)
     allb = theorem41_bounds(u2, w2, c, 3, "_sharp")
     assert "var1_upper_sharp_opt" in allb and bound_name("var1_upper_opt", "_sharp") == "var1_upper_sharp_opt"

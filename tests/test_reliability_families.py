@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from fishersym import families
-from fishersym.bounds import check_bounds
+from fishersym.bounds import violated_bounds
 from fishersym.families.constants import (MAX_C_EIG, family_constants, lambda_tilde_opt, ones_perp_basis,
                                           sym_basis)
 from fishersym.numeric import conditional_stats
@@ -92,7 +92,7 @@ def test_certified_theorem41_constants_hold_at_saturated_softmax(C, hv, uv, dt):
     h = torch.tensor(hv[:C], dtype=dt)
     u = torch.tensor(uv[: 3 * C], dtype=torch.float64).reshape(3, C)
     for restricted in (False, True):
-        c = family_constants(fam, h.unsqueeze(0), restricted=restricted, optimise=False)
+        c = family_constants(fam, h.unsqueeze(0), restricted=restricted, optimised=False)
         assert c.M_max_cert.dtype == dt
         for k in range(3):
             uk = u[k] - u[k].mean() if restricted else u[k]
@@ -162,7 +162,7 @@ def test_categorical_eig_certificates_have_no_c_limit():
     fam = families.get("categorical", C=C)
     h = 3 * torch.randn(2, C, generator=torch.Generator().manual_seed(0))
     t0 = time.perf_counter()
-    c = family_constants(fam, h, use_eig=True, optimise=False)
+    c = family_constants(fam, h, use_eig=True, optimised=False)
     assert time.perf_counter() - t0 < 20
     assert "Sym² eig" in c.sources["M_max"] or "closed form" in c.sources["M_max"]
     v = torch.randn(2, 500, C, generator=torch.Generator().manual_seed(1))
@@ -179,8 +179,8 @@ def test_float32_confident_softmax_certifies_in_float64():
     h = torch.randn(64, 10, generator=g)
     h[:, 0] += 40.0
     h32 = h.float()
-    c32 = family_constants(fam, h32, optimise=False)
-    c64 = family_constants(fam, h32.double(), optimise=False)
+    c32 = family_constants(fam, h32, optimised=False)
+    c64 = family_constants(fam, h32.double(), optimised=False)
     assert "float64" in c32.sources["arithmetic"] and "float32" in c32.sources["arithmetic"]
     for k in ("sigma_max_cert", "M_max_cert", "K_max_cert"):
         a, b = getattr(c32, k), getattr(c64, k)
@@ -196,9 +196,9 @@ def test_use_eig_refuses_c4_tensors_before_allocating():
     h = torch.zeros(4, 1000)
     t0 = time.perf_counter()
     with pytest.raises(ValueError, match=r"GiB.*use_eig=False"):
-        family_constants(fam, h, use_eig=True, optimise=False)
+        family_constants(fam, h, use_eig=True, optimised=False)
     assert time.perf_counter() - t0 < 5
-    family_constants(fam, h, use_eig=False, optimise=False)   # the alternative works
+    family_constants(fam, h, use_eig=False, optimised=False)   # the alternative works
 
 
 # --------------------------------------------------------------------------- item 16
@@ -213,7 +213,7 @@ def test_bernoulli_forms_and_constants_at_extreme_logits(dt):
     h = torch.tensor(HGRID, dtype=dt).unsqueeze(-1)
     u = torch.full_like(h, 1.5)
     got = {"s": fam.sigma(h)[:, 0, 0], "nv1": fam.mquad(h, u), "m4": fam.m4(h, u), "k4": fam.kappa4(h, u)}
-    c = family_constants(fam, h, optimise=False)
+    c = family_constants(fam, h, optimised=False)
     for j, hj in enumerate(HGRID):
         s, nv1, m4, k4 = mp_bern(torch.tensor(hj, dtype=dt).item())
         u4 = mp.mpf(1.5) ** 4
@@ -233,7 +233,7 @@ def test_sharpened_fisher_bounds_hold_at_confident_softmax(dt):
     C = 5
     fam = families.get("categorical", C=C)
     h = torch.tensor([[45.0, 0.0, -3.0, 2.0, -45.0], [-20.0, 30.0, 29.0, 0.0, 1.0]], dtype=dt)
-    c = family_constants(fam, h, restricted=True, optimise=False)
+    c = family_constants(fam, h, restricted=True, optimised=False)
     u = torch.randn(2, 8, C, generator=torch.Generator().manual_seed(3))
     for b in range(2):
         for k in range(8):
@@ -255,7 +255,7 @@ def test_bernoulli_exact_constants_are_widened_so_bounds_hold_at_p_half():
     x = torch.randn(16, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     r = conditional_stats(model, x, "bernoulli")
     vals = {k: torch.cat([t.reshape(-1) for t in r[k].values()]) for k in r if not k.startswith(("rel_sd", "prob"))}
-    assert check_bounds(vals, rtol=0.0) == []
+    assert violated_bounds(vals, rtol=0.0) == []
     h = model(x)[:, 0]
     nv1 = r["var1"]["2.bias"] * r.n_samples
     for j in range(16):
@@ -285,7 +285,7 @@ def test_optimised_lambda_tilde_matches_dense_sphere_grids(C, restricted, scale)
     d = C - 1 if restricted else C
     grid = sphere_grid(d, 400 if d == 2 else 120)
     V = grid if not restricted else grid @ ones_perp_basis(C).T
-    c = family_constants(fam, h, restricted=restricted, optimise=True, n_starts=8, n_iter=300)
+    c = family_constants(fam, h, restricted=restricted, optimised=True, n_starts=8, n_iter=300)
     for t in ("M", "K"):
         vals = (fam.mquad if t == "M" else fam.m4)(h, V.expand(4, -1, -1))
         gmin, gmax = vals.min(-1).values, vals.max(-1).values
@@ -302,7 +302,7 @@ def test_optimised_lambda_tilde_gaussian_meanvar_matches_circle_grid():
     fam = families.get("gaussian_meanvar")
     g = torch.Generator().manual_seed(0)
     h = torch.stack([3 * torch.randn(4, generator=g), -0.05 - 5 * torch.rand(4, generator=g)], -1)
-    c = family_constants(fam, h, optimise=True, n_starts=8, n_iter=300)
+    c = family_constants(fam, h, optimised=True, n_starts=8, n_iter=300)
     V = sphere_grid(2, 20000)
     for t in ("M", "K"):
         vals = (fam.mquad if t == "M" else fam.m4)(h, V.expand(4, -1, -1))
@@ -340,7 +340,7 @@ def test_optimised_restricted_min_matches_multistart_brute_force(C, scale):
     # issue 13 item 24: the 𝟙^⊥ λ̃_min(M) overstated 25–141× for C = 5–10, 1.6e13× at logits ~30
     fam = families.get("categorical", C=C)
     h = scale * torch.randn(1, C, generator=torch.Generator().manual_seed(10 + C))
-    c = family_constants(fam, h, restricted=True, optimise=True)
+    c = family_constants(fam, h, restricted=True, optimised=True)
     ref = _brute_extreme(fam, h[0], "M", "min", True)
     assert float(c.M_min_opt[0]) <= ref * (1 + 1e-3) + 1e-15, (float(c.M_min_opt[0]), ref)
     refmax = _brute_extreme(fam, h[0], "M", "max", True, n_starts=20)
@@ -352,7 +352,7 @@ def test_optimised_max_at_large_c_matches_brute_force():
     C = 100
     fam = families.get("categorical", C=C)
     h = 2 * torch.randn(1, C, generator=torch.Generator().manual_seed(5))
-    c = family_constants(fam, h, optimise=True, n_starts=16, n_iter=300)
+    c = family_constants(fam, h, optimised=True, n_starts=16, n_iter=300)
     ref = _brute_extreme(fam, h[0], "M", "max", False, n_starts=12)
     assert float(c.M_max_opt[0]) >= ref * (1 - 1e-6), (float(c.M_max_opt[0]), ref)
 

@@ -251,7 +251,7 @@ def test_poisson_constants_raise_named_overflow_not_nan(logl, dtype):
     h = torch.tensor([[logl, 0.5]], dtype=dtype)
     if dtype == torch.float64:  # (constants.py certifies in float64 whatever the input dtype)
         with pytest.raises(ValueError, match=r"poisson: .*overflows torch.float64.*log-rate"):
-            family_constants(fam, h, optimise=False)
+            family_constants(fam, h, optimised=False)
     model = nn.Sequential(nn.Linear(2, 2)).to(dtype)
     with torch.no_grad():
         model[0].weight.fill_(0.01)
@@ -264,7 +264,7 @@ def test_poisson_constants_raise_named_overflow_not_nan(logl, dtype):
 def test_poisson_large_representable_rates_give_finite_results(logl, dtype):
     # issue 13 item 20: where every value is representable, everything is finite
     fam = families.get("poisson")
-    c = family_constants(fam, torch.tensor([[logl]], dtype=dtype), optimise=False)
+    c = family_constants(fam, torch.tensor([[logl]], dtype=dtype), optimised=False)
     for v in c.as_dict().values():
         assert torch.isfinite(v).all()
     lam = math.exp(logl)

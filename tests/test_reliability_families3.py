@@ -203,8 +203,8 @@ def test_meanvar_conditional_stats_without_eig_is_certified():
         assert bool((r["fisher"][key] <= r["fisher_upper"][key]).all())
     fam = families.get("gaussian_meanvar")
     h = fam.natural(model(x).detach())
-    no_eig = family_constants(fam, h, use_eig=False, optimise=False)
-    with_eig = family_constants(fam, h, use_eig=True, optimise=False)
+    no_eig = family_constants(fam, h, use_eig=False, optimised=False)
+    with_eig = family_constants(fam, h, use_eig=True, optimised=False)
     assert "closed form" in no_eig.sources["K_max"]
     assert bool((no_eig.K_max_cert >= with_eig.K_max_cert).all())
 

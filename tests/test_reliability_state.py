@@ -34,5 +34,5 @@ def test_check_model_leaves_state_unchanged():
 def test_family_constants_leaves_global_state_unchanged():
     h = torch.randn(3, 4, dtype=torch.float64)
     before = state_fingerprint(None)
-    family_constants(families.get("categorical", C=4), h, optimise=True, n_iter=20)
+    family_constants(families.get("categorical", C=4), h, optimised=True, n_iter=20)
     assert state_fingerprint(None) == before

@@ -61,17 +61,17 @@ def test_evaluate_refuses_another_architecture(case):
     make, match = MISMATCHES[case]
     D = _derivation()
     with pytest.raises(ValueError, match=match):
-        D.evaluate(make(), _x(3 if case == "wider input" else 2), optimise=False)
+        D.evaluate(make(), _x(3 if case == "wider input" else 2), optimised=False)
 
 
 def test_evaluate_refuses_narrower_layer_and_bias_where_there_is_none():
     # issue 13 item 4: the derivation without bias given a model with bias; a narrower output layer
     D = _derivation(bias=False)
     with pytest.raises(ValueError, match=r"bias=True\) but layer 1 .* bias=False"):
-        D.evaluate(_seq(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)), _x(), optimise=False)
+        D.evaluate(_seq(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)), _x(), optimised=False)
     D = _derivation(widths=(2, 3, 3), family="categorical", C=3)
     with pytest.raises(ValueError, match=r"Linear\(3, 2, bias=True\) but layer 2 .* Linear\(3, 3"):
-        D.evaluate(_seq(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2)), _x(), optimise=False)
+        D.evaluate(_seq(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2)), _x(), optimised=False)
 
 
 @pytest.mark.parametrize("act,module,match", [
@@ -83,7 +83,7 @@ def test_evaluate_refuses_another_activation_setting(act, module, match):
     # issue 13 item 4: the activation's settings define the function (slope, approximation, beta)
     D = _derivation(act=act)
     with pytest.raises(ValueError, match=match):
-        D.evaluate(_seq(nn.Linear(2, 3), module, nn.Linear(3, 1)), _x(), optimise=False)
+        D.evaluate(_seq(nn.Linear(2, 3), module, nn.Linear(3, 1)), _x(), optimised=False)
 
 
 def test_evaluate_refuses_shared_linear_and_tied_weights():
@@ -92,11 +92,11 @@ def test_evaluate_refuses_shared_linear_and_tied_weights():
     lin = nn.Linear(3, 3)
     shared = _seq(lin, nn.Tanh(), lin, nn.Tanh(), nn.Linear(3, 1))
     with pytest.raises(ValueError, match=r"modules '0' and '2' of the model are the same nn.Linear instance"):
-        D.evaluate(shared, _x(3), optimise=False)
+        D.evaluate(shared, _x(3), optimised=False)
     tied = _seq(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 1))
     tied[2].weight = tied[0].weight
     with pytest.raises(ValueError, match=r"parameters '0.weight' and '2.weight' .* same tensor \(tied weights\)"):
-        D.evaluate(tied, _x(3), optimise=False)
+        D.evaluate(tied, _x(3), optimised=False)
 
 
 def test_evaluate_accepts_a_shared_activation_instance_and_gets_it_right():
@@ -110,7 +110,7 @@ def test_evaluate_accepts_a_shared_activation_instance_and_gets_it_right():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
     x = _x(seed=4)
-    got = D.evaluate(model, x, optimise=False)
+    got = D.evaluate(model, x, optimised=False)
     for b in range(x.shape[0]):
         ref = oracle(model, x[b:b + 1], families.get("bernoulli"), 2)
         for key in ("fisher", "var1", "var2"):
@@ -127,21 +127,21 @@ def test_evaluate_refuses_hooks_parametrizations_custom_forward_and_bad_values()
     hooked = copy.deepcopy(base)
     hooked[0].register_forward_hook(lambda m, i, o: 2 * o)
     with pytest.raises(ValueError, match="forward hooks"):
-        D.evaluate(hooked, x, optimise=False)
+        D.evaluate(hooked, x, optimised=False)
     pre = copy.deepcopy(base)
     pre[2].register_forward_pre_hook(lambda m, i: (i[0] * 0,))
     with pytest.raises(ValueError, match="forward hooks"):
-        D.evaluate(pre, x, optimise=False)
+        D.evaluate(pre, x, optimised=False)
     par = copy.deepcopy(base)
     torch.nn.utils.parametrizations.weight_norm(par[0])
     with pytest.raises(ValueError, match="parametrized|parameter '0.parametrizations"):
-        D.evaluate(par, x, optimise=False)
+        D.evaluate(par, x, optimised=False)
 
     class Twice(nn.Sequential):
         def forward(self, x):
             return 2 * super().forward(x)
     with pytest.raises(ValueError, match="not an nn.Sequential with the standard forward"):
-        D.evaluate(Twice(*copy.deepcopy(base)), x, optimise=False)
+        D.evaluate(Twice(*copy.deepcopy(base)), x, optimised=False)
 
     class Named(nn.Module):  # the right parameter names, another computation
         def __init__(self):
@@ -152,24 +152,24 @@ def test_evaluate_refuses_hooks_parametrizations_custom_forward_and_bad_values()
         def forward(self, x):
             return self._modules["2"](torch.relu(self._modules["0"](x)))
     with pytest.raises(ValueError, match="the model is a Named, not an nn.Sequential"):
-        D.evaluate(Named().double(), x, optimise=False)
+        D.evaluate(Named().double(), x, optimised=False)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
-        D.evaluate({"0.weight": torch.zeros(3, 2)}, x, optimise=False)
+        D.evaluate({"0.weight": torch.zeros(3, 2)}, x, optimised=False)
     nan = copy.deepcopy(base)
     with torch.no_grad():
         nan[0].weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match=r"parameter '0.weight' contains non-finite values"):
-        D.evaluate(nan, x, optimise=False)
+        D.evaluate(nan, x, optimised=False)
     with pytest.raises(ValueError, match="x must be real and finite"):
-        D.evaluate(base, torch.tensor([[0.0, float("inf")]]), optimise=False)
+        D.evaluate(base, torch.tensor([[0.0, float("inf")]]), optimised=False)
     with pytest.raises(ValueError, match="batch size 0"):
-        D.evaluate(base, torch.zeros(0, 2), optimise=False)
+        D.evaluate(base, torch.zeros(0, 2), optimised=False)
 
 
 def test_evaluate_still_accepts_the_derivations_own_module_in_float32():
     D = _derivation()
     model = D.network.torch_module(dtype=torch.float32, seed=2)
-    out = D.evaluate(model, _x(), optimise=False)
+    out = D.evaluate(model, _x(), optimised=False)
     assert out["fisher"]["0.weight"].shape == (2, 3, 2)
     assert all(torch.isfinite(v).all() for v in out["var1"].values())
 

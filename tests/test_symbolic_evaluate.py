@@ -19,7 +19,7 @@ from torch.func import functional_call
 
 from fishersym import families, symbolic
 from fishersym.testing.brute import brute_force as oracle
-from fishersym.bounds.theorem41 import BOUND_KEYS, OPT_KEYS, SHARP_KEYS, check_bounds
+from fishersym.bounds.theorem41 import BOUND_KEYS, OPT_KEYS, SHARP_KEYS, violated_bounds
 
 FAMILIES = {
     "gaussian": lambda: families.get("gaussian", C=1, sigma2=0.7, link="mean"),
@@ -43,11 +43,8 @@ def brute_force(net, fam, model, x, N):
 
 
 def _bounds_ok(got) -> list:
-    """check_bounds per parameter tensor (the result maps key → {name: tensor})."""
-    bad = []
-    for name in got["fisher"]:
-        bad += [f"{name}:{k}" for k in check_bounds({k: v[name] for k, v in got.items() if isinstance(v, dict)})]
-    return bad
+    """The certified bounds that fail somewhere (the result maps key → {name: tensor})."""
+    return violated_bounds(got)
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rtol=1e-10, floor: float = 0.0):
@@ -94,7 +91,7 @@ def _setup(widths, act, famkey, seed, B=3):
 def test_symbolic_equals_brute_force(famkey, act, hidden, d_in, N, seed):
     fam, net, model, x = _setup([d_in, *hidden, 1], act, famkey, seed)
     D = symbolic.derive(net, fam, n_samples=N)
-    got = D.evaluate(model, x, optimise=False, extra=True)
+    got = D.evaluate(model, x, optimised=False, extra=True)
     ref = brute_force(net, fam, model, x, N)
     for key in ("fisher", "var1", "var2"):
         for name in ref[key]:
@@ -111,7 +108,7 @@ def test_every_activation_two_hidden_layers(act):
     """Each activation in a deeper net (curvature through two layers), Bernoulli output."""
     fam, net, model, x = _setup([2, 2, 2, 1], act, "bernoulli", seed=7)
     D = symbolic.derive(net, fam, n_samples=2)
-    got = D.evaluate(model, x, optimise=False)
+    got = D.evaluate(model, x, optimised=False)
     ref = brute_force(net, fam, model, x, 2)
     for key in ref:
         for name in ref[key]:
@@ -124,7 +121,7 @@ def test_every_family_with_keys(famkey):
     bounds equal the numeric (certified) ones where the constants are exact."""
     fam, net, model, x = _setup([2, 2, 1], "tanh", famkey, seed=3, B=2)
     D = _derived(famkey, net, fam)
-    got = D.evaluate(model, x, optimise=True, extra=True)
+    got = D.evaluate(model, x, optimised=True, extra=True)
     expected = set(BOUND_KEYS) | set(OPT_KEYS) | {"fisher", "var1", "var2"}
     if fam.shift_invariant:
         expected |= set(SHARP_KEYS)
@@ -160,8 +157,8 @@ def test_symbolic_n():
     """With N left symbolic, evaluate uses the n_samples given (V ∝ 1/N)."""
     fam, net, model, x = _setup([2, 2, 1], "sigmoid", "bernoulli", seed=5)
     D = symbolic.derive(net, fam)
-    a = D.evaluate(model, x, n_samples=1, optimise=False)
-    b = D.evaluate(model, x, n_samples=4, optimise=False)
+    a = D.evaluate(model, x, n_samples=1, optimised=False)
+    b = D.evaluate(model, x, n_samples=4, optimised=False)
     for name in a["var1"]:
         _close(4 * b["var1"][name], a["var1"][name])
         _close(b["fisher"][name], a["fisher"][name])
@@ -219,3 +216,42 @@ def test_bounds_from_independently_computed_norms_and_constants(famkey):
                 # certified constants are widened outward by O(C·ε) relative (families.constants)
                 scale = 1e-9 * (float(v.abs().max()) + float(u2.max()) ** 2 * float(abs(m_max)) + 1e-300)
                 assert torch.allclose(g, v, rtol=1e-9, atol=scale), (famkey, name, k, g, v)
+
+
+def test_evaluate_returns_stats_result_like_conditional_stats():
+    """Issue 11 item 5: Derivation.evaluate returns the StatsResult of numeric.conditional_stats, with
+    the same derived keys (rel_sd, Cantelli) and per-module group sums; the groups are checked against
+    sums taken here and against the numeric engine's groups."""
+    from fishersym import numeric
+    from fishersym.numeric.stats import StatsResult
+    fam, net, model, x = _setup([2, 2, 1], "tanh", "categorical", seed=5, B=2)
+    got = _derived("categorical", net, fam).evaluate(model, x, optimised=False)
+    ref = numeric.conditional_stats(model, x, fam, n_samples=4)
+    assert isinstance(got, StatsResult) and got.kind == "conditional" and got.path == "symbolic"
+    assert got.n_samples == 4 and got.parameters == ref.parameters
+    assert set(ref) <= set(got) | {"prob_neg2"}       # the exact P(Î₂ < 0) is the numeric engine's only
+    for k in ("rel_sd1", "rel_sd2", "prob_neg2_upper"):
+        for n in got.parameters:
+            _close(got[k][n], ref[k][n], rtol=1e-9)
+    assert set(got.groups) == set(ref.groups) == {"0", "2"}
+    for g, names in got.group_members.items():
+        d = got.groups[g]
+        assert int(d["n_params"]) == sum(model.get_parameter(n).numel() for n in names)
+        for k in ("fisher", "var1", "var2", "var1_upper"):
+            want = sum(got[k][n].reshape(2, -1).sum(1) for n in names)
+            _close(d[k], want)
+            _close(d[k], ref.groups[g][k], rtol=1e-9)
+        _close(d["rel_sd2"], d["var2"].sqrt() / d["fisher"])
+    assert got.rows()[0]["name"] == "0.weight"
+
+
+def test_evaluate_deprecated_optimise_keyword():
+    """``optimise=`` (the old spelling) still works for one release, with a DeprecationWarning."""
+    fam, net, model, x = _setup([2, 2, 1], "tanh", "bernoulli", seed=5, B=1)
+    D = _derived("bernoulli", net, fam)
+    with pytest.warns(DeprecationWarning, match="optimised="):
+        old = D.evaluate(model, x, optimise=False)
+    new = D.evaluate(model, x, optimised=False)
+    assert "var1_upper_opt" not in old and set(old) == set(new)
+    with pytest.raises(ValueError, match="disagree"):
+        D.evaluate(model, x, optimised=False, optimise=True)

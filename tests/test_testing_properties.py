@@ -90,7 +90,7 @@ def test_fast_path_equals_generic_path(case):
     check_fast_generic(case.model, case.family, case.inputs, case.n_samples)
 
 
-@given(fst.cases(depth=(1, 2), widths=(1, 2), batch=(1, 1), activation_names=list(fst.ACTIVATIONS), max_classes=3))
+@given(fst.cases(depth=(1, 2), widths=(1, 2), batch=(1, 1), activation_names=list(fst.EXAMPLE_ACTIVATIONS), max_classes=3))
 def test_symbolic_equals_numeric(case):
     check_symbolic_numeric(case.model, case.family, case.inputs, case.n_samples)
 

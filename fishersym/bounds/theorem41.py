@@ -25,7 +25,9 @@ import torch
 
 from ..families.constants import FamilyConstants
 
-__all__ = ["STAT_KEYS", "BOUND_KEYS", "OPT_KEYS", "SHARP_KEYS", "BOUND_CONSTANTS", "bound_name", "theorem41_bounds", "check_bounds"]
+__all__ = ["STAT_KEYS", "BOUND_KEYS", "OPT_KEYS", "SHARP_KEYS", "BOUND_CONSTANTS", "bound_name", "theorem41_bound",
+           "theorem41_bounds", "theorem41_expressions", "bound_violated", "bound_pairs", "bound_violations",
+           "violated_bounds"]
 
 #: the exact quantities
 STAT_KEYS = ("fisher", "var1", "var2")
@@ -47,6 +49,34 @@ BOUND_CONSTANTS = {"fisher_lower": "sigma_min_cert", "fisher_upper": "sigma_max_
                    "var1_lower_opt": "M_min_opt", "var1_upper_opt": "M_max_opt"}
 
 
+def theorem41_bound(key: str, u_sq, w_sq, c, n_samples=1, u4=None):
+    """Bound ``key`` (a :data:`BOUND_CONSTANTS` name) of Theorem 4.1 from the squared norms and its
+    constant ``c``: the one written form of (7)–(9) (THEORY §5),
+
+    * ``fisher_*``: ‖u_i‖²·c;
+    * ``var1_*``: ‖u_i‖⁴·c / N;
+    * ``var2_*``: ‖w_i‖²·c / N
+
+    (no division for N = 1: x/1 = x exactly).  Arithmetic only, so the same definition serves torch
+    tensors (:func:`theorem41_bounds`, the numeric engines), SymPy expressions
+    (:func:`theorem41_expressions`, the symbolic derivation) and plain numbers.  ``u4``: ‖u_i‖⁴
+    when the caller already has it (shared by the two V₁ bounds).
+
+    >>> theorem41_bound("var1_upper", 2.0, 5.0, 0.25, n_samples=4)      # 2²·0.25/4
+    0.25
+    """
+    q = key.split("_", 1)[0]
+    if q == "fisher":
+        return u_sq * c
+    if q == "var1":
+        v = (u_sq * u_sq if u4 is None else u4) * c
+    elif q == "var2":
+        v = w_sq * c
+    else:
+        raise KeyError(f"{key!r} is no Theorem 4.1 bound; the bounds are {', '.join(BOUND_CONSTANTS)}")
+    return v if n_samples == 1 else v / n_samples
+
+
 def theorem41_bounds(u_sq: torch.Tensor, w_sq: torch.Tensor, consts: FamilyConstants,
                      n_samples: int = 1, suffix: str = "", keys=None) -> dict[str, torch.Tensor]:
     """Theorem 4.1 bounds for squared norms ‖u_i‖², ‖w_i‖² of shape (batch, ...).
@@ -55,8 +85,8 @@ def theorem41_bounds(u_sq: torch.Tensor, w_sq: torch.Tensor, consts: FamilyConst
     ``suffix="_sharp"`` pass the 𝟙^⊥-projected norms and restricted constants.
     Returns the certified keys, and the ``_opt`` V₁ keys when ``consts`` holds
     optimised values; ``keys`` (names without the suffix, e.g. ``{"fisher_upper"}``; default all)
-    restricts the work to those.  Each bound is the product of one norm and one constant
-    (:data:`BOUND_CONSTANTS`), divided by N for the variances (not for N = 1: x/1 = x exactly).
+    restricts the work to those.  Each bound is :func:`theorem41_bound` of one norm and one
+    constant (:data:`BOUND_CONSTANTS`).
 
     >>> import torch
     >>> from fishersym import families
@@ -76,9 +106,24 @@ def theorem41_bounds(u_sq: torch.Tensor, w_sq: torch.Tensor, consts: FamilyConst
     for k in want:
         c = getattr(consts, BOUND_CONSTANTS[k])
         c = c.reshape(c.shape + (1,) * (u_sq.dim() - c.dim()))
-        v = (u_sq if k.startswith("fisher") else u4 if k.startswith("var1") else w_sq) * c
-        out[bound_name(k, suffix)] = v if k.startswith("fisher") or N == 1.0 else v / N
+        out[bound_name(k, suffix)] = theorem41_bound(k, u_sq, w_sq, c, N, u4=u4)
     return out
+
+
+def theorem41_expressions(u_sq, w_sq, constants: Mapping[str, object], n_samples, suffix: str = "") -> dict:
+    """The certified Theorem 4.1 bounds as SymPy expressions (the symbolic derivation, THEORY §5):
+    :func:`theorem41_bound` with the constants ``constants`` given by name without ``_cert``
+    (``sigma_min``, ``sigma_max``, ``M_min``, ``M_max``: closed forms or named symbols) and N an
+    integer or a symbol.  The keys are those of :func:`theorem41_bounds` without ``_opt``.
+
+    >>> import sympy as sp
+    >>> u2, w2, N = sp.symbols("u2 w2 N", positive=True)
+    >>> lam = dict(zip(("sigma_min", "sigma_max", "M_min", "M_max"), sp.symbols("s S m M")))
+    >>> theorem41_expressions(u2, w2, lam, N)["var1_upper"]
+    M*u2**2/N
+    """
+    return {bound_name(k, suffix): theorem41_bound(k, u_sq, w_sq, constants[c.removesuffix("_cert")], n_samples)
+            for k, c in BOUND_CONSTANTS.items() if not k.endswith("_opt")}
 
 
 def bound_name(key: str, suffix: str = "") -> str:
@@ -87,16 +132,70 @@ def bound_name(key: str, suffix: str = "") -> str:
     return key[:-4] + suffix + "_opt" if key.endswith("_opt") else key + suffix
 
 
-def check_bounds(values: Mapping[str, torch.Tensor], rtol: float = 1e-9, atol: float = 0.0,
-                 keys: tuple[str, ...] = ("", "_sharp")) -> list[str]:
-    """Names of violated certified bounds in a result mapping (empty when all hold)."""
-    bad = []
-    for sfx in keys:
-        for q in STAT_KEYS:
-            lo, hi = values.get(f"{q}_lower{sfx}"), values.get(f"{q}_upper{sfx}")
-            v = values[q]
-            if lo is not None and not bool((lo <= v + rtol * v.abs() + atol).all()):
-                bad.append(f"{q}_lower{sfx}")
-            if hi is not None and not bool((v <= hi + rtol * hi.abs() + atol).all()):
-                bad.append(f"{q}_upper{sfx}")
+def bound_violated(value: torch.Tensor, bound: torch.Tensor, side: str, rtol: float = 1e-9,
+                   atol: float | torch.Tensor = 0.0, nan_ok: bool = False) -> torch.Tensor:
+    """Bool mask of the entries where a bound of ``value`` fails beyond the tolerance: the one
+    definition of "a Theorem 4.1 bound holds" (THEORY §5) for every checker in the package.
+
+    ``side="lower"``: bound > value + tol; ``side="upper"``: value > bound + tol, with
+    tol = rtol·max(|value|, |bound|) + atol (relative to the larger of the two, so neither a tiny
+    value nor a tiny bound makes the test stricter than rounding).  A NaN in either counts as a
+    violation unless ``nan_ok`` (entries that were not computed, such as the unsampled entries of a
+    sampled V₂, ``numeric.stats.W_KEYS``).
+
+    >>> bound_violated(torch.tensor([1.0, 2.0, float("nan")]), torch.tensor([1.0 + 1e-12, 1.5, 1.0]), "upper").tolist()
+    [False, True, True]
+    """
+    if side not in ("lower", "upper"):
+        raise ValueError(f"side must be 'lower' or 'upper', got {side!r}")
+    tol = rtol * torch.maximum(value.abs(), bound.abs()) + atol
+    gap = (bound - value) if side == "lower" else (value - bound)
+    bad = gap > tol
+    if not nan_ok:
+        bad = bad | torch.isnan(value) | torch.isnan(bound)
     return bad
+
+
+def bound_pairs(suffixes: tuple[str, ...] = ("", "_sharp")) -> list[tuple[str, str, str]]:
+    """(quantity, bound key, side) of every Theorem 4.1 bound with the given suffixes: ``""`` (the
+    certified bounds), ``"_sharp"`` (certified, 𝟙^⊥), ``"_opt"`` / ``"_sharp_opt"`` (optimised λ̃,
+    which a local optimum may understate: report, do not trust).
+
+    >>> bound_pairs(("",))[:2]
+    [('fisher', 'fisher_lower', 'lower'), ('fisher', 'fisher_upper', 'upper')]
+    """
+    return [(q, f"{q}_{side}{sfx}", side) for sfx in suffixes for q in STAT_KEYS for side in ("lower", "upper")]
+
+
+def bound_violations(values: Mapping, params=None, rtol: float = 1e-9, atol: float = 0.0,
+                     suffixes: tuple[str, ...] = ("", "_sharp"), nan_ok: bool = False) -> dict[str, int]:
+    """bound key → number of entries (inputs × parameter entries) where it fails (:func:`bound_violated`),
+    for every bound of ``suffixes`` present in ``values``.
+
+    ``values`` is a result mapping, either key → tensor (one parameter) or key → {parameter name →
+    tensor} (``conditional_stats``, ``dataset_stats``, ``Derivation.evaluate``); ``params`` restricts
+    the latter to some parameters (default all).  Bounds absent from ``values`` are not counted."""
+    out: dict[str, int] = {}
+    for q, bk, side in bound_pairs(suffixes):
+        if bk not in values:
+            continue
+        vq, vb = values[q], values[bk]
+        if isinstance(vq, Mapping):
+            names = list(vq) if params is None else list(params)
+            pairs = [(vq[n], vb[n]) for n in names]
+        else:
+            pairs = [(vq, vb)]
+        out[bk] = sum(int(bound_violated(v, b, side, rtol, atol, nan_ok).sum()) for v, b in pairs)
+    return out
+
+
+def violated_bounds(values: Mapping, params=None, rtol: float = 1e-9, atol: float = 0.0,
+                    suffixes: tuple[str, ...] = ("", "_sharp"), nan_ok: bool = False) -> list[str]:
+    """Names of the bounds of ``suffixes`` that fail somewhere in a result mapping (empty when all hold);
+    the arguments are those of :func:`bound_violations`.
+
+    >>> violated_bounds({"fisher": torch.tensor([1.0]), "fisher_lower": torch.tensor([0.5]),
+    ...                  "fisher_upper": torch.tensor([0.9])})
+    ['fisher_upper']
+    """
+    return [k for k, n in bound_violations(values, params, rtol, atol, suffixes, nan_ok).items() if n]

@@ -14,7 +14,8 @@ import math
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 __all__ = ["UserCodeError", "positive_int", "nonneg_int", "positive_float", "nonneg_float", "dropout_rate",
            "print_error", "fail", "relocate"]
@@ -121,8 +122,8 @@ def family_params(items: list[str] | None) -> dict:
     ValueError naming it (the parser is the pytest plugin's, whose UsageError is re-raised as such)."""
     from ..testing.pytest_plugin import parse_params
     try:
-        return parse_params(items)
-    except Exception as exc:  # noqa: BLE001 - pytest.UsageError: a malformed KEY=VALUE
+        return parse_params(items or [])
+    except Exception as exc:  # pytest.UsageError: a malformed KEY=VALUE
         if type(exc).__name__ == "UsageError":
             raise ValueError(str(exc)) from None
         raise

@@ -36,7 +36,7 @@ def _import_user_module(mod_name: str, spec: str):
         if missing == mod_name or mod_name.startswith(missing + "."):
             raise ValueError(f"cannot import module {mod_name!r} (from {spec!r}): {exc}") from None
         raise UserCodeError(f"error while importing {mod_name}: {type(exc).__name__}: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - the user's module raised while being imported
+    except Exception as exc:  # the user's module raised while being imported
         raise UserCodeError(f"error while importing {mod_name}: {type(exc).__name__}: {exc}") from exc
 
 
@@ -59,11 +59,13 @@ def parse_model_args(items) -> dict:
             out[key] = ast.literal_eval(v)
         except (ValueError, SyntaxError):
             if v.lower() in ("true", "false", "none", "null"):
-                raise ValueError(f"--model-arg {item!r}: write the Python literal {v.capitalize() if v.lower() != 'null' else 'None'!r} "
+                literal = v.capitalize() if v.lower() != "null" else "None"
+                raise ValueError(f"--model-arg {item!r}: write the Python literal {literal!r} "
                                  "(True, False, None), not a string") from None
             if not v.isidentifier():
-                raise ValueError(f"--model-arg {item!r}: {v!r} is neither a Python literal (8, 0.5, 'relu', (3, 32, 32)) "
-                                 "nor a bare word; quote strings, e.g. --model-arg activation=\"'relu'\"") from None
+                raise ValueError(f"--model-arg {item!r}: {v!r} is neither a Python literal "
+                                 "(8, 0.5, 'relu', (3, 32, 32)) nor a bare word; quote strings, "
+                                 "e.g. --model-arg activation=\"'relu'\"") from None
             out[key] = v                               # a bare word, e.g. activation=tanh
     return out
 
@@ -90,7 +92,7 @@ def load_factory(spec: str, kwargs: dict | None = None):
     elif callable(obj):
         try:
             made = obj(**(kwargs or {}))
-        except Exception as exc:  # noqa: BLE001 - the user's factory raised
+        except Exception as exc:  # the user's factory raised
             raise UserCodeError(f"error in the factory {spec}: {type(exc).__name__}: {exc}") from exc
     else:
         raise ValueError(f"{spec!r} is neither an nn.Module nor a callable factory")
@@ -140,12 +142,14 @@ def probe_inputs(model, inputs, shape, seed: int, n_inputs: int = 2):
         m = copy.deepcopy(model).to(torch.float64).eval()
         with torch.no_grad():
             m(inputs[:1].to(torch.float64))
-    except Exception as exc:  # noqa: BLE001 - the user's model raised
+    except Exception as exc:  # the user's model raised
         raise UserCodeError(f"the model raised on {where}: {type(exc).__name__}: {exc}.{hint}") from exc
     return inputs
 
 
 def run(args: argparse.Namespace) -> int:
+    """``fishersym check``: run the property suite (:func:`~fishersym.testing.check.check_model`) on the user's
+    model."""
     from ..testing.check import check_model
     params = family_params(args.param)
     spec = model_spec(args)
@@ -175,6 +179,7 @@ def model_spec(args: argparse.Namespace) -> str:
 
 
 def register(sub) -> None:
+    """Add the ``check`` sub-command to the sub-parsers ``sub``."""
     p = sub.add_parser("check", help="run the paper's property suite on your own model",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODULE:FACTORY", nargs="?", default=None,

@@ -21,6 +21,7 @@ from .report import add_report_options, print_summary, run_staged_report
 
 
 def run(args: argparse.Namespace) -> int:
+    """``fishersym demo``: the report on the embedded default, then the family summaries."""
     from ..families import available
     from .families import DEFAULT_PARAMS, family_report
     started = time.time()
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    """Add the ``demo`` sub-command to the sub-parsers ``sub``."""
     p = sub.add_parser("demo", help="run the main job (the report) on the embedded default into ./out/report",
                        description=__doc__)
     add_report_options(p)

@@ -8,6 +8,7 @@ THEORY.md §1–§7; see :mod:`fishersym.symbolic`.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 import time
@@ -18,26 +19,27 @@ from ._util import positive_float, positive_int, print_error
 
 
 def _family(args, out_width: int):
-    from ..families import available, get
+    """The family of ``--family`` with the options that name its constructor's parameters (``--classes``
+    → C, ``--sigma2`` → sigma2, ``--link`` → link), its size C taken from the output width where it is
+    a free parameter (:func:`fishersym.families.resolve`).  An option the family's constructor does
+    not take is refused, naming the families that take it."""
+    from ..families import REGISTRY, available, resolve
     if args.family not in available():
         raise ValueError(f"unknown family {args.family!r}; available: {', '.join(available())}")
     params: dict = {}
-    if args.family == "categorical":
-        C = args.classes if args.classes is not None else out_width
-        if C != out_width:
-            raise ValueError(f"--classes {C} does not match the output width {out_width}")
-        params["C"] = C
-    elif args.classes is not None:
-        raise ValueError("--classes applies to the categorical family only")
-    elif args.family in ("gaussian", "poisson"):
-        params["C"] = out_width
-    if args.sigma2 is not None:
-        if args.family != "gaussian":
-            raise ValueError("--sigma2 applies to the gaussian family only")
-        params["sigma2"] = args.sigma2
-    if args.link is not None:
-        params["link"] = args.link
-    return get(args.family, **params)
+    for option, key, value in (("--classes", "C", args.classes), ("--sigma2", "sigma2", args.sigma2),
+                               ("--link", "link", args.link)):
+        if value is None:
+            continue
+        takers = [n for n in available() if key in inspect.signature(REGISTRY[n]).parameters]
+        if args.family not in takers:
+            raise ValueError(f"{option} does not apply to the {args.family} family (its constructor has no "
+                             f"{key!r} parameter); families that take it: {', '.join(takers) or 'none'}")
+        params[key] = value
+    if params.get("C", out_width) != out_width:
+        raise ValueError(f"--classes {params['C']} does not match the output width {out_width} (the last of "
+                         "--widths); drop --classes to take C from the widths")
+    return resolve(args.family, params, out_dim=out_width)
 
 
 def check_out_file(out: str) -> Path:
@@ -65,6 +67,7 @@ def write_out_file(path: Path, text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``fishersym derive``: one derivation (``--widths``, ``--family``) or the catalogue; 0 or 2."""
     from ..symbolic import derive, mlp
     from ..symbolic.catalogue import write_catalogue
     from ..symbolic.derive import SizeError
@@ -112,22 +115,32 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _family_names() -> list[str]:
+    from ..families import available
+    return available()
+
+
 def _act_names() -> list[str]:
     from ..activations import names
     return names()
 
 
 def register(sub) -> None:
+    """Add the ``derive`` subcommand to the CLI's subparsers."""
     p = sub.add_parser("derive", help="symbolic derivation of Fisher, V1, V2, bounds and trade-off (LaTeX)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--widths", type=_positive_int, nargs="+", help="layer widths: input, hidden..., output")
     p.add_argument("--activation", nargs="+", default=["tanh"],
                    help="hidden activation, or one per hidden layer (" + ", ".join(_act_names())
                         + "; leaky_relu:0.2 sets the slope)")
-    p.add_argument("--family", help="output family (gaussian, bernoulli, categorical, poisson, gaussian_meanvar)")
-    p.add_argument("--classes", type=positive_int, default=None, help="number of classes for the categorical family")
-    p.add_argument("--sigma2", type=positive_float, default=None, help="variance of the gaussian family (> 0)")
-    p.add_argument("--link", default=None, help="link name passed to the family (the gaussian's default is 'mean': the network outputs μ; 'natural' makes it output h = μ/σ²)")
+    p.add_argument("--family", help="output family (" + ", ".join(_family_names()) + ")")
+    p.add_argument("--classes", type=positive_int, default=None,
+                   help="the family's size C (default: the output width; must equal it)")
+    p.add_argument("--sigma2", type=positive_float, default=None,
+                   help="variance of a family with a fixed variance, e.g. gaussian (> 0)")
+    p.add_argument("--link", default=None,
+                   help="link name passed to the family (the gaussian's default is 'mean': the network outputs μ; "
+                        "'natural' makes it output h = μ/σ²)")
     p.add_argument("--samples", type=positive_int, default=None, help="number of label samples N (default: symbolic N)")
     p.add_argument("--no-bias", action="store_true", help="layers without biases")
     p.add_argument("--force", action="store_true", help="derive even networks whose expressions would blow up")

@@ -59,6 +59,7 @@ def _staged(args, command: str, run_fn) -> dict:
 
 # ---------------------------------------------------------------------- toy-ngd
 def run_toy(args: argparse.Namespace) -> int:
+    """``fishersym experiment toy-ngd``: Figure 1 (NGD with Î₁ and Î₂ on the toy regressions)."""
     from ..experiments.toy_ngd import ToySettings, run_toy_ngd
     started = time.time()
     s = ToySettings(seed=args.seed, epochs=args.epochs, n_seeds=args.seeds, n_train=args.n_train,
@@ -78,6 +79,7 @@ def run_toy(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- mlp
 def run_mlp_cmd(args: argparse.Namespace) -> int:
+    """``fishersym experiment mlp``: Figure 2 (the MLP's Fisher, variances and bounds per epoch)."""
     from ..experiments.mlp import MLPSettings, run_mlp
     started = time.time()
     s = MLPSettings(seed=args.seed, epochs=args.epochs, data=args.data, n_train=args.n_train, n_test=args.n_test,
@@ -93,6 +95,7 @@ def run_mlp_cmd(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- table
 def run_table_cmd(args: argparse.Namespace) -> int:
+    """``fishersym experiment table``: the table of the families' constants."""
     from ..experiments.table import TableSettings, run_table
     started = time.time()
     s = TableSettings(seed=args.seed, n_points=args.points, classes=tuple(args.classes),
@@ -105,6 +108,7 @@ def run_table_cmd(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- estimators
 def run_estimators_cmd(args: argparse.Namespace) -> int:
+    """``fishersym experiment estimators``: the estimator catalogue's predicted and Monte Carlo variances."""
     from ..experiments.estimators import EstimatorSettings, run_estimators
     started = time.time()
     s = EstimatorSettings(seed=args.seed, epochs=args.epochs, models=tuple(args.models), data=args.data,
@@ -140,6 +144,7 @@ def _classes(s: str) -> int:
 
 
 def register(sub) -> None:
+    """Add the ``experiment`` sub-command and its four experiments to the sub-parsers ``sub``."""
     p = sub.add_parser("experiment", help="run one of the experiments (toy-ngd, mlp, table, estimators)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     esub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT")
@@ -150,7 +155,8 @@ def register(sub) -> None:
                                     "diagonal Fisher estimated by Î₁ or Î₂ (one sampled label per input) on a 2-D "
                                     "toy set; Î₂ is exact for these linear models (THEORY §6.2).")
     _common(t, "toy-ngd", 256, "NGD epochs (default: 256, the paper's)")
-    t.add_argument("--seeds", type=positive_int, default=5, help="repetitions with different sampling seeds (default: 5)")
+    t.add_argument("--seeds", type=positive_int, default=5,
+                   help="repetitions with different sampling seeds (default: 5)")
     t.add_argument("--n-train", type=positive_int, default=256, help="training points (default: 256)")
     t.add_argument("--n-test", type=positive_int, default=4096, help="test points (default: 4096)")
     t.add_argument("--batch-size", type=positive_int, default=4, help="inputs per NGD step (default: 4)")
@@ -180,8 +186,8 @@ def register(sub) -> None:
     m.add_argument("--n-test", type=positive_int, default=None, help="use a seeded subset of the test set")
     m.add_argument("--widths", type=positive_int, nargs="+", default=[128, 64, 32],
                    help="hidden widths (default: 128 64 32, i.e. 4 dense layers)")
-    from ..experiments.mlp import ACTIVATIONS
-    m.add_argument("--activation", choices=sorted(ACTIVATIONS), default="sigmoid",
+    from ..activations import constructors
+    m.add_argument("--activation", choices=sorted(constructors()), default="sigmoid",
                    help="hidden activation (default: sigmoid, the paper's)")
     m.add_argument("--dropout", type=dropout_rate, default=0.1, help="dropout after each hidden layer (default: 0.1)")
     m.add_argument("--lr", type=positive_float, default=3e-3, help="Adam learning rate (default: 3e-3)")
@@ -198,7 +204,8 @@ def register(sub) -> None:
                         description="The family constants of Theorem 4.1 (THEORY.md §5, the paper's Table 1) for "
                                     "Gaussian and categorical outputs, symbolically and evaluated numerically at "
                                     "seeded random points; writes table.tex, table_standalone.tex, table.csv/json.")
-    _common(b, "table", None, "accepted for a uniform interface; the table involves no training (no effect)", nonneg_int)
+    _common(b, "table", None, "accepted for a uniform interface; the table involves no training (no effect)",
+            nonneg_int)
     b.add_argument("--points", type=positive_int, default=4, help="random softmax points per C (default: 4)")
     b.add_argument("--classes", type=_classes, nargs="+", default=[3, 10], help="numbers of classes C (default: 3 10)")
     b.add_argument("--sigma2", type=positive_float, nargs="+", default=[1.0, 0.5],

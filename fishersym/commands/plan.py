@@ -44,11 +44,13 @@ def _demo(args: argparse.Namespace):
     """The report's MLP trained on the digits; (float64 model, (x, y) test data, family, groups, what)."""
     import copy
     import torch
+    from ..experiments.data import Dataset
     from ..experiments.mlp import linear_groups
     from ..experiments.report import ReportSettings, demo_mlp
     from ..families import get as get_family
     s = ReportSettings(seed=args.seed, epochs=args.epochs, progress=False)
     model, ds = demo_mlp(s)
+    assert isinstance(ds, Dataset) and isinstance(model, torch.nn.Sequential)   # what demo_mlp builds
     m64 = copy.deepcopy(model).double().eval()
     x, y = torch.from_numpy(ds.x_test).double(), torch.from_numpy(ds.y_test)
     x, y = _subset(x, y, args.n_inputs, args.seed)
@@ -89,8 +91,9 @@ def _user(args: argparse.Namespace):
     try:
         with torch.no_grad():
             out = m64(x[:1])
-    except Exception as exc:  # noqa: BLE001 - the user's model raised
-        raise UserCodeError(f"the model raised on inputs of shape {tuple(x[:1].shape)}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # the user's model raised
+        raise UserCodeError(f"the model raised on inputs of shape {tuple(x[:1].shape)}: "
+                            f"{type(exc).__name__}: {exc}") from exc
     if not (isinstance(out, torch.Tensor) and out.dim() == 2):
         raise ExperimentError(f"the model must map (batch, ...) inputs to (batch, C) outputs; on inputs of shape "
                               f"{tuple(x[:1].shape)} it returned "
@@ -105,6 +108,7 @@ def _user(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    """``fishersym plan``: the estimator plan per layer group (under ``--distributed``, on every rank)."""
     from .report import distributed_run
     with distributed_run(args) as (rank, world):
         return _run(args, rank, world)
@@ -162,6 +166,7 @@ def _shard(data, distributed: bool):
 
 
 def register(sub) -> None:
+    """Add the ``plan`` sub-command to the sub-parsers ``sub``."""
     p = sub.add_parser("plan", help="which Fisher estimator, with how many inputs and labels, per layer "
                                     "(target relative s.e. or compute budget)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -182,7 +187,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64, help="inputs per pass of the analysis (default 64)")
     p.add_argument("--csv", default=None, metavar="OUT", help="also write the full table as CSV")
     p.add_argument("--no-ladder", action="store_true", help="leave the cost-against-accuracy table out of the printout")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the MLP training and the input subset (default 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0,
+                   help="seed of the MLP training and the input subset (default 0)")
     p.add_argument("--epochs", type=nonneg_int, default=10, help="training epochs of the embedded MLP (default: 10)")
     m = p.add_argument_group("your own model (--model)")
     m.add_argument("--model", default=None, metavar="MODULE:FACTORY",
@@ -193,8 +199,8 @@ def register(sub) -> None:
                    help="your inputs: .npz (arrays x [, y]), .pt (x, (x, y) or {'x', 'y'}) or MNIST IDX "
                         "(default: the digits fitted to the model's input shape)")
     m.add_argument("--family", default=None, help="output family (default: categorical with C = the model's outputs)")
-    m.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="family parameter (repeatable); the size C is optional: "
-                   "taken from the model's outputs")
+    m.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="family parameter (repeatable); the size C is optional: taken from the model's outputs")
     from .report import add_distributed_option
     add_distributed_option(p)
     p.set_defaults(func=run, _parser=p)

@@ -32,9 +32,10 @@ from ._util import UserCodeError, fail, family_params, nonneg_int, positive_floa
 
 
 def add_report_options(p: argparse.ArgumentParser, default_out: str = "out/report") -> None:
+    """Add the options shared by ``report`` and ``demo`` (output folder, seed, training, data) to ``p``."""
     p.add_argument("--out", default=default_out, metavar="DIR",
-                   help=f"output folder (default: {default_out}); refused if it exists and is not empty, unless --force; "
-                        "written in one piece at the end of the run")
+                   help=f"output folder (default: {default_out}); refused if it exists and is not empty, unless "
+                        "--force; written in one piece at the end of the run")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default: 0)")
     p.add_argument("--epochs", type=nonneg_int, default=10, help="training epochs of the small MLP (default: 10)")
     p.add_argument("--lr", type=positive_float, default=1e-2, help="Adam learning rate (default: 1e-2)")
@@ -44,9 +45,10 @@ def add_report_options(p: argparse.ArgumentParser, default_out: str = "out/repor
                    help="MNIST from a local .npz / IDX file instead of the bundled 8x8 digits (see "
                         "'fishersym experiment mlp --help'); with --model: your inputs, an .npz (arrays x [, y]), "
                         "a .pt (x, (x, y) or {'x', 'y'}) or MNIST IDX")
-    p.add_argument("--widths", type=positive_int, nargs="+", default=[64, 32, 16], help="hidden widths (default: 64 32 16)")
-    from ..experiments.mlp import ACTIVATIONS
-    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="sigmoid",
+    p.add_argument("--widths", type=positive_int, nargs="+", default=[64, 32, 16],
+                   help="hidden widths (default: 64 32 16)")
+    from ..activations import constructors
+    p.add_argument("--activation", choices=sorted(constructors()), default="sigmoid",
                    help="hidden activation (default: sigmoid)")
     p.add_argument("--n-samples", "-N", type=positive_int, default=5000,
                    help="label samples N of the per-epoch Figure 2 analysis (default: 5000)")
@@ -58,15 +60,17 @@ def add_report_options(p: argparse.ArgumentParser, default_out: str = "out/repor
 
 
 def settings_from(args: argparse.Namespace):
+    """The :class:`~fishersym.experiments.report.ReportSettings` of the parsed options (``--target`` checked)."""
     from ..experiments.report import ReportSettings
     if not 0 < args.target < float("inf"):
         raise ExperimentError(f"--target must be a positive number, got {args.target}")
-    return ReportSettings(seed=args.seed, epochs=args.epochs, lr=args.lr, widths=tuple(args.widths), activation=args.activation,
-                          n_samples=args.n_samples, n_inputs=args.n_inputs, target_rel_sd=args.target,
-                          data=args.data, progress=False if args.quiet else None)
+    return ReportSettings(seed=args.seed, epochs=args.epochs, lr=args.lr, widths=tuple(args.widths),
+                          activation=args.activation, n_samples=args.n_samples, n_inputs=args.n_inputs,
+                          target_rel_sd=args.target, data=args.data, progress=False if args.quiet else None)
 
 
 def print_summary(r: dict, started: float) -> None:
+    """Print the report's recommendation per group and where it was written."""
     print()
     for row in r["rows"]:
         print(f"  {row['group']:8} {row['n_params']:6d} params   use {row['recommended']}: N = "
@@ -101,6 +105,7 @@ MLP_ONLY = {"epochs": 10, "lr": 1e-2, "widths": [64, 32, 16], "activation": "sig
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Add the ``--model`` options (a user's model, its data and family) to ``p``."""
     g = p.add_argument_group("your own model (--model)")
     g.add_argument("--model", default=None, metavar="MODULE:FACTORY",
                    help="report on this trained model instead of the embedded MLP, e.g. "
@@ -109,8 +114,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="keyword argument of the factory (repeatable; Python literals), e.g. --model-arg input_size=8")
     g.add_argument("--family", default=None,
                    help="output family (default: categorical with C = the model's output size)")
-    g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="family parameter (repeatable); the size C is optional: "
-                   "taken from the model's outputs")
+    g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="family parameter (repeatable); the size C is optional: taken from the model's outputs")
     g.add_argument("--path", default="auto",
                    help="exact path: auto (default), fast, generic, reverse (see fishersym.numeric.conditional_stats)")
     g.add_argument("--v2", default="exact", choices=["exact", "sample"],
@@ -212,6 +217,7 @@ def rank_args(args: argparse.Namespace, rank: int):
 
 
 def run(args: argparse.Namespace) -> int:
+    """``fishersym report``: the HTML report on the embedded MLP or on ``--model``."""
     with distributed_run(args) as (rank, world):
         with rank_args(args, rank) as a:
             if getattr(a, "model", None):
@@ -224,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    """Add the ``report`` sub-command to the sub-parsers ``sub``."""
     p = sub.add_parser("report", help="write a self-contained HTML report (Fisher, V1, V2, bounds, "
                                       "recommendation, figures, derivation)", description=__doc__)
     add_report_options(p)
@@ -233,6 +240,7 @@ def register(sub) -> None:
 
 
 def add_distributed_option(p: argparse.ArgumentParser) -> None:
+    """Add ``--distributed`` (share the data-set passes between torchrun processes) to ``p``."""
     p.add_argument("--distributed", action="store_true",
                    help="under torchrun (e.g. torchrun --nproc_per_node=2 -m fishersym ... --distributed): share the "
                         "data-set passes between the processes (gloo on CPU, NCCL on CUDA); rank 0 writes the "

@@ -10,7 +10,7 @@ Fishers of BackPACK, curvlinops, optax and EWC codes.  A new estimator is one
 """
 from .. import families
 # registration order is the catalogue's order
-from . import score, hessian, hutchinson, exact, empirical  # noqa: F401,I001
+from . import score, hessian, hutchinson, exact, empirical  # noqa: F401
 from .api import SCHEMES, Analysis, analyse, bias, mean, sample, table, variance
 from .base import CATALOGUE, Estimator, catalogue_markdown, get, names, register
 from .moments import NEEDS, DataMoments, data_moments
@@ -18,5 +18,5 @@ from .peers import CONVENTIONS, ErrorBars, error_bars
 from .planner import Plan, plan
 
 __all__ = ["variance", "mean", "bias", "sample", "analyse", "Analysis", "table", "SCHEMES", "Estimator",
-           "register", "get", "names", "CATALOGUE", "catalogue_markdown", "DataMoments", "data_moments", "NEEDS", "families",
-           "error_bars", "ErrorBars", "CONVENTIONS", "plan", "Plan"]
+           "register", "get", "names", "CATALOGUE", "catalogue_markdown", "DataMoments", "data_moments", "NEEDS",
+           "families", "error_bars", "ErrorBars", "CONVENTIONS", "plan", "Plan"]

@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..families.base import ExponentialFamily
-from ..numeric.checks import check_inputs, check_model
+from ..numeric.checks import check_deterministic, check_inputs
 from ..numeric.conditional import probe_outputs, resolve_family
 from ..numeric.dataset import iter_data
 from ..numeric.guard import check_budget, guarded
@@ -78,6 +78,7 @@ class Analysis:
 
     @property
     def M(self) -> int:
+        """The number M of inputs the moments were computed on."""
         return self.moments.M
 
     def target(self, scheme: str = "all") -> Values:
@@ -99,12 +100,15 @@ class Analysis:
         return e.mean_all(self.moments) if scheme == "all" else e.mean_iid(self.moments, m, batch)
 
     def bias(self, estimator, scheme: str = "all", m_inputs: int | None = None, batch: int | None = None) -> Values:
+        """Bias E[estimate] − target of ``estimator`` per parameter (``scheme`` as in :meth:`variance`)."""
         e, m = self._est(estimator), _check_scheme(scheme, m_inputs, self.M)
         self._iid(scheme, batch)
         return e.bias_all(self.moments) if scheme == "all" else e.bias_iid(self.moments, m, batch)
 
     def variance(self, estimator, n_samples: int = 1, scheme: str = "all", m_inputs: int | None = None,
                  batch: int | None = None) -> Values:
+        """Variance of ``estimator`` per parameter with N = ``n_samples`` labels per input: over all M inputs
+        ("all") or M' i.i.d. inputs ("iid", THEORY §8)."""
         e, m = self._est(estimator), _check_scheme(scheme, m_inputs, self.M)
         self._iid(scheme, batch)
         n = e.check_n(n_samples)
@@ -207,7 +211,7 @@ def _gather(inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
         ys.append(yb)
     if not xs:
         raise ValueError("the data contained no inputs")
-    y = None if any(v is None for v in ys) else torch.cat(ys)
+    y = None if any(v is None for v in ys) else torch.cat([v for v in ys if v is not None])
     return torch.cat(xs), y
 
 
@@ -234,6 +238,7 @@ def sample(model: nn.Module, inputs, family: str | ExponentialFamily, estimator:
         generator.seed()
     elif not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    parts: Iterable[tuple[torch.Tensor, torch.Tensor | None]]
     if not e.global_probe and not isinstance(inputs, (torch.Tensor, tuple)):
         # the data's own batches, one at a time: the batched estimators square each batch's gradient, the
         # others' draws add up over batches (param_hutchinson's one probe spans all the data)
@@ -243,7 +248,7 @@ def sample(model: nn.Module, inputs, family: str | ExponentialFamily, estimator:
     out: Values | None = None
     for x, y in parts:
         x = check_inputs(x, params[0].dtype)
-        check_model(model)              # eval mode: dropout / batch-norm statistics would make h random
+        check_deterministic(model)            # eval mode: dropout / batch-norm statistics would make h random
         probe_outputs(model, x)         # (batch, C) outputs, with the input-shape convention in the error
         P = sum(p.numel() for p in params)
         check_budget(3 * x.shape[0] * P * (torch.finfo(params[0].dtype).bits // 8),
@@ -257,7 +262,7 @@ def sample(model: nn.Module, inputs, family: str | ExponentialFamily, estimator:
 
 
 def table(analysis: Analysis, n_samples: int = 1, scheme: str = "all",
-          m_inputs: int | None = None, groups: dict[str, Sequence[str]] | None = None) -> list[dict]:
+          m_inputs: int | None = None, groups: Mapping[str, Sequence[str]] | None = None) -> list[dict]:
     """Rows per (group, estimator): median relative s.e. over the group's entries, cost, bias flag.
     ``groups`` maps group names to parameter names (default: one group per tensor)."""
     mom = analysis.moments

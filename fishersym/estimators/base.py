@@ -16,7 +16,7 @@ A new estimator is one subclass registered with :func:`register`.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -27,10 +27,11 @@ __all__ = ["Estimator", "register", "get", "names", "CATALOGUE", "catalogue_mark
 
 Values = dict[str, torch.Tensor]
 
-CATALOGUE: dict[str, "Estimator"] = {}
+CATALOGUE: dict[str, Estimator] = {}
 
 
-def register(est: "Estimator") -> "Estimator":
+def register(est: Estimator) -> Estimator:
+    """Add ``est`` to :data:`CATALOGUE` under its name (a name registered twice is an error)."""
     if est.name in CATALOGUE:
         raise ValueError(f"an estimator named {est.name!r} is already registered")
     CATALOGUE[est.name] = est
@@ -42,7 +43,7 @@ def names() -> list[str]:
     return list(CATALOGUE)
 
 
-def get(name: str) -> "Estimator":
+def get(name: str) -> Estimator:
     """The estimator called ``name``; an unknown name is an error listing the catalogue.
 
     >>> import fishersym.estimators as fe
@@ -151,10 +152,12 @@ class Estimator:
         return {n: (mom.I_var[n] + lab[n] / n_samples) / m_inputs for n in mom.names}
 
     def bias_all(self, mom: DataMoments) -> Values:
+        """E of one draw over all M inputs minus Σ_m I_m."""
         mean = self.mean_all(mom)
         return {n: mean[n] - mom.I_sum[n] for n in mom.names}
 
     def bias_iid(self, mom: DataMoments, m_inputs: int, batch: int | None = None) -> Values:
+        """E of (1/M')·(one draw over M' i.i.d. inputs) minus Ī."""
         mean = self.mean_iid(mom, m_inputs, batch)
         return {n: mean[n] - mom.I_sum[n] / mom.M for n in mom.names}
 
@@ -168,6 +171,7 @@ class Estimator:
         raise NotImplementedError
 
     def check_n(self, n_samples: int) -> int:
+        """``n_samples`` validated: a positive int, and 1 for the estimators without sampled labels."""
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
         if not self.random_labels and n_samples != 1:

@@ -15,6 +15,8 @@ With s_m = u_mᵀ(t(y_m) − η_m) at the observed label y_m:
 """
 from __future__ import annotations
 
+from typing_extensions import override
+
 from .base import Estimator, register
 from .base import batch_split
 from .moments import unflatten
@@ -38,28 +40,34 @@ class _Observed(Estimator):
 
 
 class Empirical(_Observed):
+    """``empirical``: Σ_m s_m², the squared scores at the observed labels (THEORY §9)."""
     name = "empirical"
     formula = "Σ_m (∂ log p(y_m|x_m)/∂θ_i)² with the observed labels y_m"
     variance_formula = "0 on the given data (bias Σ_m (s_m² − I_m)); Var_q(s²)/M' on M' pairs drawn i.i.d."
     used_by = "the empirical Fisher (Kunstner et al. 2019; many EWC and pruning codes)"
 
+    @override
     def mean_all(self, mom):
         mom.require(self.needs, self.name)
         return {n: v * mom.M for n, v in _unflat(mom, mom.score_sq.mean).items()}
 
+    @override
     def mean_iid(self, mom, m_inputs, batch=None):
         mom.require(self.needs, self.name)
         return _unflat(mom, mom.score_sq.mean)
 
+    @override
     def var_iid(self, mom, m_inputs, n_samples=1, batch=None):
         mom.require(self.needs, self.name)
         return {n: v / mom.M / m_inputs for n, v in _unflat(mom, mom.score_sq.m2).items()}
 
+    @override
     def draw(self, ctx, n_samples, generator):
         return square_sum(ctx.per_input_grad_with(ctx.log_lik, ctx.observed()))
 
 
 class BatchedEmpirical(_Observed):
+    """``batched_empirical``: (Σ_m s_m)², the squared batch gradient at the observed labels (THEORY §9)."""
     name = "batched_empirical"
     formula = "(Σ_m ∂ log p(y_m|x_m)/∂θ_i)² with the observed labels y_m"
     variance_formula = ("0 on the given data (bias (Σ_m s_m)² − Σ_m I_m); on M' pairs drawn i.i.d. "
@@ -67,16 +75,19 @@ class BatchedEmpirical(_Observed):
     used_by = "optax.second_order.fisher_diag (the squared gradient of the batch loss)"
     batch_squares = True
 
+    @override
     def mean_all(self, mom):
         mom.require(self.needs, self.name)
         return dict(mom.score_batch_sq)
 
+    @override
     def mean_iid(self, mom, m_inputs, batch=None):
         mom.require(self.needs, self.name)
         k1, k2, _, _ = mom.score.cumulants()
         tot = sum(B * k2 + (B * k1) ** 2 for B in batch_split(m_inputs, batch))      # Σ_b E S_b²
         return _unflat(mom, tot / m_inputs)
 
+    @override
     def var_iid(self, mom, m_inputs, n_samples=1, batch=None):
         mom.require(self.needs, self.name)
         k1, k2, k3, k4 = mom.score.cumulants()
@@ -86,6 +97,7 @@ class BatchedEmpirical(_Observed):
             tot = tot + K4 + 4 * K3 * K1 + 2 * K2 * K2 + 4 * K2 * K1 * K1
         return _unflat(mom, tot / m_inputs ** 2)
 
+    @override
     def draw(self, ctx, n_samples, generator):
         g = ctx.batch_grad(ctx.log_lik, ctx.observed())
         return {n: v * v for n, v in g.items()}

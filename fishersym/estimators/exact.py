@@ -6,13 +6,14 @@ only the input term remains: Var = Var_q I / M'.
 """
 from __future__ import annotations
 
-import torch
+from typing_extensions import override
 
 from .base import Estimator, register
 from .sampling import add_into, square_sum
 
 
 class ExactOverLabels(Estimator):
+    """``exact_over_labels``: Σ_m u_mᵀΣ_mu_m, the expectation over labels (C backward passes per input)."""
     name = "exact_over_labels"
     formula = "Σ_m u_mᵀΣ_mu_m (the expectation over labels, C backward passes per input)"
     variance_formula = "0 on the given inputs; Var_q I / M' on M' inputs drawn i.i.d."
@@ -20,9 +21,11 @@ class ExactOverLabels(Estimator):
     labels = "exact"
     random_labels = False
 
+    @override
     def cost(self, C, n_samples=1):
         return float(C)
 
+    @override
     def draw(self, ctx, n_samples, generator):
         L = ctx.family.sigma_factor(ctx.h)                  # (B, C, C)
         acc = None

@@ -19,7 +19,7 @@ E_x Σ_{j≠i}(Σ_m F_m,ij)² = M'·D₁ + M'(M'−1)·D₂ with D₁ = E_q Σ_{
 """
 from __future__ import annotations
 
-import torch
+from typing_extensions import override
 
 from .base import Estimator, pairs_per_input, register
 from .sampling import add_into, square_sum
@@ -35,7 +35,7 @@ class OutputHutchinson(Estimator):
         self.batch_squares = batched
         self.name = f"{'batched_' if batched else ''}output_hutchinson_{probe}"
         one = "(u_mᵀL_mε_m)²"
-        self.formula = (f"(1/N) Σ_k (Σ_m u_mᵀL_mε_mk)²" if batched else f"Σ_m (1/N) Σ_k {one}") + f", {probe} ε"
+        self.formula = ("(1/N) Σ_k (Σ_m u_mᵀL_mε_mk)²" if batched else f"Σ_m (1/N) Σ_k {one}") + f", {probe} ε"
         e = "2I_m²" if probe == "gaussian" else "2I_m² − 2‖L_mᵀu_m‖₄⁴"
         cross = " + 2((Σ_m I_m)² − Σ_m I_m²)" if batched else ""
         self.variance_formula = f"[Σ_m {e}{cross}] / N"
@@ -47,12 +47,14 @@ class OutputHutchinson(Estimator):
             return {n: 2 * v for n, v in mom.I_sq_sum.items()}
         return dict(mom.rad_sum)
 
+    @override
     def label_var_sum(self, mom):
         e = self._per_input_sum(mom)
         if not self.batched:
             return e
         return {n: e[n] + 2 * mom.I_cross[n] for n in mom.names}
 
+    @override
     def label_var_iid(self, mom, m_inputs, batch=None):
         e = self._per_input_sum(mom)
         if not self.batched:
@@ -60,6 +62,7 @@ class OutputHutchinson(Estimator):
         pp = pairs_per_input(m_inputs, batch)
         return {n: e[n] / mom.M + 2 * pp * (mom.I_sum[n] / mom.M) ** 2 for n in mom.names}
 
+    @override
     def draw(self, ctx, n_samples, generator):
         acc = None
         for _ in range(n_samples):
@@ -78,6 +81,7 @@ class OutputHutchinson(Estimator):
 
 
 class ParamHutchinson(Estimator):
+    """``param_hutchinson``: z ⊙ (F z) with Rademacher probes z over all parameters, variance Σ_{j≠i} F_ij² / N."""
     name = "param_hutchinson"
     formula = "(1/N) Σ_k z_k ⊙ (F z_k), Rademacher z_k over all parameters, F = Σ_m J_mᵀΣ_mJ_m"
     variance_formula = "[(F²)_ii − F_ii²] / N = Σ_{j≠i} F_ij² / N"
@@ -86,9 +90,11 @@ class ParamHutchinson(Estimator):
     global_probe = True
     needs = ("fisher", "F", "gram")
 
+    @override
     def label_var_sum(self, mom):
         return dict(mom.F_off)
 
+    @override
     def label_var_iid(self, mom, m_inputs, batch=None):
         M = mom.M
         out = {}
@@ -98,9 +104,11 @@ class ParamHutchinson(Estimator):
             out[n] = d1 + (m_inputs - 1) * d2
         return out
 
+    @override
     def cost(self, C, n_samples=1):
         return 2.0 * n_samples          # a Jacobian-vector and a vector-Jacobian product per probe
 
+    @override
     def draw(self, ctx, n_samples, generator):
         acc = None
         for _ in range(n_samples):

@@ -31,7 +31,7 @@ sum over inputs is accumulated in float64, so a float32 model loses nothing more
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -52,8 +52,9 @@ NEEDS = ("fisher", "v1", "v2", "q4", "gram", "F", "score")
 
 
 class HigherMoments:
-    """Count, mean and central sums M₂, M₃, M₄ of a stream of values per entry, merged exactly
-    (Pébay 2008; with δ = mean_b − mean_a, n = n_a + n_b):
+    """Count, mean and central sums M₂, M₃, M₄ of a stream of values per entry, merged exactly.
+
+    Pébay (2008), with δ = mean_b − mean_a and n = n_a + n_b:
 
         M₂ = M₂a + M₂b + δ²n_an_b/n
         M₃ = M₃a + M₃b + δ³n_an_b(n_a − n_b)/n² + 3δ(n_aM₂b − n_bM₂a)/n
@@ -71,9 +72,12 @@ class HigherMoments:
     def __init__(self) -> None:
         self.n = 0
         self.mean: torch.Tensor | None = None
-        self.m2 = self.m3 = self.m4 = None
+        self.m2: torch.Tensor | None = None
+        self.m3: torch.Tensor | None = None
+        self.m4: torch.Tensor | None = None
 
     def add(self, values: torch.Tensor) -> None:
+        """Merge a batch ``values`` (n, ...) of the stream into the running moments."""
         nb = values.shape[0]
         mb = values.mean(0)
         d = values - mb
@@ -87,6 +91,7 @@ class HigherMoments:
             self.n, self.mean, self.m2, self.m3, self.m4 = nb, mb, m2b, m3b, m4b
             return
         na, n = self.n, self.n + nb
+        assert self.mean is not None and self.m2 is not None and self.m3 is not None and self.m4 is not None
         d = mb - self.mean
         m2a, m3a, m4a = self.m2, self.m3, self.m4
         self.m4 = (m4a + m4b + d ** 4 * (na * nb * (na * na - na * nb + nb * nb) / n ** 3)
@@ -99,6 +104,8 @@ class HigherMoments:
     def cumulants(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(k₁, k₂, k₃, k₄) of the empirical distribution: mean, μ₂, μ₃, μ₄ − 3μ₂²."""
         n = self.n
+        if self.mean is None or self.m2 is None or self.m3 is None or self.m4 is None:
+            raise ValueError("HigherMoments.cumulants: no values were added")
         mu2, mu3, mu4 = self.m2 / n, self.m3 / n, self.m4 / n
         return self.mean, mu2, mu3, mu4 - 3 * mu2 * mu2
 
@@ -106,16 +113,16 @@ class HigherMoments:
 @dataclass
 class DataMoments:
     """What one pass over M inputs leaves per parameter (see the module docstring).  Every field is a
-    dict {parameter name: tensor of param.shape} (or None when not requested); all values are exact
-    (sums of exact per-input quantities, up to rounding)."""
+    dict {parameter name: tensor of param.shape} (I_sum, I_var and I_cross always; the others None when
+    not requested); all values are exact (sums of exact per-input quantities, up to rounding)."""
     M: int
     names: list[str]
     shapes: dict[str, torch.Size]
     family: ExponentialFamily
     have: frozenset[str]
-    I_sum: dict[str, torch.Tensor] | None = None
-    I_var: dict[str, torch.Tensor] | None = None          # Var_q I = M₂/M
-    I_cross: dict[str, torch.Tensor] | None = None        # Σ_b Σ_{m≠n in batch b} I_m I_n
+    I_sum: dict[str, torch.Tensor] = field(default_factory=dict)
+    I_var: dict[str, torch.Tensor] = field(default_factory=dict)    # Var_q I = M₂/M
+    I_cross: dict[str, torch.Tensor] = field(default_factory=dict)  # Σ_b Σ_{m≠n in batch b} I_m I_n
     v1_sum: dict[str, torch.Tensor] | None = None
     v2_sum: dict[str, torch.Tensor] | None = None
     q4_sum: dict[str, torch.Tensor] | None = None         # Σ_m ‖L_mᵀu_m‖₄⁴
@@ -131,6 +138,7 @@ class DataMoments:
     info: dict = field(default_factory=dict)
 
     def require(self, needs: Iterable[str], who: str) -> None:
+        """Raise a ValueError naming ``who`` when a moment in ``needs`` was not computed."""
         missing = sorted(set(needs) - self.have)
         if missing:
             raise ValueError(f"{who} needs the data moments {missing}, which this DataMoments lacks (it has "
@@ -207,22 +215,25 @@ def data_moments(model: nn.Module, data, family: ExponentialFamily, needs: Itera
         prep_err = exc
     agree(fields, group, "data_moments", {"parameter values": "broadcast the model's state_dict from rank 0",
                                           "data form": "pass every rank's shard in the same form"}, error=prep_err)
-    st, err = None, None
+    st: dict | None = None
+    err: Exception | None = None
     try:
         st = _local_pass(model, data, family, needs, params, one_batch, batch_size, memory_budget, progress,
                          keep_open=group is not None and one_batch, distributed=group is not None)
-    except Exception as exc:  # noqa: BLE001 - raised on every rank by _merge_ranks
+    except Exception as exc:  # raised on every rank by _merge_ranks
         if group is None:
             raise
         err = exc
     if group is not None:
         st = _merge_ranks(st, err, group, model, params, needs, one_batch)
+    assert st is not None      # a failed local pass was raised above (by _merge_ranks on every rank)
     M = st["M"]
     if M == 0:
         raise ValueError("the data contained no inputs")
     names, shapes = list(params), {n: p.shape for n, p in params.items()}
     acc, F = st["acc"], st["F"]
-    out = DataMoments(M=M, names=names, shapes=shapes, family=family, have=needs, batch_sizes=st["sizes"])
+    out = DataMoments(M=M, names=names, shapes=shapes, family=family, have=frozenset(needs),
+                      batch_sizes=st["sizes"])
     out.I_sum = acc["I"]
     out.I_var = {n: st["Imom"][n].m2 / M for n in names}
     out.I_cross = acc["cross"]
@@ -268,7 +279,8 @@ def _local_pass(model, data, family, needs, params, one_batch, batch_size, memor
     batches = tqdm(batches, total=n_batches, desc="estimator moments", leave=False,
                    disable=progress is False if progress is not None else None)
     C = family.C
-    acc: dict[str, dict[str, torch.Tensor]] = {k: {} for k in ("I", "cross", "run", "v1", "v2", "q4", "rad", "gram", "s")}
+    acc: dict[str, dict[str, torch.Tensor]] = {
+        k: {} for k in ("I", "cross", "run", "v1", "v2", "q4", "rad", "gram", "s")}
     Imom = {n: CentredMoments() for n in names}
     F = None
     score = HigherMoments() if "score" in needs else None
@@ -347,6 +359,7 @@ def _local_pass(model, data, family, needs, params, one_batch, batch_size, memor
                 rr = T - family.mean(h)                                   # (B, C)
                 s = torch.einsum("bpc,bc->bp", Jt, rr)                    # (B, P)
                 s = s.double()
+                assert score is not None and score_sq is not None
                 score.add(s)
                 score_sq.add(s * s)
                 for n, v in unflatten(s.sum(0), names, shapes).items():
@@ -380,6 +393,7 @@ def _merge_ranks(st: dict | None, err, group, model, params, needs, one_batch) -
     meta = None if st is None else {"M": st["M"], "sizes": st["sizes"], "path": st["path"],
                                     "fp": input_print_values(st["fp"]), "F": st["F"] is not None}
     metas = gather_outcome(meta, err, group, "data_moments")
+    assert st is not None      # gather_outcome raised on every rank if any rank failed
     prints = [m["fp"] for m in metas]
     if world > 1 and all(m["M"] > 0 for m in metas) and all(p == prints[0] for p in prints):
         raise DistributedMismatchError(
@@ -409,7 +423,7 @@ def _merge_ranks(st: dict | None, err, group, model, params, needs, one_batch) -
             put(("Sb", n), st["S_b"].get(n, z(shapes[n])) if mine else z(shapes[n]))
     if "score" in needs:
         sc, sq = (st["score"], st["score_sq"]) if mine else (None, None)
-        for i, f in enumerate(("mean", "m2", "m3", "m4")):
+        for f in ("mean", "m2", "m3", "m4"):
             put(("score", f), getattr(sc, f) if sc is not None else z((P,)))
         for f in ("mean", "m2"):
             put(("score_sq", f), getattr(sq, f) if sq is not None else z((P,)))
@@ -421,7 +435,7 @@ def _merge_ranks(st: dict | None, err, group, model, params, needs, one_batch) -
     score_sq = CentredMoments() if "score" in needs else None
     run_before = {n: z(shapes[n]) for n in names}
     S_tot = {n: z(shapes[n]) for n in names}
-    for r, (m, d) in enumerate(zip(metas, ranks)):          # rank order: as consecutive data
+    for m, d in zip(metas, ranks):                          # rank order: as consecutive data
         if m["M"] == 0:
             continue
         for k in keys:
@@ -436,6 +450,7 @@ def _merge_ranks(st: dict | None, err, group, model, params, needs, one_batch) -
             if "score" in needs:
                 S_tot[n] = S_tot[n] + d[("Sb", n)]
         if "score" in needs:
+            assert score is not None and score_sq is not None
             score._merge(m["M"], *(d[("score", f)] for f in ("mean", "m2", "m3", "m4")))
             score_sq.merge_stats(m["M"], d[("score_sq", "mean")], d[("score_sq", "m2")])
     if "score" in needs and one_batch:

@@ -85,6 +85,7 @@ class ErrorBars:
 
     @property
     def std(self) -> dict[str, torch.Tensor]:
+        """The standard deviation per entry, √variance."""
         return {n: v.sqrt() for n, v in self.variance.items()}
 
 

@@ -70,7 +70,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -149,6 +149,7 @@ class Option:
         return min(1.0, (self.input_floor / self.rel_se) ** 2)
 
     def as_dict(self) -> dict:
+        """The option as a JSON-friendly dict (the plan's ``options`` rows)."""
         return {"estimator": self.estimator, "scheme": self.scheme, "m_inputs": self.m_inputs,
                 "n_samples": self.n_samples, "cost": self.cost, "rel_se": self.rel_se, "meets": self.meets,
                 "biased": self.biased, "input_floor_rel_se": self.input_floor, "input_share": self.input_share,
@@ -221,7 +222,7 @@ class Plan:
                 rows.append({**base, "row": "ladder", **lr})
         return rows
 
-    def to_csv(self, path) -> "object":
+    def to_csv(self, path) -> object:
         """:meth:`table` as CSV (full float precision); returns the path."""
         from ..experiments.io import write_csv
         cols = ["group", "row", "estimator", "scheme", "m_inputs", "n_samples", "cost", "rel_se", "meets", "biased",
@@ -247,7 +248,7 @@ class Plan:
         group, the cost-against-accuracy ladder, what was not evaluated and why."""
         L = []
         if self.mode == "target":
-            ts = sorted({gp.target for gp in self.groups.values()})
+            ts = sorted({gp.target for gp in self.groups.values() if gp.target is not None})
             tdesc = f"target relative s.e. {ts[0]:g}" if len(ts) == 1 else "target relative s.e. per group"
         else:
             tdesc = f"budget {self.budget:g} backward passes"
@@ -256,7 +257,8 @@ class Plan:
         L.append("")
         L.append("Recommendation per group (cost in backward passes):")
         w = max([5] + [len(g) for g in self.groups])
-        head = f"  {'group':{w}} {'params':>8}  {'estimator':36} {'scheme':6} {'M′':>9} {'N':>5} {'cost':>11} {'rel.s.e.':>9}"
+        head = (f"  {'group':{w}} {'params':>8}  {'estimator':36} {'scheme':6} {'M′':>9} {'N':>5} {'cost':>11} "
+                f"{'rel.s.e.':>9}")
         L.append(head + "  note")
         for g, gp in self.groups.items():
             o = gp.recommended
@@ -397,7 +399,8 @@ def _default_estimators(P: int, M: int | None, C: int, labels: bool | None) -> t
                         "number of inputs M")
                 left[n] = (f"its variance needs the P × P data-set Fisher ({size}; P = {P}; left out by default above "
                            f"{PARAM_HUTCHINSON_MAX_FLOPS:.0e} flops or {PARAM_HUTCHINSON_MAX_PARAMS} parameters); "
-                           f"include it with estimators=[..., 'param_hutchinson'] (CLI: --estimators ...,param_hutchinson)")
+                           "include it with estimators=[..., 'param_hutchinson'] "
+                           "(CLI: --estimators ...,param_hutchinson)")
                 continue
         if labels is False and "score" in e.needs:
             left[n] = ("needs the observed labels, which the data lack: pass data as (x, y) to include it")
@@ -497,7 +500,7 @@ class _Curve:
         nonzero = torch.zeros_like(zt)
         for x in gs:
             nonzero |= x != 0
-        n0, ninf = int((zt & ~nonzero).sum()), int((zt & nonzero).sum())
+        n0 = int((zt & ~nonzero).sum())
         reg = ~zt
         t2 = t[reg] ** 2
         G = [x[reg] / t2 for x in gs]
@@ -581,7 +584,8 @@ def _min_inputs(cv: _Curve, rho: float, cap: int | None, S: int) -> tuple[int | 
     if not lim < rho:
         kind = "batched" if cv.struct == "batched" else cv.est
         tmpl = _FLOOR_REASON.get(kind, "its relative s.e. tends to {lim:.3g} as M′ → ∞")
-        return None, "does not reach the target for any number of inputs: " + tmpl.format(b=math.sqrt(2 / cv.N), lim=lim), lim
+        why = "does not reach the target for any number of inputs: " + tmpl.format(b=math.sqrt(2 / cv.N), lim=lim)
+        return None, why, lim
     if cv.struct in ("per_input", "batched"):
         m = max(1, math.ceil(cv.Q / (rho * rho - cv.b)))
     else:                                                  # non-increasing: bisection, f(lo) > ρ ≥ f(hi)
@@ -768,14 +772,17 @@ def _plan_core(a, grp, ests, targets, budget, quantile, max_samples, max_inputs,
 
     def exact(o: Option, g: str) -> Option:
         """The option re-evaluated by Analysis.rel_se itself (target mode: confirmed minimal)."""
-        if o.m_inputs is None:
+        m0 = o.m_inputs
+        if m0 is None:
             return o
-        f = (lambda m: ev.rel(o.estimator, o.n_samples, "iid", m)[g])
+
+        def f(m: int) -> float:
+            return ev.rel(o.estimator, o.n_samples, "iid", m)[g]
         if o.scheme == "iid" and o.meets and targets is not None:
-            m = _exact_first(f, o.m_inputs, targets[g])
+            m = _exact_first(f, m0, targets[g])
             o = option(g, o.estimator, "iid", m, o.n_samples, f(m), True)
         elif o.scheme == "iid":
-            o.rel_se = f(o.m_inputs)
+            o.rel_se = f(m0)
         else:
             o.rel_se = ev.rel(o.estimator, o.n_samples, "all", None)[g]
         return o

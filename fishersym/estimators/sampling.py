@@ -5,6 +5,8 @@ enumeration over labels and probes in the tests), and what :func:`fishersym.esti
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
@@ -41,6 +43,7 @@ class Context:
 
     # -- the model as a function ---------------------------------------------------------------------
     def h_of(self, values: Values, x: torch.Tensor) -> torch.Tensor:
+        """The natural parameters h(x) of the model with the parameters ``values`` (the others fixed)."""
         out = functional_call(self.model, {**self.fixed, **values}, (x,), tie_weights=True, strict=False)
         return self.family.link(out)
 
@@ -100,7 +103,7 @@ class Context:
 
         for name, p0 in self.params.items():
             n = p0.numel()
-            vals = [self._run(lambda s=s: entries(name, torch.arange(s, min(n, s + chunk), device=p0.device)))
+            vals = [self._run(functools.partial(entries, name, torch.arange(s, min(n, s + chunk), device=p0.device)))
                     for s in range(0, n, chunk)]
             out[name] = torch.cat(vals).reshape(p0.shape)
         return out
@@ -129,8 +132,9 @@ def add_into(acc: Values | None, v: Values, scale: float = 1.0) -> Values:
 
 def label_average(ctx: Context, n_samples: int, generator: torch.Generator, per_label, scale: float = 1.0) -> Values:
     """scale·(1/N) Σ_k per_label(t_k) over N label draws t_k ~ p(y|x_m) (one per input each, (B, C))."""
-    acc = None
+    acc: Values | None = None
     for _ in range(n_samples):
         t = ctx.family.sample(ctx.h, 1, generator)[0]
         acc = add_into(acc, per_label(t), scale / n_samples)
+    assert acc is not None      # n_samples ≥ 1 (Estimator.check_n)
     return acc

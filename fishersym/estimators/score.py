@@ -11,27 +11,31 @@
 """
 from __future__ import annotations
 
-import torch
+from typing_extensions import override
 
 from .base import Estimator, pairs_per_input, register
 from .sampling import label_average, square_sum
 
 
 class SquaredScore(Estimator):
+    """``squared_score`` (Î₁): the squared score at N sampled labels per input, variance Σ_m v₁/N."""
     name = "squared_score"
     formula = "Σ_m (1/N) Σ_k (∂ log p(y_mk|x_m)/∂θ_i)²"
     variance_formula = "Σ_m v₁(θ_i|x_m) / N"
     used_by = "Î₁ of the paper; BackPACK DiagGGNMC, curvlinops MC Fisher (per-sample squares)"
     needs = ("fisher", "v1")
 
+    @override
     def label_var_sum(self, mom):
         return dict(mom.v1_sum)
 
+    @override
     def draw(self, ctx, n_samples, generator):
         return label_average(ctx, n_samples, generator, lambda t: square_sum(ctx.per_input_grad_with(ctx.log_lik, t)))
 
 
 class BatchedSquaredGradient(Estimator):
+    """``batched_squared_gradient``: the squared gradient of the batch log-likelihood at sampled labels."""
     name = "batched_squared_gradient"
     formula = "(1/N) Σ_k (Σ_m ∂ log p(y_mk|x_m)/∂θ_i)²"
     variance_formula = "[Σ_m v₁(θ_i|x_m) + 2((Σ_m I_m)² − Σ_m I_m²)] / N"
@@ -39,14 +43,17 @@ class BatchedSquaredGradient(Estimator):
     batch_squares = True
     needs = ("fisher", "v1")
 
+    @override
     def label_var_sum(self, mom):
         return {n: mom.v1_sum[n] + 2 * mom.I_cross[n] for n in mom.names}
 
+    @override
     def label_var_iid(self, mom, m_inputs, batch=None):
         # E_x over M' i.i.d. inputs: M'·E v + 2·Σ_b B_b(B_b − 1)·Ī², divided by M' (THEORY §8's label term)
         pp = pairs_per_input(m_inputs, batch)
         return {n: mom.v1_sum[n] / mom.M + 2 * pp * (mom.I_sum[n] / mom.M) ** 2 for n in mom.names}
 
+    @override
     def draw(self, ctx, n_samples, generator):
         def squared(t):
             return {n: v * v for n, v in ctx.batch_grad(ctx.log_lik, t).items()}

@@ -24,18 +24,23 @@ torch.Size([2, 10])
 """
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import nn
 
 __all__ = ["resnet18", "lenet5", "small_transformer", "BasicBlock", "ResNet", "TransformerClassifier", "ARCHITECTURES"]
 
+_M = TypeVar("_M", bound=nn.Module)
 
-def _eval_seeded(model: nn.Module, seed: int) -> nn.Module:
+
+def _eval_seeded(model: _M, seed: int) -> _M:
     """Eval mode; BatchNorm running statistics drawn away from (0, 1) so they are not a no-op."""
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                assert m.running_mean is not None and m.running_var is not None   # track_running_stats
                 m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
                 m.running_var.copy_(1.0 + 0.2 * torch.rand(m.running_var.shape, generator=g))
                 m.weight.copy_(1.0 + 0.1 * torch.randn(m.weight.shape, generator=g))
@@ -62,6 +67,7 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))."""
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu2(out + self.shortcut(x))
@@ -88,6 +94,7 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(c, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes): stem, the four stages, global average pooling, the linear head."""
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.layers(out)
         return self.fc(self.flatten(self.pool(out)))
@@ -138,7 +145,11 @@ class TransformerClassifier(nn.Module):
         super().__init__()
         if (in_features is None) == (vocab is None):
             raise ValueError("give exactly one of in_features (real-valued sequences) and vocab (token ids)")
-        self.embed: nn.Module = nn.Linear(in_features, d_model) if vocab is None else nn.Embedding(vocab, d_model)
+        if in_features is not None:                 # then vocab is None (exactly one, checked above)
+            self.embed: nn.Module = nn.Linear(in_features, d_model)
+        else:
+            assert vocab is not None
+            self.embed = nn.Embedding(vocab, d_model)
         self.pos = nn.Parameter(0.02 * torch.randn(seq_len, d_model))
         self.encoder = nn.ModuleList([
             nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout=0.0, batch_first=True)
@@ -147,6 +158,7 @@ class TransformerClassifier(nn.Module):
         self.head = nn.Linear(d_model, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes) of inputs (B, seq_len, in_features) or token ids (B, seq_len)."""
         z = self.embed(x) + self.pos
         for layer in self.encoder:
             z = layer(z)

@@ -23,17 +23,23 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .io import ExperimentError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Dataset", "load_digits", "load_mnist", "load_dataset", "read_idx", "write_idx", "MNIST_FORMAT",
            "ModelData", "load_model_data", "adapt_inputs", "MODEL_DATA_FORMAT"]
 
 MNIST_FORMAT = ("an .npz archive with arrays 'x' (n, 28, 28) or (n, 784) and 'y' (n,) integer labels 0-9 "
                 "(or x_train/y_train[/x_test/y_test]), or standard IDX files "
-                "(train-images-idx3-ubyte[.gz] with train-labels-idx1-ubyte[.gz] next to it, or the folder holding them)")
+                "(train-images-idx3-ubyte[.gz] with train-labels-idx1-ubyte[.gz] next to it, "
+                "or the folder holding them)")
 
 
 @dataclass
@@ -50,9 +56,11 @@ class Dataset:
 
     @property
     def n_features(self) -> int:
+        """The number of input features (columns of ``x_train``)."""
         return int(self.x_train.shape[1])
 
     def summary(self) -> dict:
+        """Name, source, sizes, features and classes as a JSON-friendly dict."""
         return {"name": self.name, "source": self.source, "n_train": int(len(self.y_train)),
                 "n_test": int(len(self.y_test)), "n_features": self.n_features, "n_classes": self.n_classes}
 
@@ -105,7 +113,7 @@ def _open(path: Path):
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (gzip or plain): magic 0x0000 | dtype code | ndim, big-endian dims, data."""
     path = Path(path)
-    codes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    codes: dict[int, DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
     try:
         with _open(path) as f:
             magic = f.read(4)
@@ -220,9 +228,11 @@ def load_mnist(path: str | Path, test_fraction: float = 1 / 7, seed: int = 0, n_
     xtr, ytr = _check_xy(xtr, ytr, path, "training")
     if xte is None:
         if len(ytr) < 2:
-            raise ExperimentError(f"{path}: needs at least 2 images to split into train and test; expected {MNIST_FORMAT}")
+            raise ExperimentError(f"{path}: needs at least 2 images to split into train and test; "
+                                  f"expected {MNIST_FORMAT}")
         xtr, ytr, xte, yte = _split(xtr, ytr, test_fraction, seed)
     else:
+        assert yte is not None                      # test images come with their labels (_read_mnist_arrays)
         xte, yte = _check_xy(xte, yte, path, "test")
     xtr, ytr = _subset(xtr, ytr, n_train, seed, "n_train")
     xte, yte = _subset(xte, yte, n_test, seed + 1, "n_test")
@@ -255,6 +265,7 @@ class ModelData:
     adaptation: str = "as given"
 
     def summary(self) -> dict:
+        """Source, size, input shape, whether labels came with the inputs and how they were adapted."""
         return {"source": self.source, "n": int(self.x.shape[0]), "input_shape": list(self.x.shape[1:]),
                 "labels": self.y is not None, "adaptation": self.adaptation}
 
@@ -284,7 +295,7 @@ def _model_xy(x, y, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return x, y.astype(np.int64)
 
 
-def _load_pt(path: Path):
+def _load_pt(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     import torch
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -350,7 +361,7 @@ def load_model_data(data: str | Path | None, seed: int = 0) -> ModelData:
     return ModelData(ds.x_test.astype(np.float64), ds.y_test, str(path))
 
 
-def adapt_inputs(x, model, input_shape: tuple[int, ...] | None = None) -> tuple["torch.Tensor", str]:
+def adapt_inputs(x, model, input_shape: tuple[int, ...] | None = None) -> tuple[torch.Tensor, str]:
     """Fit inputs (n, ...) to ``model``: as given when the model runs on them; else reshaped to the
     model's input shape (``input_shape``, or :func:`~fishersym.testing.check.infer_input_shape`) when
     the sizes agree; else, for square single-channel images (n, k·k) or (n, k, k) and an image model,

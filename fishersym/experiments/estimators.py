@@ -46,7 +46,8 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -58,7 +59,7 @@ from .. import estimators as fe
 from .. import families
 from .data import Dataset, load_dataset
 from .io import ExperimentError, atomic_write_text, output_run, write_csv, write_json, write_settings
-from .mlp import build_mlp, evaluate, group_names, train_epoch
+from .mlp import build_mlp, classifier_metrics, group_names, train_epoch
 
 __all__ = ["EstimatorSettings", "run_estimators", "mc_check", "MODELS", "COST_COLUMNS", "MC_COLUMNS",
            "EWC_COLUMNS", "param_groups", "build_model"]
@@ -79,6 +80,7 @@ EWC_COLUMNS = ("model", "group", "n_params", "option", "estimator", "scheme", "m
 
 @dataclass
 class EstimatorSettings:
+    """Settings of ``fishersym experiment estimators`` (models, data, input ladder, Monte Carlo checks)."""
     seed: int = 0
     models: tuple = ("mlp", "cnn")
     data: str | None = None              # None: sklearn digits; else a path to MNIST
@@ -117,6 +119,7 @@ class EstimatorSettings:
                "(with replacement) vs one sampled label on every input"})
 
     def validate(self) -> None:
+        """Raise an ExperimentError naming the first setting out of range."""
         def posint(name, v, low=1):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
                 raise ExperimentError(f"{name} must be an integer >= {low}, got {v!r}")
@@ -211,7 +214,7 @@ def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, xte: torch.Tensor
     loss = float("nan")
     for _ in range(epochs):
         loss = train_epoch(model, x, y, opt, batch_size, gen)
-    nll, acc = evaluate(model, xte, yte)
+    nll, acc = classifier_metrics(model, xte, yte)
     model.eval()
     return {"train_loss": loss, "test_nll": nll, "test_acc": acc}
 
@@ -304,7 +307,7 @@ def mc_check(draw: Callable[[torch.Generator], dict[str, torch.Tensor]], mean: d
             ok &= p
     rec["zero_max_dev"], rec["zero_tol"] = zero_dev, 1e-8
     rec["zero_pass"] = zero_dev <= 1e-8
-    ok &= rec["zero_pass"]
+    ok &= bool(rec["zero_pass"])
     rec["passed"] = bool(ok)
     idx = torch.nonzero(tested).reshape(-1)
     if idx.numel() > n_scatter:
@@ -404,7 +407,8 @@ def _analyse_model(name: str, model: nn.Module, shape: Callable, ds: Dataset, s:
         xe = xtr[eidx]
     else:
         xe = xtr
-    ae = fe.analyse(m64, xe, fam, ["squared_score", "batched_squared_gradient", "exact_over_labels"], process_group=False)
+    ae = fe.analyse(m64, xe, fam, ["squared_score", "batched_squared_gradient", "exact_over_labels"],
+                    process_group=False)
     ewc_rows, ewc = _ewc(name, ae, groups, n_params, s, ds.n_classes)
     timing["ewc"] = time.time() - t0
     bar.update(1)
@@ -439,7 +443,7 @@ def _analyse_model(name: str, model: nn.Module, shape: Callable, ds: Dataset, s:
             mean, var = a.mean(e, "iid", mp), a.variance(e, N, "iid", mp)
         rec, ent = mc_check(draw, mean, var, s.repeats, gen, s.false_alarm, names=pnames)
         rec = {"model": name, "estimator": e, "scheme": scheme, "m_inputs": mp, "n_samples": N,
-               "parameters": "biases with <= %d entries (%s)" % (s.neg_hessian_max_entries, " ".join(nh_names))
+               "parameters": f"biases with <= {s.neg_hessian_max_entries} entries ({' '.join(nh_names)})"
                if e == "neg_hessian" else "all", **rec, "seconds": time.time() - t1}
         mc_rows.append(rec)
         for p_, o_ in zip(ent["predicted_se"], ent["observed_se"]):
@@ -473,7 +477,8 @@ def _ewc(name: str, ae, groups: dict, n_params: dict, s: EstimatorSettings, C: i
     ex, ss = rel[options[0][0]], rel[options[1][0]]
     rows, summary = [], {}
     for g, members in groups.items():
-        cat = lambda d: torch.cat([d[n].reshape(-1) for n in members])  # noqa: E731
+        def cat(d: dict[str, torch.Tensor], members: list[str] = members) -> torch.Tensor:
+            return torch.cat([d[n].reshape(-1) for n in members])
         pos = cat(label) > 0
         r = cat(ratio)[pos]
         wins = cat(ex) < cat(ss)
@@ -555,8 +560,8 @@ def plot_cost(rows: list[dict], models: list[str], path, group: str = "all param
     fig.tight_layout(rect=(0, legend_h + 0.02, 1, 1 - 0.45 / (3.6 * nrow + 1.2)))
     fig.legend(h, lab, loc="lower center", ncol=4, fontsize=7.5)
     fig.suptitle(title or "Predicted relative s.e. (rms error / target, median over entries) against cost. Lines: M' "
-                 "inputs drawn i.i.d., one label or probe each; dots: every analysed input once (exact_over_labels: 0); "
-                 "dashed: biased", fontsize=8.5)
+                 "inputs drawn i.i.d., one label or probe each; dots: every analysed input once "
+                 "(exact_over_labels: 0); dashed: biased", fontsize=8.5)
     return save_figure(fig, path)
 
 
@@ -600,7 +605,7 @@ def _cheapest(rows: list[dict], model: str, group: str, target: float) -> dict |
 
 
 def findings(res: dict, s: EstimatorSettings) -> dict:
-    out = {"models": {}}
+    out: dict[str, Any] = {"models": {}}
     for name, r in res.items():
         rows = r["rows"]
         mc = r["mc_rows"]
@@ -655,9 +660,10 @@ def findings_markdown(f: dict, s: EstimatorSettings, ds: dict) -> str:
                      f"{_pct(d['rel_se_iid_N1'].get(256))} | {_pct(d['rel_se_all_N1'])} | {cs} |")
         b = m["batched_rel_se_at_largest_M"]
         if b:
-            L += ["", "batched_squared_gradient at the largest M' = %d: relative s.e. %s (limit √(2/N): %s)." % (
-                max(s.m_ladder), ", ".join(f"N={n}: {_pct(v)}" for n, v in b.items()),
-                ", ".join(f"{_pct(math.sqrt(2 / n))}" for n in b))]
+            rels = ", ".join(f"N={n}: {_pct(v)}" for n, v in b.items())
+            limits = ", ".join(f"{_pct(math.sqrt(2 / n))}" for n in b)
+            L += ["", f"batched_squared_gradient at the largest M' = {max(s.m_ladder)}: relative s.e. {rels} "
+                      f"(limit √(2/N): {limits})."]
         L += ["", f"Monte Carlo check: **{m['mc_passed']}/{m['mc_checks']} checks pass** "
               f"({s.repeats} draws each, false alarm ≤ {s.false_alarm:g} per check; neg_hessian on "
               f"{', '.join(m['neg_hessian_check_parameters'])})."

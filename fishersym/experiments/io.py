@@ -55,7 +55,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 __all__ = ["ExperimentError", "prepare_out", "output_run", "OutputRun", "RunMarker", "read_marker",
            "display_path", "atomic_write_bytes", "atomic_write_text", "write_json", "write_csv", "read_csv",
@@ -227,7 +228,7 @@ def prepare_out(out: str | os.PathLike, force: bool = False, what: str = "experi
             raise ExperimentError(f"--out {out}: this process is already writing this folder (staged in "
                                   f"{run.stage}); pass the staging folder, or choose another --out")
     command = command or _LEGACY_WHAT.get(what, what)
-    state = _check_existing(p, command, force, False, replaces_all=False)
+    _check_existing(p, command, force, False, replaces_all=False)
     try:
         p.mkdir(parents=True, exist_ok=True)
         atomic_write_text(p / MARKER, _marker_text(command, None, False))   # the latest writer
@@ -272,7 +273,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _leftovers(final: Path) -> list[tuple[str, int, Path]]:
     """Staging (``tmp``) and swapped-out (``old``) folders of ``final`` left by earlier runs: (kind, pid, path)."""
-    out = []
+    out: list[tuple[str, int, Path]] = []
     prefix = f".{final.name}."
     try:
         names = os.listdir(final.parent)
@@ -304,7 +305,7 @@ def _recover(final: Path) -> None:
                         and (read_marker(q) or RunMarker(None, 0)).complete]
                 os.rename(done[0] if done else p, final)
                 break
-    for k, pid, p in dead:
+    for _, _, p in dead:
         if p.exists():
             shutil.rmtree(p, ignore_errors=True)
 
@@ -314,13 +315,14 @@ class _Lock:
 
     def __init__(self, final: Path, command: str):
         self.path = final.parent / f".{final.name}.lock"
-        self.final, self.command, self.fd = final, command, None
+        self.final, self.command = final, command
+        self.fd: int | None = None
 
-    def __enter__(self) -> "_Lock":
+    def __enter__(self) -> _Lock:
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows
-            fcntl = None
+            fcntl = None  # type: ignore[assignment]
         for _ in range(100):
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | (0 if fcntl else os.O_EXCL), 0o666)
@@ -349,6 +351,7 @@ class _Lock:
             os.close(fd)
         else:  # pragma: no cover
             raise ExperimentError(f"--out {self.final}: could not take the lock {self.path}")
+        assert self.fd is not None                  # set by the break above
         os.ftruncate(self.fd, 0)
         os.write(self.fd, f"pid {os.getpid()}: fishersym {self.command}, started "
                           f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
@@ -367,6 +370,7 @@ class _Lock:
             os.unlink(self.path)      # while still holding the lock: see the samestat check above
         except OSError:
             pass
+        assert self.fd is not None                  # set by __enter__
         os.close(self.fd)
 
 
@@ -486,17 +490,18 @@ def output_run(out: str | os.PathLike, command: str, *, force: bool = False,
                                       f"({exc.strerror or exc})") from None
             run = OutputRun(final, stage, command, replacing, state)
             token = _ACTIVE.set(_ACTIVE.get() + (run,))
+            reset = False
             try:
                 yield run
                 _ACTIVE.reset(token)
-                token = None
+                reset = True
                 atomic_write_text(stage / MARKER, _marker_text(command, _listing(stage), True))
                 _fsync_dir(stage)
                 _check_existing(final, command, force, replace_own, replaces_all=True)   # changed meanwhile?
                 _swap_in(stage, final)
                 ok = True
             finally:
-                if token is not None:
+                if not reset:
                     _ACTIVE.reset(token)
                 if not ok:
                     shutil.rmtree(stage, ignore_errors=True)
@@ -533,6 +538,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_write_bytes`)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
@@ -552,6 +558,7 @@ def jsonable(obj: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON (:func:`jsonable` values) to ``path`` atomically."""
     return atomic_write_text(path, json.dumps(jsonable(obj), indent=2, ensure_ascii=False) + "\n")
 
 
@@ -579,7 +586,7 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
     out = []
     with open(path, newline="", encoding="utf-8") as f:
         for r in csv.DictReader(f):
-            row = {}
+            row: dict[str, Any] = {}
             for k, v in r.items():
                 try:
                     row[k] = float(v)
@@ -604,7 +611,7 @@ def _versions() -> dict[str, str]:
         try:
             m = __import__(mod)
             out[mod] = getattr(m, "__version__", "?")
-        except Exception:  # pragma: no cover
+        except Exception:  # noqa: BLE001 - a broken optional package leaves its version out  # pragma: no cover
             pass
     return out
 

@@ -44,24 +44,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import activations as _act_registry
+from ..bounds.theorem41 import BOUND_KEYS, OPT_KEYS, SHARP_KEYS, STAT_KEYS, bound_violations
 from .. import families
 from .data import Dataset, load_dataset
 from .io import (ExperimentError, atomic_write_bytes, atomic_write_text, output_run, write_csv, write_json,
                  write_settings)
 
-__all__ = ["MLPSettings", "ACTIVATIONS", "build_mlp", "train_epoch", "evaluate", "layer_stats", "run_mlp",
-           "findings", "CSV_COLUMNS", "group_names"]
+__all__ = ["MLPSettings", "build_mlp", "train_epoch", "classifier_metrics", "layer_stats", "run_mlp",
+           "findings", "CSV_COLUMNS", "GROUP_MEAN_KEYS", "group_names"]
 
-#: activation name → module factory with torch's default hyper-parameters: every entry of the
-#: registry :mod:`fishersym.activations`
-ACTIVATIONS = _act_registry.constructors()
 
-STAT_KEYS = ("fisher", "var1", "var2", "fisher_lower", "fisher_upper", "var1_lower", "var1_upper",
-             "var2_lower", "var2_upper")
-SHARP = ("fisher_lower_sharp", "fisher_upper_sharp", "var1_lower_sharp", "var1_upper_sharp",
-         "var2_lower_sharp", "var2_upper_sharp")
-OPT = ("var1_lower_opt", "var1_upper_opt", "var1_lower_sharp_opt", "var1_upper_sharp_opt")
-CSV_COLUMNS = (("epoch", "group", "n_params") + STAT_KEYS + SHARP + OPT +
+#: the keys whose per-layer group means the CSV records: I, V₁, V₂ and their Theorem 4.1 bounds
+#: (certified, sharpened, optimised; :mod:`fishersym.bounds.theorem41`)
+GROUP_MEAN_KEYS = STAT_KEYS + BOUND_KEYS + SHARP_KEYS[:6] + OPT_KEYS + SHARP_KEYS[6:]
+CSV_COLUMNS = (("epoch", "group", "n_params") + GROUP_MEAN_KEYS +
                ("sqrt_var1", "sqrt_var2", "ratio_var1_upper", "ratio_var2_upper", "ln_ratio_var1_upper",
                 "ln_ratio_var2_upper", "ln_ratio_var1_upper_sharp", "ln_ratio_var2_upper_sharp",
                 "rel_sd1", "rel_sd2", "better_estimator", "bounds_hold", "n_bound_violations",
@@ -92,8 +88,9 @@ class MLPSettings:
         "epoch 0": "the initialisation, before any training"})
 
     def validate(self) -> None:
-        if self.activation not in ACTIVATIONS:
-            raise ExperimentError(f"unknown activation {self.activation!r}; choose from {', '.join(ACTIVATIONS)}")
+        names = _act_registry.constructors()
+        if self.activation not in names:
+            raise ExperimentError(f"unknown activation {self.activation!r}; choose from {', '.join(names)}")
         if self.epochs < 0 or self.n_samples < 1 or self.n_inputs < 1 or self.batch_size < 1:
             raise ExperimentError("epochs must be >= 0; n_samples, n_inputs and batch_size >= 1")
         if not self.widths or any(int(w) < 1 for w in self.widths):
@@ -118,7 +115,7 @@ def build_mlp(d_in: int, widths, n_classes: int, activation: str = "sigmoid", dr
     mods: list[nn.Module] = []
     d = d_in
     for w in widths:
-        mods += [nn.Linear(d, int(w)), ACTIVATIONS[activation]()]
+        mods += [nn.Linear(d, int(w)), _act_registry.get(activation).make()]
         if dropout > 0:
             mods.append(nn.Dropout(dropout))
         d = int(w)
@@ -147,10 +144,13 @@ def train_epoch(model, x, y, opt, batch_size, generator) -> float:
 
 
 @torch.no_grad()
-def evaluate(model, x, y) -> tuple[float, float]:
+def classifier_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of a classifier on (x, y), in eval mode (the CSV's ``test_nll``,
+    ``test_acc``)."""
     model.eval()
     logits = model(x)
     return float(nn.functional.cross_entropy(logits, y)), float((logits.argmax(1) == y).double().mean())
+
 
 
 def layer_stats(model: nn.Module, x: torch.Tensor, n_samples: int, optimised: bool = False,
@@ -161,6 +161,7 @@ def layer_stats(model: nn.Module, x: torch.Tensor, n_samples: int, optimised: bo
     relative tolerance ``rel_tol``), not only for the group means.
     """
     from ..numeric import conditional_stats
+    from ..numeric.stats import rel_sd
     m64 = copy.deepcopy(model).double().eval()
     groups = linear_groups(m64)
     fam = families.get("categorical", C=m64[-1].out_features) if isinstance(m64, nn.Sequential) else None
@@ -171,21 +172,10 @@ def layer_stats(model: nn.Module, x: torch.Tensor, n_samples: int, optimised: bo
         d = r.groups[g]
         n = int(d["n_params"])
         row = {"group": g, "n_params": n}
-        for k in STAT_KEYS + SHARP + OPT:
+        for k in GROUP_MEAN_KEYS:
             if k in d:
                 row[k] = float(d[k].double().mean()) / n
-        viol = 0
-        for pname in r.group_members[g]:
-            for stat, lo, hi in (("fisher", "fisher_lower", "fisher_upper"), ("var1", "var1_lower", "var1_upper"),
-                                 ("var2", "var2_lower", "var2_upper"),
-                                 ("fisher", "fisher_lower_sharp", "fisher_upper_sharp"),
-                                 ("var1", "var1_lower_sharp", "var1_upper_sharp"),
-                                 ("var2", "var2_lower_sharp", "var2_upper_sharp")):
-                if lo not in r:
-                    continue
-                v, a, b = r[stat][pname], r[lo][pname], r[hi][pname]
-                tol = rel_tol * b.abs().clamp_min(torch.finfo(b.dtype).tiny)
-                viol += int(((a - v) > tol).sum()) + int(((v - b) > tol).sum())
+        viol = sum(bound_violations(r, params=r.group_members[g], rtol=rel_tol).values())
         row["n_bound_violations"] = viol
         row["bounds_hold"] = viol == 0
         v1, v2 = row["var1"], row["var2"]
@@ -198,7 +188,7 @@ def layer_stats(model: nn.Module, x: torch.Tensor, n_samples: int, optimised: bo
                 if not suf:
                     row[f"ratio_var{k}_upper"] = ratio
                 row[f"ln_ratio_var{k}_upper{suf}"] = math.log(ratio) if ratio == ratio and ratio > 0 else float("nan")
-            row[f"rel_sd{k}"] = math.sqrt(max(v, 0.0)) / row["fisher"] if row["fisher"] > 0 else float("nan")
+            row[f"rel_sd{k}"] = float(rel_sd(torch.tensor(v), torch.tensor(row["fisher"])))
         row["better_estimator"] = "I2" if v2 < v1 else ("I1" if v1 < v2 else "equal")
         rows.append(row)
     return rows
@@ -296,7 +286,7 @@ def run_mlp(out: str | Path, settings: MLPSettings | None = None, force: bool = 
         for epoch in bar:
             if epoch > 0:
                 train_loss = train_epoch(model, xtr, ytr, opt, s.batch_size, gen)
-            test_nll, test_acc = evaluate(model, xte, yte)
+            test_nll, test_acc = classifier_metrics(model, xte, yte)
             history.append({"epoch": epoch, "train_loss": train_loss, "test_nll": test_nll, "test_acc": test_acc})
             for r in layer_stats(model, xsel, s.n_samples, s.optimised):
                 rows.append({"epoch": epoch, **r, "train_loss": train_loss, "test_nll": test_nll,

@@ -17,9 +17,9 @@ import matplotlib
 
 if os.environ.get("MPLBACKEND") is None:
     matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from .io import save_figure  # noqa: E402
+from .io import save_figure
 
 __all__ = ["plot_toy_ngd", "plot_toy_variance", "plot_mlp_grid", "plot_mlp_training"]
 
@@ -53,7 +53,7 @@ def plot_toy_ngd(summary, rows, s, path) -> Path:
         ax.grid(alpha=0.3)
         ins = ax.inset_axes([0.45, 0.28, 0.33, 0.38])
         for est in ESTIMATORS:
-            for k, seed in enumerate(sorted({r["seed"] for r in rows})):
+            for seed in sorted({r["seed"] for r in rows}):
                 rs = sorted((r for r in rows if r["model"] == model and r["estimator"] == est and r["seed"] == seed),
                             key=lambda r: r["epoch"])
                 ins.plot([r["theta1"] for r in rs], [r["theta2"] for r in rs], color=COLORS[est], lw=0.6,
@@ -84,7 +84,8 @@ def plot_toy_variance(summary, rows, s, path) -> Path:
             ax.plot(ep, m, color=COLORS[est], lw=1.4, label=f"Σᵢ Var Î{sub}(θᵢ) along the NGD-with-Î{sub} runs")
             ax.fill_between(ep, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
                             color=COLORS[est], alpha=0.25, lw=0)
-            pk = sorted((r for r in rows if r["model"] == model and r["estimator"] == est and f"var{est[1]}_trace_pkg" in r),
+            pk = sorted((r for r in rows
+                         if r["model"] == model and r["estimator"] == est and f"var{est[1]}_trace_pkg" in r),
                         key=lambda r: r["epoch"])
             if pk:
                 ax.plot([r["epoch"] for r in pk], [r[f"var{est[1]}_trace_pkg"] for r in pk], "x", color="k", ms=6,
@@ -95,7 +96,7 @@ def plot_toy_variance(summary, rows, s, path) -> Path:
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xlim(0, s.epochs)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("summed variance of the per-step estimate\n(label noise, batch of %d)" % s.batch_size)
+        ax.set_ylabel(f"summed variance of the per-step estimate\n(label noise, batch of {s.batch_size})")
         ax.set_title(MODELS[model][1], fontsize=10)
         ax.legend(fontsize=8, loc="center right")
         ax.grid(alpha=0.3)
@@ -117,8 +118,12 @@ def plot_mlp_grid(rows, groups, path, title: str = "", sharp: bool = True) -> Pa
     for j, g in enumerate(groups):
         rs = sorted((r for r in rows if r["group"] == g), key=lambda r: r["epoch"])
         ep = [r["epoch"] for r in rs]
-        get = lambda k: [_pos(r.get(k)) for r in rs]  # noqa: E731
-        sq = lambda k: [math.sqrt(v) if v == v else v for v in get(k)]  # noqa: E731
+
+        def get(k: str, rs: list = rs) -> list[float]:
+            return [_pos(r.get(k)) for r in rs]
+
+        def sq(k: str, get=get) -> list[float]:
+            return [math.sqrt(v) if v == v else v for v in get(k)]
         ax = axes[0, j]
         ax.plot(ep, get("fisher"), color="k", lw=1.6, label="Fisher I")
         ax.plot(ep, sq("var1"), color="tab:blue", lw=1.6, label="√V₁")
@@ -187,7 +192,7 @@ def plot_mlp_training(history, path) -> Path:
     ax2.set_ylabel("test accuracy", color="tab:green")
     ax2.set_ylim(0, 1)
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(lines, [l.get_label() for l in lines], fontsize=8, loc="center right")
+    ax.legend(lines, [str(l.get_label()) for l in lines], fontsize=8, loc="center right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -14,8 +14,19 @@ Contents (THEORY.md section in brackets):
    whole test set, and the estimator needing fewer (Î₂ exactly when V₂ = 0:
    then one sample is exact; Î₁ on ties, it needs gradients only);
 4. the family constants (Table 1, §5);
-5. the LaTeX derivation of a small network from the symbolic engine (§1–§7),
-   checked against the numeric engine at random points.
+5. the symbolic derivation of a small network from the symbolic engine (§1–§7),
+   typeset on the page and written as LaTeX, checked against the numeric engine at
+   random points.
+
+Mathematics on the page is MathML (:mod:`.htmlmath`: SymPy's presentation-MathML
+printer, typeset natively by the browser), so the page renders offline: no script,
+font or stylesheet is fetched, and writing it needs no LaTeX.  The Unicode formulas in
+the prose and the tables (V₁, Σ, Î₂) stay text.  Layout for narrow screens: every
+table and displayed equation sits in a horizontally scrollable box (``.scroll``,
+``overflow-x: auto``) so nothing widens the page; in the layer tables the recommended
+estimator is the second column, right after the layer, and the first column stays
+in view while the table scrolls on screens narrower than 640 px.  Checked in headless
+Chromium by tests/test_report_html.py.
 
 Everything lands in ``--out`` (default ``out/report``): ``report.html``
 (self-contained, figures embedded), ``report.md`` with the PNGs next to it,
@@ -31,10 +42,13 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 
 from .. import families
+from ..bounds import violated_bounds
+from ..numeric.stats import rel_sd
 from .io import ExperimentError, atomic_write_text, display_path, output_run, write_csv, write_json, write_settings
 from .mlp import MLPSettings, linear_groups, run_mlp
 
@@ -44,6 +58,8 @@ __all__ = ["ReportSettings", "run_report", "recommend", "layer_table", "group_ro
 
 @dataclass
 class ReportSettings:
+    """Settings of ``fishersym report`` on the embedded MLP (training, analysis, derivation; module docstring)."""
+
     seed: int = 0
     epochs: int = 10
     lr: float = 1e-2             # Adam; the small sigmoid net learns too slowly at the mlp default 3e-3
@@ -105,6 +121,15 @@ def layer_table(model, x: torch.Tensor, target: float, progress=None, distribute
     return group_rows(r, groups, target)
 
 
+def _median(t: torch.Tensor) -> float:
+    return float(t.median()) if t.numel() else float("nan")
+
+
+def _need(rel: torch.Tensor, target: float) -> int | None:
+    """Label samples N bringing the median relative s.d. ``rel`` (at N = 1) below ``target``; None if empty."""
+    return max(1, math.ceil(_median(rel) ** 2 / target ** 2)) if rel.numel() else None
+
+
 def group_rows(r, groups, target: float) -> list[dict]:
     """One row per group of a scheme-"all", N = 1 :func:`~fishersym.numeric.dataset_stats` result:
     sums of I, V₁, V₂ and their bounds, per-parameter medians of √V/I for one typical input, the
@@ -118,16 +143,13 @@ def group_rows(r, groups, target: float) -> list[dict]:
         d = {k: float(v) for k, v in r.groups[g].items() if torch.is_tensor(v) and v.numel() == 1 or
              isinstance(v, (int, float))}
         n = int(d["n_params"])
-        cat = lambda key: torch.cat([r[key][p].reshape(-1) for p in names])  # noqa: E731
-        fi, v1, v2 = cat("fisher"), cat("var1"), cat("var2")
+        fi, v1, v2 = (torch.cat([r[key][p].reshape(-1) for p in names]) for key in ("fisher", "var1", "var2"))
         known2 = ~torch.isnan(v2)
         live, live2 = fi > 0, (fi > 0) & known2
         # per parameter: one typical input has E_x v_k(θ_i|x) = M · Var_all(θ_i) at N = 1 (THEORY §8)
-        rel1, rel2 = (M * v1[live]).sqrt() / fi[live], (M * v2[live2]).sqrt() / fi[live2]
-        med = lambda t: float(t.median()) if t.numel() else float("nan")  # noqa: E731
-        need = lambda rel: max(1, math.ceil(med(rel) ** 2 / target ** 2)) if rel.numel() else None  # noqa: E731
-        n1, n2 = need(rel1), need(rel2)
-        n1d, n2d = need(rel1 / math.sqrt(M)), need(rel2 / math.sqrt(M))
+        rel1, rel2 = rel_sd(M * v1[live], fi[live]), rel_sd(M * v2[live2], fi[live2])
+        n1, n2 = _need(rel1, target), _need(rel2, target)
+        n1d, n2d = _need(rel1 / math.sqrt(M), target), _need(rel2 / math.sqrt(M), target)
         frac2 = float((v2[live2] < v1[live2]).double().mean()) if live2.any() else float("nan")
         if bool(known2.all()) and bool((v2 == 0).all()):
             pick, why = "I2", "V₂ = 0 for every parameter: Î₂ is exact with one sample"
@@ -147,7 +169,7 @@ def group_rows(r, groups, target: float) -> list[dict]:
                      "var1_upper_sharp_sum": d.get("var1_upper_sharp", float("nan")),
                      "var2_upper_sharp_sum": d.get("var2_upper_sharp", float("nan")),
                      "var2_lower_sharp_sum": d.get("var2_lower_sharp", float("nan")),
-                     "median_rel_sd1_one_input": med(rel1), "median_rel_sd2_one_input": med(rel2),
+                     "median_rel_sd1_one_input": _median(rel1), "median_rel_sd2_one_input": _median(rel2),
                      "share_params_I2_better": frac2,
                      "recommended": pick, "reason": why,
                      "N_I1_one_input": n1, "N_I2_one_input": n2, "N_I1_dataset": n1d, "N_I2_dataset": n2d,
@@ -160,19 +182,9 @@ def group_rows(r, groups, target: float) -> list[dict]:
 
 
 def _holds(r, names, tol: float = 1e-9) -> bool:
-    """Certified Theorem 4.1 bounds (and the sharpened ones) hold for every parameter (THEORY §5, §8)."""
-    for p in names:
-        for stat in ("fisher", "var1", "var2"):
-            for suf in ("", "_sharp"):
-                if f"{stat}_lower{suf}" not in r:
-                    continue
-                v, lo, hi = r[stat][p], r[f"{stat}_lower{suf}"][p], r[f"{stat}_upper{suf}"][p]
-                known = ~torch.isnan(v)     # sampled V₂: entries outside the sample are not computed
-                v, lo, hi = v[known], lo[known], hi[known]
-                slack = tol * hi.abs()
-                if bool(((lo - v) > slack).any()) or bool(((v - hi) > slack).any()):
-                    return False
-    return True
+    """Certified Theorem 4.1 bounds (and the sharpened ones) hold for every parameter (THEORY §5, §8);
+    entries not computed (the unsampled ones of a sampled V₂) are skipped."""
+    return not violated_bounds(r, params=names, rtol=tol, nan_ok=True)
 
 
 def _derivation(s: ReportSettings, out: Path) -> dict:
@@ -189,17 +201,19 @@ def _derivation(s: ReportSettings, out: Path) -> dict:
         tex = D.to_latex(title=f"fishersym report: derivation for an MLP {list(s.derivation_widths)} "
                                f"({s.derivation_activation}, {s.derivation_family} output)")
         info["latex"] = tex
+        from .htmlmath import derivation_html
+        info["html"] = derivation_html(D)
         info["n_params"] = len(D)
         model = net.torch_module(seed=s.seed)
         x = torch.randn(4, s.derivation_widths[0], dtype=torch.float64, generator=torch.Generator().manual_seed(s.seed))
-        ev = D.evaluate(model, x, n_samples=1, optimise=False)
+        ev = D.evaluate(model, x, n_samples=1, optimised=False)
         num = conditional_stats(model, x, fam, 1)
         dev = {}
         for k in ("fisher", "var1", "var2"):
             dev[k] = max(float(((ev[k][n] - num[k][n]).abs() / num[k][n].abs().clamp_min(1e-12)).max()) for n in num[k])
         info["max_rel_dev_symbolic_vs_numeric"] = dev
         info["v2_zero_last_layer_symbolic"] = all(pd.w_is_zero for pd in D if pd.entry.layer == net.L)
-    except Exception as exc:  # the symbolic engine is optional for the rest of the report
+    except Exception as exc:  # noqa: BLE001 - the symbolic engine is optional for the rest of the report
         info["error"] = f"{type(exc).__name__}: {exc}"
     if "latex" in info:     # written outside the try: a failed write is an error of the run, not of the engine
         atomic_write_text(out / "derivation.tex", info["latex"])
@@ -220,20 +234,27 @@ def _fmt(v) -> str:
     return html.escape(str(v)) if v is not None else "—"
 
 
-LAYER_COLS = [("group", "layer"), ("n_params", "params"), ("fisher_mean", "mean I(θᵢ)"),
+# the recommendation first (it is what a reader on a narrow screen needs), then the numbers behind it
+LAYER_COLS = [("group", "layer"), ("recommended", "use"), ("reason", "why"),
+              ("N_I1_one_input", "N for Î₁ (1 input)"), ("N_I2_one_input", "N for Î₂ (1 input)"),
+              ("N_I1_dataset", "N for Î₁ (test set)"), ("N_I2_dataset", "N for Î₂ (test set)"),
+              ("n_params", "params"), ("fisher_mean", "mean I(θᵢ)"),
               ("fisher_sum", "Σ I"), ("var1_sum", "Σ Var Î₁"), ("var2_sum", "Σ Var Î₂"),
               ("var1_upper_sum", "Σ V₁ upper"), ("var1_upper_sharp_sum", "Σ V₁ upper (sharp)"),
               ("var2_upper_sum", "Σ V₂ upper"), ("var2_lower_sharp_sum", "Σ V₂ lower (sharp)"),
               ("bounds_hold", "bounds hold"), ("median_rel_sd1_one_input", "median √V₁/I (1 input, N=1)"),
-              ("median_rel_sd2_one_input", "median √V₂/I (1 input, N=1)"), ("recommended", "use"),
-              ("N_I1_one_input", "N for Î₁ (1 input)"), ("N_I2_one_input", "N for Î₂ (1 input)"),
-              ("N_I1_dataset", "N for Î₁ (test set)"), ("N_I2_dataset", "N for Î₂ (test set)"), ("reason", "why")]
+              ("median_rel_sd2_one_input", "median √V₂/I (1 input, N=1)")]
 
 
 def _html_table(rows, cols) -> str:
-    head = "".join(f"<th>{html.escape(lab)}</th>" for _, lab in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(k))}</td>" for k, _ in cols) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    """A table in a horizontally scrollable box (the page never widens); the "recommended" column,
+    where present, is marked ``class="rec"``."""
+    def c(k, v=None) -> str:
+        return ' class="rec"' if k == "recommended" else ' class="t"' if isinstance(v, str) else ""
+    head = "".join(f"<th{c(k)}>{html.escape(lab)}</th>" for k, lab in cols)
+    body = "".join("<tr>" + "".join(f"<td{c(k, r.get(k))}>{_fmt(r.get(k))}</td>" for k, _ in cols) + "</tr>"
+                   for r in rows)
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _md_table(rows, cols) -> str:
@@ -242,10 +263,19 @@ def _md_table(rows, cols) -> str:
     return "\n".join(L)
 
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
-th{background:#f3f3f3}td:first-child{text-align:left}pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:12px}
-.note{color:#555;font-size:14px}h2{border-bottom:1px solid #ddd;padding-bottom:3px}"""
+CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222;
+overflow-wrap:break-word}
+.scroll{overflow-x:auto;max-width:100%;margin:1em 0}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th{background:#f3f3f3}td:first-child{text-align:left}td.t{text-align:left}td.rec,th.rec{font-weight:bold;text-align:center;background:#eaf4ea}
+pre{background:#f7f7f7;padding:1em;font-size:12px;margin:0}img{max-width:100%;height:auto}code{overflow-wrap:anywhere}
+math{font-family:"Latin Modern Math","STIX Two Math","Cambria Math",math}
+.eq{margin:.2em 0;overflow-y:hidden}.eq math{width:max-content;margin:0 auto;padding:.3em 0}
+.eq mtd:first-child{text-align:right}.eq mtd:last-child{text-align:left}
+.note{color:#555;font-size:14px}h2{border-bottom:1px solid #ddd;padding-bottom:3px}h4{margin:1.2em 0 .3em}
+@media (max-width:640px){body{margin:1em auto;padding:0 .6em}table{font-size:12px}
+td:first-child,th:first-child{position:sticky;left:0;z-index:1;background:#fff}th:first-child{background:#f3f3f3}}"""
+HEAD = '<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
 
 
 def run_report(out: str | Path = "out/report", settings: ReportSettings | None = None, force: bool = False,
@@ -264,8 +294,8 @@ def run_report(out: str | Path = "out/report", settings: ReportSettings | None =
     started = time.time()
     from .data import load_dataset
     ds = load_dataset(s.data, seed=s.seed, n_train=s.n_train, n_test=s.n_test)
-    ms = MLPSettings(seed=s.seed, epochs=s.epochs, lr=s.lr, data=s.data, widths=tuple(s.widths), activation=s.activation,
-                     n_samples=s.n_samples, n_inputs=s.n_inputs, progress=s.progress)
+    ms = MLPSettings(seed=s.seed, epochs=s.epochs, lr=s.lr, data=s.data, widths=tuple(s.widths),
+                     activation=s.activation, n_samples=s.n_samples, n_inputs=s.n_inputs, progress=s.progress)
     ms.validate()
     with output_run(out, "report", force=force) as run:
         paths, rows, summary = _write_report(run.stage, s, ms, ds, started, distributed)
@@ -282,8 +312,8 @@ def demo_mlp(settings: ReportSettings | None = None) -> tuple[torch.nn.Module, o
     from .data import load_dataset
     from .mlp import build_mlp, train_epoch
     s = settings or ReportSettings()
-    ms = MLPSettings(seed=s.seed, epochs=s.epochs, lr=s.lr, data=s.data, widths=tuple(s.widths), activation=s.activation,
-                     n_samples=s.n_samples, n_inputs=s.n_inputs, progress=s.progress)
+    ms = MLPSettings(seed=s.seed, epochs=s.epochs, lr=s.lr, data=s.data, widths=tuple(s.widths),
+                     activation=s.activation, n_samples=s.n_samples, n_inputs=s.n_inputs, progress=s.progress)
     ms.validate()
     ds = load_dataset(s.data, seed=s.seed, n_train=s.n_train, n_test=s.n_test)
     torch.manual_seed(ms.seed)
@@ -317,12 +347,13 @@ def _write_report(out: Path, s: ReportSettings, ms: MLPSettings, ds, started: fl
     paths = {"layers_csv": write_csv(out / "layers.csv", rows)}
     import shutil
     for name in ("mlp_figure2.png", "mlp_training.png"):
-        shutil.copyfile(mlp["paths"]["figure" if name == "mlp_figure2.png" else "training_figure"], out / f".{name}.tmp")
+        src = mlp["paths"]["figure" if name == "mlp_figure2.png" else "training_figure"]
+        shutil.copyfile(src, out / f".{name}.tmp")
         (out / f".{name}.tmp").replace(out / name)
         paths[name] = out / name
     # HTML
-    intro = (f"A {s.activation} MLP {arch} trained for {s.epochs} epochs (Adam, lr {s.lr:g}) on {html.escape(ds.source)} "
-             f"({len(ds.y_train)} train / {len(ds.y_test)} test images); final test accuracy "
+    intro = (f"A {s.activation} MLP {arch} trained for {s.epochs} epochs (Adam, lr {s.lr:g}) on "
+             f"{html.escape(ds.source)} ({len(ds.y_train)} train / {len(ds.y_test)} test images); final test accuracy "
              f"{hist['test_acc']:.1%}, test NLL {hist['test_nll']:.3f}. Seed {s.seed}.")
     rec_note = (f"Recommendation (THEORY §10): per layer, the number N of label samples per input that brings the "
                 f"relative standard deviation √Var Îₖ(θᵢ) / I(θᵢ) of the median parameter of the layer below "
@@ -356,11 +387,12 @@ def _write_report(out: Path, s: ReportSettings, ms: MLPSettings, ds, started: fl
                     f"{deriv['n_params']} parameters, derived by SymPy in {deriv['runtime_s']} s. Symbolic vs numeric "
                     f"engine at 4 random inputs, max relative deviation: {check}. Last layer V₂ ≡ 0 "
                     f"(SymPy): {'yes' if deriv['v2_zero_last_layer_symbolic'] else 'no'}. Full document: "
-                    f"`derivation.tex` (compile with pdflatex; needs breqn).")
+                    f"`derivation.tex` (compile with pdflatex).")
         deriv_html = (f"<p>{html.escape(deriv_md).replace('`derivation.tex`', '<code>derivation.tex</code>')}</p>"
-                      f"<details><summary>LaTeX source ({len(deriv['latex'])} characters)</summary>"
-                      f"<pre>{html.escape(deriv['latex'])}</pre></details>")
-    page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>fishersym report</title>
+                      f"{deriv['html']}"
+                      f"<details><summary>LaTeX source of derivation.tex ({len(deriv['latex'])} characters)</summary>"
+                      f"<div class=\"scroll\"><pre>{html.escape(deriv['latex'])}</pre></div></details>")
+    page = f"""<!DOCTYPE html><html lang="en"><head>{HEAD}<title>fishersym report</title>
 <style>{CSS}</style></head><body>
 <h1>fishersym report: diagonal Fisher estimators Î₁ vs Î₂</h1>
 <p class="note">Soen &amp; Sun, "Trade-Offs of Diagonal Fisher Information Matrix Estimators" (NeurIPS 2024);
@@ -396,7 +428,8 @@ layer, findings, model) in mlp/.</p></body></html>"""
     paths["markdown"] = atomic_write_text(out / "report.md", md)
     paths.update(plan_sec["paths"])
     summary = {"layers": rows, "findings": f, "final": hist,
-               "derivation": {k: v for k, v in deriv.items() if k != "latex"}, "plan": plan_sec["summary"],
+               "derivation": {k: v for k, v in deriv.items() if k not in ("latex", "html")},
+               "plan": plan_sec["summary"],
                "timings_s": {"mlp": round(t_mlp, 2), "layer_table": round(t_layers, 2),
                              "plan": plan_sec["summary"].get("runtime_s"),
                              "derivation": deriv["runtime_s"], "total": round(time.time() - started, 2)}}
@@ -488,14 +521,15 @@ def plan_section(model, data, family, groups, target: float, out: Path, what: st
         msg = f"The planner was not run: {exc}"
         return {"html": f"<p>{html.escape(msg)}</p>", "md": msg, "rows": [], "paths": {},
                 "summary": {"error": str(exc)}}
-    paths = {"plan_csv": p.to_csv(out / "plan.csv"), "plan.png": plot_plan(p, out / "plan.png")}
+    paths: dict[str, Path] = {"plan_csv": cast(Path, p.to_csv(out / "plan.csv")),
+                              "plan.png": plot_plan(p, out / "plan.png")}
     rows = p.recommendation_rows()
     for r in rows:
         if r.get("estimator") is None:
             r["estimator"] = "none reaches the target"
     best = []
     for g, gp in p.groups.items():
-        for e, o in gp.best.items():
+        for o in gp.best.values():
             best.append({"group": g, **o.as_dict(),
                          "status": "meets" if o.meets else "not reached: " + o.reason})
     costs = sorted({r["budget"] for gp in p.groups.values() for r in gp.ladder})
@@ -554,6 +588,7 @@ class ModelReportSettings:
     progress: bool | None = None
 
     def validate(self) -> None:
+        """Check the counts and the target; raises :class:`ExperimentError` naming the bad setting."""
         from .._checks import as_count
         self.n_inputs = as_count(self.n_inputs, "n_inputs")
         self.batch_size = as_count(self.batch_size, "batch_size")
@@ -561,16 +596,16 @@ class ModelReportSettings:
             raise ExperimentError(f"target_rel_sd must be a positive number, got {self.target_rel_sd!r}")
 
 
-MODEL_COLS = [("group", "parameter tensor"), ("shape", "shape"), ("n_params", "entries"),
-              ("fisher_mean", "mean I(θᵢ)"), ("fisher_sum", "Σ I"), ("var1_sum", "Σ Var Î₁"),
+MODEL_COLS = [("group", "parameter tensor"), ("recommended", "use"), ("reason", "why"),
+              ("N_I1_one_input", "N for Î₁ (1 input)"), ("N_I2_one_input", "N for Î₂ (1 input)"),
+              ("N_I1_dataset", "N for Î₁ (all inputs)"), ("N_I2_dataset", "N for Î₂ (all inputs)"),
+              ("shape", "shape"), ("n_params", "entries"), ("fisher_mean", "mean I(θᵢ)"), ("fisher_sum", "Σ I"),
+              ("var1_sum", "Σ Var Î₁"),
               ("var2_sum", "Σ Var Î₂"), ("var2_sum_se", "s.e. of Σ Var Î₂ (sampled)"),
               ("var1_upper_sum", "Σ V₁ upper"), ("var1_upper_sharp_sum", "Σ V₁ upper (sharp)"),
               ("var2_upper_sum", "Σ V₂ upper"), ("var2_lower_sharp_sum", "Σ V₂ lower (sharp)"),
               ("bounds_hold", "bounds hold"), ("median_rel_sd1_one_input", "median √V₁/I (1 input, N=1)"),
-              ("median_rel_sd2_one_input", "median √V₂/I (1 input, N=1)"), ("recommended", "use"),
-              ("N_I1_one_input", "N for Î₁ (1 input)"), ("N_I2_one_input", "N for Î₂ (1 input)"),
-              ("N_I1_dataset", "N for Î₁ (all inputs)"), ("N_I2_dataset", "N for Î₂ (all inputs)"),
-              ("var2", "V₂"), ("reason", "why")]
+              ("median_rel_sd2_one_input", "median √V₂/I (1 input, N=1)"), ("var2", "V₂")]
 
 
 def _model_family(name: str | None, params: dict | None, n_out: int):
@@ -682,16 +717,18 @@ def _write_model_report(out: Path, m64, x, y, fam, s: ModelReportSettings, data,
         elif row["n_var2_known"] < row["n_params"]:
             se = row.get("var2_sum_se")
             row["var2"] = f"sampled: {row['n_var2_known']} of {row['n_params']} entries exact"
-            row["var2_detail"] = (f"w exact at {row['n_var2_known']} random entries (seed {s.seed}); the sum over the "
-                                  f"tensor is an estimate" + (f" with standard error {se:.3g}" if se is not None else "")
+            row["var2_detail"] = (f"w exact at {row['n_var2_known']} random entries (seed {s.seed}); the sum over "
+                                  f"the tensor is an estimate"
+                                  + (f" with standard error {se:.3g}" if se is not None else "")
                                   + " (report.json, 'estimated')")
         else:
             row["var2"], row["var2_detail"] = "exact", f"w = ∂²h/∂θᵢ² computed for every entry ({r.path} path)"
     acc = None
-    if y is not None and fam.name == "categorical":
+    if y is not None:       # families of class labels predict one (the family's class_prediction hook)
         with torch.no_grad():
-            pred = torch.cat([m64(x[i:i + 64]).argmax(1) for i in range(0, x.shape[0], 64)])
-        acc = float((pred == y).double().mean())
+            preds = [fam.class_prediction(m64(x[i:i + 64])) for i in range(0, x.shape[0], 64)]
+        if all(p_ is not None for p_ in preds):
+            acc = float((torch.cat(preds) == y).double().mean())
     paths = {"layers_csv": write_csv(out / "layers.csv", rows)}
     paths["tensors.png"] = _plot_tensors(rows, out / "tensors.png")
     plan_sec = plan_section(m64, (x, y) if y is not None else x, fam, None, s.target_rel_sd, out,
@@ -704,7 +741,8 @@ def _write_model_report(out: Path, m64, x, y, fam, s: ModelReportSettings, data,
     const_cols = [("output", "output")] + [(h, h) for h in HEAD_TEXT] + [("source", "source")]
     P = sum(int(r_["n_params"]) for r_ in rows)
     n_zero = sum(1 for r_ in rows if r_["var2"].startswith("0"))
-    intro = (f"Model {s.model}{' with ' + ', '.join(f'{k}={v!r}' for k, v in (s.model_args or {}).items()) if s.model_args else ''}"
+    args = ", ".join(f"{k}={v!r}" for k, v in (s.model_args or {}).items())
+    intro = (f"Model {s.model}{' with ' + args if args else ''}"
              f" ({type(m64).__name__}, {len(rows)} parameter tensors, {P:,} parameters; analysed as given, "
              f"a float64 copy in eval mode, no training). Family {fam!r}. Data: {data.source} ({n_all} inputs; "
              f"{data.adaptation}); {x.shape[0]} inputs of shape {tuple(x.shape[1:])} drawn with seed {s.seed}"
@@ -725,7 +763,7 @@ def _write_model_report(out: Path, m64, x, y, fam, s: ModelReportSettings, data,
                     f"and the recommendation use the sampled entries only.")
     zrows = [{"tensor": r_["group"], "V₂": r_["var2"], "why": r_["var2_detail"]} for r_ in rows]
     zcols = [("tensor", "parameter tensor"), ("V₂", "V₂"), ("why", "why")]
-    page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>fishersym report: {html.escape(s.model)}</title>
+    page = f"""<!DOCTYPE html><html lang="en"><head>{HEAD}<title>fishersym report: {html.escape(s.model)}</title>
 <style>{CSS}</style></head><body>
 <h1>fishersym report: diagonal Fisher estimators Î₁ vs Î₂ on {html.escape(s.model)}</h1>
 <p class="note">Soen &amp; Sun, "Trade-Offs of Diagonal Fisher Information Matrix Estimators" (NeurIPS 2024);

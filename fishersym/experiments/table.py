@@ -1,4 +1,4 @@
-"""The family constants of THEORY.md §5 — the analogue of the paper's Table 1.
+r"""The family constants of THEORY.md §5 — the analogue of the paper's Table 1.
 
 For regression (Gaussian, fixed σ²) and classification (categorical, softmax
 σ = p), the constants that enter Theorem 4.1:
@@ -54,6 +54,9 @@ SYMBOLIC = [
 
 @dataclass
 class TableSettings:
+    """Settings of the table experiment: seed, random softmax points per C, the C values, the Gaussian
+    variances, the logits' scale and the SS-HOPM starts of the optimised λ̃ (THEORY §5)."""
+
     seed: int = 0
     n_points: int = 4          # random softmax points per C
     classes: tuple = (3, 10)   # C values for the numeric evaluation
@@ -68,7 +71,7 @@ def numeric_rows(s: TableSettings) -> list[dict]:
     for s2 in s.sigma2:
         fam = families.get("gaussian", C=2, sigma2=s2)
         h = torch.zeros(1, 2, dtype=torch.float64)
-        c = family_constants(fam, h, optimise=True)
+        c = family_constants(fam, h, optimised=True)
         rows.append({"family": "gaussian", "C": 2, "point": 0, "sigma2": s2, "restricted": False,
                      "sigma_min": float(c.sigma_min[0]), "sigma_max": float(c.sigma_max[0]),
                      "M_min_opt": float(c.M_min_opt[0]), "M_max_opt": float(c.M_max_opt[0]),
@@ -83,7 +86,7 @@ def numeric_rows(s: TableSettings) -> list[dict]:
         m = fam.theorem52_m(h)
         for restricted in (False, True):
             # the optimised λ̃ over 𝟙^⊥ is slow; there the certified values are listed (the *_opt columns repeat them)
-            c = family_constants(fam, h, restricted=restricted, optimise=not restricted, n_starts=s.n_starts,
+            c = family_constants(fam, h, restricted=restricted, optimised=not restricted, n_starts=s.n_starts,
                                  seed=s.seed)
             if restricted:
                 c.M_min_opt, c.M_max_opt, c.K_max_opt = c.M_min_cert, c.M_max_cert, c.K_max_cert
@@ -105,40 +108,57 @@ def numeric_rows(s: TableSettings) -> list[dict]:
     return rows
 
 
+#: width of the wrapped "Output" column of the LaTeX table
+LABEL_WIDTH = "3.2cm"
+
+
 def latex_table(rows: list[dict]) -> str:
+    r"""The closed forms as a LaTeX ``table`` (plain ``tabular``, no extra package) that fits a text width
+    of 345 pt (article, 10 pt): ``\small``, the row labels wrapped in a ``\parbox`` and the numeric
+    checks set as a note under the tabular rather than as full-width rows.  tests/test_latex_fit.py
+    compiles it and asserts that no line is overfull."""
     cat = [r for r in rows if r["family"] == "categorical" and not r["restricted"]]
     sharp = [r for r in rows if r["family"] == "categorical" and r["restricted"]]
-    lines = [r"\begin{table}[t]", r"\centering",
+
+    def label(text: str) -> str:
+        return f"\\parbox[t]{{{LABEL_WIDTH}}}{{\\raggedright {text}}}"
+
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\setlength{\tabcolsep}{4pt}",
              r"\caption{Family constants of Theorem~4.1 (analogue of Soen \& Sun, Table~1; THEORY.md \S5). "
              r"$m(x) = \min(\max_k p_k,\ 1 - \lVert p\rVert^2)$.}",
              r"\label{tab:family-constants}",
-             r"\begin{tabular}{l" + "c" * len(COLUMNS) + "}", r"\hline",
+             r"\begin{tabular}{@{}l" + "c" * len(COLUMNS) + "@{}}", r"\hline",
              " & ".join(["Output"] + list(HEAD_LATEX)) + r" \\", r"\hline"]
-    for label, cells, _, _ in SYMBOLIC:
-        lines.append(" & ".join([label] + list(cells)) + r" \\")
-    lines.append(r"\hline")
+    for lab, cells, _, _ in SYMBOLIC:
+        lines.append(" & ".join([label(lab)] + list(cells)) + r" \\[1.5ex]")
+    lines += [r"\hline", r"\end{tabular}"]
+    notes = []
     if cat:
         worst = {k: max(r[k] for r in cat) for k in ("ratio_sigma_max_to_m", "ratio_M_max_opt_to_2m",
                                                        "ratio_K_max_opt_to_2sigma_max")}
-        lines.append(r"\multicolumn{6}{l}{\footnotesize Numeric check at %d random softmax points: "
-                     r"$\max \lambda_{\max}(\Sigma)/m = %.3f$, $\max \tilde\lambda_{\max}(M)/2m = %.3f$, "
-                     r"$\max \tilde\lambda_{\max}(K)/2\lambda_{\max}(\Sigma) = %.3f$ (all $\le 1$).} \\"
-                     % (len(cat), worst["ratio_sigma_max_to_m"], worst["ratio_M_max_opt_to_2m"],
-                        worst["ratio_K_max_opt_to_2sigma_max"]))
+        k_ratio = worst["ratio_K_max_opt_to_2sigma_max"]
+        notes.append(f"Numeric check at {len(cat)} random softmax point{'' if len(cat) == 1 else 's'}: "
+                     rf"$\max \lambda_{{\max}}(\Sigma)/m = {worst['ratio_sigma_max_to_m']:.3f}$, "
+                     rf"$\max \tilde\lambda_{{\max}}(M)/2m = {worst['ratio_M_max_opt_to_2m']:.3f}$, "
+                     rf"$\max \tilde\lambda_{{\max}}(K)/2\lambda_{{\max}}(\Sigma) = {k_ratio:.3f}$ (all $\le 1$).")
     if sharp:
-        lines.append(r"\multicolumn{6}{l}{\footnotesize Sharpened on $\mathbf{1}^\perp$ ([beyond], THEORY \S5): "
-                     r"$\lambda_{\min}(\Sigma|_{\mathbf{1}^\perp}) \in [%.3g, %.3g]$ instead of $0$.} \\"
-                     % (min(r["sigma_min"] for r in sharp), max(r["sigma_min"] for r in sharp)))
-    lines += [r"\end{tabular}", r"\end{table}"]
+        lo, hi = min(r["sigma_min"] for r in sharp), max(r["sigma_min"] for r in sharp)
+        notes.append(r"Sharpened on $\mathbf{1}^\perp$ ([beyond], THEORY.md section 5): "
+                     rf"$\lambda_{{\min}}(\Sigma|_{{\mathbf{{1}}^\perp}}) \in [{lo:.3g}, {hi:.3g}]$ instead of $0$.")
+    if notes:
+        lines += [r"\par\smallskip", r"{\footnotesize\raggedright " + " ".join(notes) + r"\par}"]
+    lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
 
 def standalone(table: str) -> str:
+    """A compilable document around :func:`latex_table`'s output (article, 10 pt, default margins)."""
     return ("\\documentclass{article}\n\\usepackage{amsmath,amssymb}\n\\begin{document}\n" + table +
             "\\end{document}\n")
 
 
 def text_table(rows: list[dict]) -> str:
+    """The closed forms and the numeric evaluations of :func:`numeric_rows` as plain text."""
     w = 12
     out = ["Family constants of Theorem 4.1 (THEORY.md §5; the paper's Table 1)", "",
            "output".ljust(16) + "".join(h.ljust(w) for h in HEAD_TEXT)]

@@ -53,6 +53,7 @@ ESTIMATORS = ("I1", "I2")
 
 @dataclass
 class ToySettings:
+    """Settings of the toy NGD experiment (Figure 1): seeds, epochs, data sizes, step size, models."""
     seed: int = 0
     epochs: int = 256
     n_seeds: int = 5
@@ -122,9 +123,10 @@ def _variance_pkg(family_name: str, theta: torch.Tensor, x: torch.Tensor, batch:
     """The same variances from ``fishersym.numeric.dataset_stats`` (independent of the closed forms)."""
     from torch import nn
     from ..numeric import dataset_stats
-    lin = nn.Sequential(nn.Linear(2, 1, bias=False)).double()
+    layer = nn.Linear(2, 1, bias=False)
+    lin = nn.Sequential(layer).double()
     with torch.no_grad():
-        lin[0].weight.copy_(theta.reshape(1, 2))
+        layer.weight.copy_(theta.reshape(1, 2))
     r = dataset_stats(lin, x, family_name, 1, scheme="iid", m_inputs=batch, progress=False, process_group=False)
     iv = float(r["input_var"]["0.weight"].sum()) / batch
     return {"var1_trace_pkg": float(r["var1"]["0.weight"].sum()) - iv,
@@ -139,7 +141,8 @@ def ngd_run(model: str, estimator: str, s: ToySettings, data: dict, bar=None) ->
     xtr, ttr, xte, tte = data["x_train"], data["t_train"], data["x_test"], data["t_test"]
     S, M, B = s.n_seeds, xtr.shape[0], s.batch_size
     gens = [torch.Generator().manual_seed(s.seed * 1000 + 17 * k + 1) for k in range(S)]
-    gsample = torch.Generator().manual_seed(s.seed * 1000 + 7 + ESTIMATORS.index(estimator) + 2 * list(MODELS).index(model))
+    gsample = torch.Generator().manual_seed(s.seed * 1000 + 7 + ESTIMATORS.index(estimator)
+                                            + 2 * list(MODELS).index(model))
     theta = torch.tensor(s.theta0, dtype=torch.float64).repeat(S, 1)
     rows: list[dict] = []
 

@@ -2,6 +2,21 @@
 
 THEORY.md §1 (setting), §3 (cumulants), §4 (closed forms), §5 (constants).
 
+Adding a family is one file (``tests/test_family_plugin.py`` defines a Gamma family that way): subclass
+:class:`ExponentialFamily` with its own ``name`` (the class statement registers it, so :func:`get` finds
+it) and define F twice, ``log_partition_sym`` (SymPy) and ``log_partition`` (torch), plus
+``log_base_measure`` and ``sample``; ``_check_domain`` where h is restricted.  Everything else has a
+generic default that a family overrides only where it has something better: closed-form cumulants
+(``sigma_quad``, ``kappa4``, ``quad_forms``, ``closed_form_constants``); the label space for the
+oracle (``support`` for discrete families, ``label_nodes`` — a quadrature rule — for continuous ones);
+display coordinates (``mean_params_sym``, ``display_coordinates``, ``display_domain``,
+``display_positivity_subs``, ``display_sigma``, ``sigma_factor_sym``, ``output_probe_forms_sym``,
+``readable_forms_sym``) and the derived documents' text (``display_probabilities``,
+``latex_constants_note``, ``latex_conclusions``, ``symbolic_theorems``); ``statistic`` /
+``check_statistic`` for observed labels; ``sample_point``, ``example_params`` and ``summary`` for the CLI;
+``param_strategy``, ``fuzz_param_strategy`` and ``fuzz_output_cap`` for the property suite;
+``class_prediction`` for classifiers.
+
 >>> import torch
 >>> from fishersym import families
 >>> fam = families.get("categorical", C=3)
@@ -14,9 +29,8 @@ THEORY.md §1 (setting), §3 (cumulants), §4 (closed forms), §5 (constants).
 from __future__ import annotations
 
 import inspect
-from typing import Callable
 
-from .base import ExponentialFamily, Support
+from .base import REGISTRY, ExponentialFamily, Support, register, unregister
 from .bernoulli import Bernoulli
 from .categorical import Categorical
 from .gaussian import Gaussian
@@ -26,15 +40,12 @@ from .poisson import Poisson
 
 __all__ = ["ExponentialFamily", "Support", "Gaussian", "Bernoulli", "Categorical", "Poisson",
            "GaussianMeanVar", "Link", "Identity", "Scale", "MeanLogVar", "get", "resolve", "takes_size",
-           "available", "REGISTRY"]
+           "available", "REGISTRY", "register", "unregister"]
 
-REGISTRY: dict[str, Callable[..., ExponentialFamily]] = {
-    "gaussian": Gaussian,
-    "bernoulli": Bernoulli,
-    "categorical": Categorical,
-    "poisson": Poisson,
-    "gaussian_meanvar": GaussianMeanVar,
-}
+# REGISTRY (name → family class) is filled by the class statements themselves
+# (ExponentialFamily.__init_subclass__): importing the five modules above registers the built-in
+# families, and a family defined anywhere else — a user's module, a test file — registers itself
+# the same way, so adding a family is one file (issue 11 item 4).
 
 
 def available() -> list[str]:

@@ -21,9 +21,10 @@ directional quantities return the broadcast batch shape without the last axis.
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 from functools import cached_property
-from typing import Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import sympy as sp
 import torch
@@ -31,7 +32,45 @@ from torch.func import hessian, jacfwd, jvp, vmap
 
 from .links import Identity, Link
 
-__all__ = ["ExponentialFamily", "Support", "batch_shape"]
+__all__ = ["ExponentialFamily", "Support", "batch_shape", "REGISTRY", "register", "unregister", "QUADRATURE_NODES"]
+
+#: every family class by its registry name, filled by :meth:`ExponentialFamily.__init_subclass__`:
+#: a subclass that sets its own ``name`` is registered when its class statement runs, in any module
+#: (a user's file, a test), so ``fishersym.families.get(name)`` finds it (issue 11 item 4)
+REGISTRY: dict[str, type[ExponentialFamily]] = {}
+
+#: Gauss–Hermite / Gauss–Laguerre nodes of the continuous families' :meth:`ExponentialFamily.label_nodes`
+#: (exact for polynomial moments of degree ≤ 23, far above the degree 4 that V₁ needs)
+QUADRATURE_NODES = 12
+
+
+def register(cls: type[ExponentialFamily]) -> type[ExponentialFamily]:
+    """Register a family class under ``cls.name`` (what the class statement does by itself; for a class
+    declared with ``register=False``).  The same class (same module and qualified name, e.g. a module
+    reloaded) replaces its earlier definition; another class with a taken name raises a ValueError."""
+    if not (isinstance(cls, type) and issubclass(cls, ExponentialFamily)):
+        raise TypeError(f"register takes an ExponentialFamily subclass, got {cls!r}")
+    name = cls.__dict__.get("name")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"{cls.__qualname__}: a registered family needs its own `name`, a Python identifier "
+                         f"(e.g. name = \"gamma\"), got {name!r}")
+    old = REGISTRY.get(name)
+    if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"family name {name!r} is already registered by {old.__module__}.{old.__qualname__}; "
+                         f"choose another name for {cls.__module__}.{cls.__qualname__} (or call "
+                         "fishersym.families.unregister first)")
+    REGISTRY[name] = cls
+    return cls
+
+
+def unregister(name: str) -> type[ExponentialFamily]:
+    """Remove the family registered as ``name`` and return its class (a KeyError names the known ones)."""
+    if name not in REGISTRY:
+        raise KeyError(f"no family registered as {name!r}; registered: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY.pop(name)
+
+
+_register = register
 
 
 class Support:
@@ -85,6 +124,94 @@ class ExponentialFamily:
         """Extra ``\\item`` lines (LaTeX) for the conclusions of a derived document whose V₂ does not
         vanish everywhere (e.g. where V₁ vanishes)."""
         return []
+
+    # ------------------------------------------------------------------ registration (issue 11 item 4)
+    def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
+        """Register every subclass that sets its own ``name`` (``class Gamma(ExponentialFamily): name =
+        "gamma"``) in :data:`REGISTRY`, so that ``families.get("gamma", **params)`` builds it; a
+        subclass that inherits its parent's name (a variant) is not registered.  ``register=False`` in
+        the class statement opts out (register later with :func:`register`)."""
+        super().__init_subclass__(**kwargs)
+        if register and "name" in cls.__dict__:
+            _register(cls)
+
+    # ------------------------------------------------------------------ family hooks (issue 11 item 4)
+    # What the rest of the package asks a family, so that adding a family is one file.  Every default
+    # works for any family defined by its log-partition; families override where they have more.
+
+    #: parameters of the family's example instance (the CLI's ``fishersym families`` table, the demo,
+    #: the default :meth:`param_strategy`); ``{}``: the constructor's defaults
+    example_params: ClassVar[dict[str, Any]] = {}
+
+    #: largest |raw output| the reliability fuzzing drives this family to (testing.strategies): a
+    #: moderate 5 unless the family is known to stay accurate when saturated
+    fuzz_output_cap: ClassVar[float] = 5.0
+
+    @classmethod
+    def summary(cls) -> str:
+        """One line describing the family for the CLI (``fishersym families``, ``--family`` help):
+        the first line of the class's docstring, else of its module's, else its name."""
+        for doc in (cls.__dict__.get("__doc__"), inspect.getmodule(cls).__doc__ if inspect.getmodule(cls) else None):
+            if doc and doc.strip():
+                return doc.strip().splitlines()[0].strip()
+        return cls.name
+
+    @classmethod
+    def param_strategy(cls, max_classes: int = 5):
+        """A hypothesis strategy of valid constructor parameters (dicts) for the property suite
+        (``fishersym.testing.strategies.family_specs``).  Default: the example parameters only
+        (:attr:`example_params`); families with free parameters override it."""
+        from hypothesis import strategies as st
+        return st.just(dict(cls.example_params))
+
+    @classmethod
+    def fuzz_param_strategy(cls, max_classes: int = 6):
+        """A hypothesis strategy of constructor parameters for the reliability fuzzing
+        (``fishersym.testing.strategies.fuzz_family_specs``): wider than :meth:`param_strategy` where a
+        family has continuous parameters.  Default: :meth:`param_strategy`."""
+        return cls.param_strategy(max_classes)
+
+    def sample_point(self, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """A deterministic natural parameter h (C,) inside the family's domain (the CLI's numeric
+        example, tests).  Default: standard normal entries (the domain is all of ℝ^C, THEORY §1);
+        families with a restricted domain (:meth:`_check_domain`) override it."""
+        g = torch.Generator().manual_seed(seed)
+        return self.check_h(torch.randn(self.C, generator=g, dtype=dtype))
+
+    def label_nodes(self, h1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The label distribution p(y|h) of one input h1 (C,) as statistics t (S, C) and weights
+        (S,) summing to 1, for the label-space oracle (``fishersym.testing.brute``, THEORY §2–§3).
+
+        Default for discrete families: the enumerated support (:meth:`support`, truncated at mass
+        ≤ 1e-15 where infinite), zero-probability labels dropped.  Continuous families override it with
+        a quadrature rule exact for polynomial moments of t up to degree ≥ 8 (V₁ is degree 4 in t);
+        without one a TypeError names the fix."""
+        if self.discrete:
+            sup = self.support(h1.unsqueeze(0))
+            w = sup.prob[0]
+            keep = w > 0
+            return sup.t[keep], w[keep]
+        raise TypeError(f"{self.name} is continuous and defines no label_nodes: give the family a label_nodes "
+                        "method returning quadrature nodes t (S, C) and weights (S,) of p(y|h) (e.g. Gauss–Hermite "
+                        "or Gauss–Laguerre), exact for polynomial moments of t up to degree 8")
+
+    @staticmethod
+    def _gauss_hermite(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilists' Gauss–Hermite nodes z and weights (summing to 1) for z ~ N(0, 1)."""
+        import numpy as np
+        z, wz = np.polynomial.hermite_e.hermegauss(QUADRATURE_NODES)
+        return torch.tensor(z, dtype=dtype), torch.tensor(wz / wz.sum(), dtype=dtype)
+
+    def symbolic_theorems(self) -> dict[str, Callable]:
+        """Family-specific identities SymPy proves on a derivation (``fishersym.symbolic.theorems``):
+        summary key → function(derivation) → {parameter name: proven}.  The summary records
+        ``all(...)`` under the key and the derived document states the result.  Default: none."""
+        return {}
+
+    def class_prediction(self, o: torch.Tensor) -> torch.Tensor | None:
+        """The predicted class of raw outputs o (B, out_dim) → (B,) for families of class labels
+        (an accuracy in the report), None for families that do not predict classes (the default)."""
+        return None
 
     def __init__(self, C: int, link: Link | None = None, out_dim: int | None = None):
         self.C = int(C)
@@ -171,6 +298,66 @@ class ExponentialFamily:
     def mean_params_sym(self) -> dict[sp.Expr, sp.Expr]:
         """Substitutions rewriting expressions of h in mean-parameter symbols
         (p, λ, …) for display; empty when h is the clearest coordinate."""
+        return {}
+
+    def display_coordinates(self) -> list[tuple[sp.Symbol, sp.Expr]]:
+        """Display coordinates as functions of h: ``[(symbol, expression in h)]`` (THEORY §4), empty when
+        h itself is displayed (no :meth:`mean_params_sym`).
+
+        Default: each h_a is rewritten by :meth:`mean_params_sym` in one display symbol s_a, and s_a is
+        the mean η_a = ∂F/∂h_a (p for the Bernoulli and the softmax, λ for the Poisson).  Families whose
+        display symbols are not the means (the Gaussian with learned variance: μ, σ) override it."""
+        subs = self.mean_params_sym()
+        if not subs:
+            return []
+        out = []
+        for a, h in enumerate(self.h_sym):
+            syms = subs[h].free_symbols if h in subs else set()
+            if len(syms) != 1:
+                raise ValueError(f"{self.name}: mean_params_sym rewrites {h} in {len(syms)} symbols, so the display "
+                                 "coordinates cannot be taken to be the means; give the family a "
+                                 "display_coordinates method returning [(symbol, expression in h)]")
+            (sym,) = syms
+            out.append((sym, self.eta_sym[a]))
+        return out
+
+    def display_domain(self) -> dict[sp.Symbol, sp.Set]:
+        """The set of values of each display coordinate (SymPy's inequality solving, THEORY §6.7).
+        Default: from the symbol's assumptions ((0, ∞) for a positive symbol, [0, ∞) for a nonnegative
+        one, ℝ otherwise); the Bernoulli's and the softmax's probabilities override it with (0, 1)."""
+        out = {}
+        for sym, _ in self.display_coordinates():
+            out[sym] = (sp.Interval.open(0, sp.oo) if sym.is_positive else
+                        sp.Interval(0, sp.oo) if sym.is_nonnegative else sp.S.Reals)
+        return out
+
+    def display_positivity_subs(self) -> dict[sp.Symbol, sp.Expr]:
+        """Substitutions making the domain of the display coordinates explicit for SymPy's sign
+        reasoning (``symbolic.familyforms.is_positive``), e.g. p = 1/(1 + t) with t > 0 so that 1 − p
+        is visibly positive.  Default: none (positive symbols carry their sign already)."""
+        return {}
+
+    def display_sigma(self) -> sp.Matrix:
+        """Σ = ∇²F in display coordinates (THEORY §13's output-space factor).  Default:
+        :meth:`display` of ∇²F; the softmax gives diag(p) − ppᵀ directly."""
+        return self.display(self.sigma_sym)
+
+    def sigma_factor_sym(self) -> sp.Matrix | None:
+        """A closed-form factor L with LLᵀ = Σ in display coordinates (THEORY §13), or None (the
+        default): the caller then takes √Σ (C = 1) or the Cholesky factor of :meth:`display_sigma`."""
+        return None
+
+    def output_probe_forms_sym(self, u: Sequence[sp.Expr]) -> tuple[sp.Expr, sp.Expr] | None:
+        """Readable forms (uᵀΣu, ‖Lᵀu‖₄⁴) of the output-space Hutchinson variance (THEORY §13) for
+        L = :meth:`sigma_factor_sym`, or None (the default: the caller expands them from Σ and L)."""
+        return None
+
+    def readable_forms_sym(self, U: Sequence[sp.Symbol], W: Sequence[sp.Symbol],
+                           derived: dict[str, sp.Expr]) -> dict[str, sp.Expr]:
+        """Readable forms of ``derived`` = {"fisher": uᵀΣu, "var1": N·V₁ = M(u,u,u,u), "var2": N·V₂ = wᵀΣw}
+        (display coordinates, directions U and W) shown in derived documents instead of the derived
+        ones; the hook must prove each equal to the derived one on the family's domain and raise
+        otherwise.  Default: {} (the derived forms are shown)."""
         return {}
 
     def display(self, expr):

@@ -33,6 +33,26 @@ class Bernoulli(ExponentialFamily):
         return ["\\item At $p = \\tfrac12$, $V_1 = 0$ for every parameter (the factor $(1-2p)^2$), so $\\hat I_1$ "
                 "is exact there and wins wherever $w_i \\neq 0$.\n"]
 
+    fuzz_output_cap = 50.0   # σ(h)σ(−h) and tanh(h/2) stay accurate when saturated (module docstring)
+
+    @property
+    def p_sym(self) -> sp.Symbol:
+        """The display coordinate p = η = σ(h)."""
+        return sp.Symbol("p", positive=True)
+
+    def display_domain(self) -> dict[sp.Symbol, sp.Set]:
+        """p ∈ (0, 1)."""
+        return {self.p_sym: sp.Interval.open(0, 1)}
+
+    def display_positivity_subs(self) -> dict[sp.Symbol, sp.Expr]:
+        """p = 1/(1 + t), t > 0, so that 1 − p = t/(1 + t) is visibly positive."""
+        return {self.p_sym: 1 / (1 + sp.Symbol("t_pos", positive=True))}
+
+    def symbolic_theorems(self) -> dict:
+        """``bernoulli_half``: SymPy proves V₁ = 0 at p = ½ for every parameter (THEORY §4)."""
+        from ..symbolic.theorems import bernoulli_half_zero
+        return {"bernoulli_half": bernoulli_half_zero}
+
     def __init__(self, link: str | Link | None = None):
         super().__init__(1, get_link(link, None) if link is not None else None)
 
@@ -40,7 +60,7 @@ class Bernoulli(ExponentialFamily):
         return sp.log(1 + sp.exp(h[0]))
 
     def mean_params_sym(self) -> dict[sp.Expr, sp.Expr]:
-        p = sp.Symbol("p", positive=True)
+        p = self.p_sym
         return {self.h_sym[0]: sp.log(p / (1 - p))}
 
     # numeric closed forms

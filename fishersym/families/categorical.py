@@ -37,6 +37,67 @@ class Categorical(ExponentialFamily):
                 "along $\\mathbf 1$, so the sharpened bounds below work on $\\mathbf 1^\\perp$ with the projections "
                 "$u^\\perp = u - \\tfrac1C\\mathbf 1\\mathbf 1^\\top u$.")
 
+    example_params = {"C": 3}
+    fuzz_output_cap = 50.0   # the stable complements keep saturated softmaxes accurate (issue 13 item 2)
+
+    @classmethod
+    def param_strategy(cls, max_classes: int = 5):
+        """C ∈ 2..max_classes."""
+        from hypothesis import strategies as st
+        return st.fixed_dictionaries({"C": st.integers(2, max_classes)})
+
+    def class_prediction(self, o: torch.Tensor) -> torch.Tensor:
+        """argmax of the logits."""
+        return o.argmax(-1)
+
+    def display_domain(self) -> dict[sp.Symbol, sp.Set]:
+        """Each p_a ∈ (0, 1) (the simplex's coordinate ranges)."""
+        return {pa: sp.Interval.open(0, 1) for pa in self.p_sym}
+
+    def display_positivity_subs(self) -> dict[sp.Symbol, sp.Expr]:
+        """p_a = t_a / Σ_b t_b with t_a > 0: the simplex, so that 1 − p_a is visibly positive."""
+        ts = [sp.Symbol(f"t_pos{a}", positive=True) for a in range(self.C)]
+        tot = sp.Add(*ts)
+        return {pa: t / tot for pa, t in zip(self.p_sym, ts)}
+
+    def display_sigma(self) -> sp.Matrix:
+        """Σ = diag(p) − ppᵀ (``symbolic.estimators.prove_softmax_factor`` proves it equal to ∇²F on the
+        simplex), which avoids simplifying ∇²F for large C."""
+        p = sp.Matrix(self.p_sym)
+        return sp.diag(*p) - p * p.T
+
+    def sigma_factor_sym(self) -> sp.Matrix:
+        """L = (I − p𝟙ᵀ) diag(√p), exact for the singular Σ = diag(p) − ppᵀ (THEORY §13)."""
+        p = self.p_sym
+        C = len(p)
+        return (sp.eye(C) - sp.Matrix(p) * sp.ones(1, C)) * sp.diag(*[sp.sqrt(pa) for pa in p])
+
+    def output_probe_forms_sym(self, u) -> tuple[sp.Expr, sp.Expr]:
+        """Centred forms (Σ_a p_a d_a², Σ_a p_a² d_a⁴), d = u − ū, ū = Σ_a p_a u_a: equal to uᵀΣu and
+        ‖Lᵀu‖₄⁴ on the simplex (``symbolic.estimators.prove_softmax_factor``)."""
+        p = self.p_sym
+        ubar = sp.Add(*[pa * ua for pa, ua in zip(p, u)])
+        return (sp.Add(*[pa * (ua - ubar) ** 2 for pa, ua in zip(p, u)]),
+                sp.Add(*[pa ** 2 * (ua - ubar) ** 4 for pa, ua in zip(p, u)]))
+
+    def readable_forms_sym(self, U, W, derived):
+        """Centred forms with d = u − ū, ū = Σ_a p_a u_a (THEORY §4 row 3): uᵀΣu = Σ_a p_a d_a²,
+        N·V₁ = Σ_a p_a d_a⁴ − (Σ_a p_a d_a²)², N·V₂ = Σ_a p_a (w_a − w̄)², each proven equal to the
+        derived form on the simplex (p_C = 1 − Σ_{a<C} p_a, expanded); an AssertionError otherwise."""
+        ps = self.p_sym
+        ubar = sp.Add(*[p * u for p, u in zip(ps, U)])
+        wbar = sp.Add(*[p * w for p, w in zip(ps, W)])
+        d = [u - ubar for u in U]
+        I_c = sp.Add(*[p * di ** 2 for p, di in zip(ps, d)])
+        V1_c = sp.Add(*[p * di ** 4 for p, di in zip(ps, d)]) - I_c ** 2
+        V2_c = sp.Add(*[p * (w - wbar) ** 2 for p, w in zip(ps, W)])
+        simplex = {ps[-1]: 1 - sp.Add(*ps[:-1])}
+        out = {"fisher": I_c, "var1": V1_c, "var2": V2_c}
+        for key, mine in out.items():
+            if sp.expand((mine - derived[key]).xreplace(simplex)) != 0:  # pragma: no cover - would be a bug
+                raise AssertionError(f"centred softmax form of {key} differs from the derived one")
+        return out
+
     def __init__(self, C: int = 10, link: str | Link | None = None):
         try:
             C = as_count(C, "C", minimum=2, prefix="categorical: ", non_integer=ValueError)  # numpy ints too
@@ -142,13 +203,13 @@ class Categorical(ExponentialFamily):
         d = u - ubar
         d2 = d.square_() if inplace else d * d
         sq = pr @ d2                                         # (…, 1, K)
-        mq = None
+        mq: torch.Tensor | None = None
         if moments:
             e = d2.sub_(sq) if inplace else d2 - sq
             e2 = e.square_() if inplace else e * e
             mq = (pr @ e2).squeeze(-2)
         sq = sq.squeeze(-2)
-        err = self._nv1_error(h, pr, u, ubar.squeeze(-2), sq, mq) if (error and moments) else None
+        err = self._nv1_error(h, pr, u, ubar.squeeze(-2), sq, mq) if (error and mq is not None) else None
         if single:
             sq = sq.squeeze(-1)
             mq = None if mq is None else mq.squeeze(-1)

@@ -422,10 +422,29 @@ def _round_out(v: torch.Tensor, dtype: torch.dtype, up: bool) -> torch.Tensor:
     return r
 
 
+def resolve_optimised(optimised: bool, optimise: bool | None, where: str) -> bool:
+    """``optimised=``, the one spelling of the option across the package (``conditional_stats``,
+    ``dataset_stats``, :func:`family_constants`, ``Derivation.evaluate``).  The old keyword
+    ``optimise=`` is accepted for one release with a DeprecationWarning; both at once is refused."""
+    if optimise is None:
+        return bool(optimised)
+    import warnings
+    warnings.warn(f"{where}(optimise=...) is deprecated: use optimised=... (one spelling across fishersym)",
+                  DeprecationWarning, stacklevel=3)
+    if optimise != optimised and optimised is not True:   # True is the default: only an explicit clash is refused
+        raise ValueError(f"{where}: optimise={optimise!r} (deprecated) and optimised={optimised!r} disagree; "
+                         "pass optimised= only")
+    return bool(optimise)
+
+
 def family_constants(family: ExponentialFamily, h: torch.Tensor, restricted: bool = False,
-                     optimise: bool = True, use_eig: bool | None = None, n_starts: int = 16,
-                     n_iter: int = 300, seed: int = 0, moments: tuple | None = None) -> FamilyConstants:
+                     optimised: bool = True, use_eig: bool | None = None, n_starts: int = 16,
+                     n_iter: int = 300, seed: int = 0, moments: tuple | None = None, *,
+                     optimise: bool | None = None) -> FamilyConstants:
     """All constants of THEORY §5 for natural parameters h (..., C).
+
+    ``optimised`` adds the optimised λ̃ (``*_opt``, SS-HOPM or closed forms where exact); the
+    certificates are always computed.  ``optimise=`` is the deprecated spelling of ``optimised=``.
 
     Computed in float64 whatever the input dtype, and returned in the input dtype with the
     certificates rounded outward (module docstring; ``sources["arithmetic"]``).  ``use_eig``
@@ -435,6 +454,7 @@ def family_constants(family: ExponentialFamily, h: torch.Tensor, restricted: boo
     them (ignored by families with a Gram form).  The optimised ``*_opt`` values are checked
     against the certificates: an optimised λ̃_max above the certified upper bound (or λ̃_min below
     the lower bound) beyond rounding raises RuntimeError (it would mean a wrong certificate)."""
+    optimised = resolve_optimised(optimised, optimise, "family_constants")
     h = family.check_h(h)
     in_dtype = h.dtype
     work = torch.float64
@@ -523,12 +543,16 @@ def family_constants(family: ExponentialFamily, h: torch.Tensor, restricted: boo
     out = FamilyConstants(restricted, s_min.to(in_dtype), s_max.to(in_dtype), lo(sigma_min_cert),
                           hi(sigma_max_cert), lo(M_min_cert), hi(M_max_cert), lo(K_min_cert), hi(K_max_cert),
                           sources=src)
-    if optimise:
+    if optimised:
         gen = torch.Generator(device=h.device).manual_seed(seed)
         certs = {"M_min": M_min_cert, "M_max": M_max_cert, "K_min": K_min_cert, "K_max": K_max_cert}
         for t in ("M", "K"):
             for w in ("min", "max"):
                 exact = closed.get(f"{t}_{w}")
+                if exact is None and C == 1 and not restricted:
+                    # the unit sphere of ℝ¹ is {±1} and the forms are quartic: λ̃_min = λ̃_max = 𝒯(1,1,1,1)
+                    one = torch.ones((*h.shape[:-1], 1), dtype=h.dtype, device=h.device)
+                    exact = (family.mquad if t == "M" else family.m4)(h, one)
                 if exact is not None:
                     val = exact
                 else:

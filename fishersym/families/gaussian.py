@@ -52,6 +52,36 @@ __all__ = ["Gaussian"]
 class Gaussian(ExponentialFamily):
     name = "gaussian"
     discrete = False
+    sigma2: float
+    _s2: sp.Symbol
+
+    fuzz_output_cap = 50.0   # the mean is linear in the output
+
+    @classmethod
+    def param_strategy(cls, max_classes: int = 5):
+        """C ∈ {1, 2} (the oracle's quadrature grid grows as 12^C), σ² ∈ {0.5, 1, 2}."""
+        from hypothesis import strategies as st
+        return st.fixed_dictionaries({"C": st.integers(1, 2), "sigma2": st.sampled_from([0.5, 1.0, 2.0])})
+
+    @classmethod
+    def fuzz_param_strategy(cls, max_classes: int = 6):
+        """C ∈ {1, 2}, σ² = e^t with t ∈ [−3, 3] (σ² ∈ [0.05, 20]), the default link or "mean" named."""
+        from hypothesis import strategies as st
+        sigma2 = st.floats(-3.0, 3.0).map(lambda t: float(math.exp(t)))
+        return st.fixed_dictionaries({"C": st.integers(1, 2), "sigma2": sigma2}, optional={"link": st.just("mean")})
+
+    def label_nodes(self, h1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """y = μ + σz on the product Gauss–Hermite grid (12^C nodes; exact for the polynomial moments
+        of the oracle)."""
+        z, wz = self._gauss_hermite(h1.dtype)
+        n = z.shape[0]
+        grid = torch.cartesian_prod(*([torch.arange(n)] * self.C)).reshape(-1, self.C)
+        return self.mean(h1) + math.sqrt(self.sigma2) * z[grid], wz[grid].prod(-1)
+
+    def symbolic_theorems(self) -> dict:
+        """``gaussian_v1``: SymPy proves V₁ = 2σ⁴‖u‖⁴/N for every parameter (Proposition 5.1)."""
+        from ..symbolic.theorems import gaussian_v1_identity
+        return {"gaussian_v1": gaussian_v1_identity}
 
     def __init__(self, C: int = 1, sigma2: float = 1.0, link: str | Link | None = None):
         C = positive_count(C, "C", "gaussian")

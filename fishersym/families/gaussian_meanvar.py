@@ -54,6 +54,28 @@ class GaussianMeanVar(ExponentialFamily):
         mu, s = sp.Symbol("mu", real=True), sp.Symbol("sigma", positive=True)
         return {self.h_sym[0]: mu / s ** 2, self.h_sym[1]: -1 / (2 * s ** 2)}
 
+    def display_coordinates(self) -> list[tuple[sp.Symbol, sp.Expr]]:
+        """(μ, σ) with μ = η₁ and σ = √(η₂ − η₁²) (η = (E y, E y²))."""
+        subs = self.mean_params_sym()
+        mu, sig = sorted({s for e in subs.values() for s in e.free_symbols}, key=lambda s: s.name)
+        eta = self.eta_sym
+        return [(mu, eta[0]), (sig, sp.sqrt(eta[1] - eta[0] ** 2))]
+
+    def sample_point(self, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """Standard normal h₁ and h₂ = −½ − |z| < 0."""
+        g = torch.Generator().manual_seed(seed)
+        h = torch.randn(2, generator=g, dtype=dtype)
+        h[1] = -0.5 - h[1].abs()
+        return self.check_h(h)
+
+    def label_nodes(self, h1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """t = (y, y²) at y = μ + σz on the Gauss–Hermite nodes (exact for the oracle's polynomial moments)."""
+        z, wz = self._gauss_hermite(h1.dtype)
+        var = -0.5 / h1[1]
+        mu = h1[0] * var
+        y = mu + var.sqrt() * z
+        return torch.stack([y, y * y], -1), wz
+
     def _check_domain(self, h: torch.Tensor) -> None:
         if not (h[..., 1] < 0).all():
             raise ValueError("gaussian_meanvar: the second natural parameter h_2 = −1/(2σ²) must be < 0; "

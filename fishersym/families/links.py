@@ -140,8 +140,9 @@ class MeanLogVar(Link):
 LINKS = {"identity": Identity, "scale": Scale, "meanlogvar": MeanLogVar}
 
 
-def get_link(link: str | Link | None, default: Link) -> Link:
-    """Resolve a link given by name or instance (None → the family's default)."""
+def get_link(link: str | Link | None, default: Link | None) -> Link | None:
+    """Resolve a link given by name or instance (None → the family's default; a family's default
+    None means the identity, see :class:`~fishersym.families.base.ExponentialFamily`)."""
     if link is None:
         return default
     if isinstance(link, Link):

@@ -99,6 +99,12 @@ class Poisson(ExponentialFamily):
     name = "poisson"
     discrete = True
 
+    @classmethod
+    def param_strategy(cls, max_classes: int = 5):
+        """C ∈ {1, 2} (the oracle enumerates a joint grid of counts)."""
+        from hypothesis import strategies as st
+        return st.fixed_dictionaries({"C": st.integers(1, 2)})
+
     def __init__(self, C: int = 1, link: str | Link | None = None):
         C = positive_count(C, "C", "poisson")
         super().__init__(C, get_link(link, None) if link is not None else None)

@@ -11,7 +11,7 @@ handled by :func:`compose`: (φ∘ψ)' = φ'(ψ)ψ',  (φ∘ψ)'' = φ''(ψ)ψ'�
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ __all__ = ["SUPPORTED", "derivs", "compose", "is_piecewise_linear", "is_elementw
 
 #: module type → (σ, σ', σ'') and whether σ'' ≡ 0 (THEORY §6 item 3), derived from the registry
 #: (nn.Dropout is the identity entry's eval-mode type: the planners check the mode)
-SUPPORTED: dict[type, tuple[Callable[..., Triple], bool]] = {
+SUPPORTED: dict[type[nn.Module], tuple[Callable[..., Triple], bool]] = {
     t: (s.numeric, s.piecewise_linear) for t, s in TYPES.items()}
 
 

@@ -15,7 +15,7 @@ The fast-path flag is process-global, so the block is not thread-safe.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

@@ -13,7 +13,7 @@ import torch
 from .._checks import MAX_COUNT, as_count
 from torch import nn
 
-__all__ = ["check_model", "check_params", "check_inputs", "check_batch_independent", "check_output_shape",
+__all__ = ["check_deterministic", "check_params", "check_inputs", "check_batch_independent", "check_output_shape",
            "check_count", "GENERIC_MAX_PARAMS", "MAX_COUNT", "UNSUPPORTED_DTYPES"]
 
 #: counts (n_samples, batch_size, …): one validator for the whole package
@@ -37,8 +37,10 @@ def _check_dtype(dtype: torch.dtype, what: str) -> None:
 GENERIC_MAX_PARAMS = 200_000
 
 
-def check_model(model: nn.Module) -> None:
-    """Refuse batch-coupled or random layers (THEORY §2 needs p(y|x;θ) per input)."""
+def check_deterministic(model: nn.Module) -> None:
+    """Refuse batch-coupled or random layers: THEORY §2 needs p(y|x;θ) per input, i.e. h_θ(x) a
+    deterministic function of the one input x (not :func:`fishersym.testing.check_model`, which runs
+    the paper's properties on a model)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     for name, m in model.named_modules():
@@ -54,6 +56,7 @@ def check_model(model: nn.Module) -> None:
             raise ValueError(
                 f"module {label!r} ({type(m).__name__}) is in training mode and makes the model random; "
                 "the closed forms need a deterministic h_θ(x). Call model.eval() first.")
+
 
 
 def all_finite(t: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ the family constants of THEORY §5 (certified always; optimised λ̃ only with
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Mapping
 
 import torch
@@ -22,7 +22,7 @@ from ..bounds.trace import corollary46, theorem_d1
 from ..families.base import ExponentialFamily
 from ..families.constants import (MAX_C_EIG, FamilyConstants, certificate_policy, check_moment_size, family_constants,
                                   has_gram_form, moment_tensor_bytes)
-from .checks import GENERIC_MAX_PARAMS, check_count, check_inputs, check_model, check_output_shape, check_params
+from .checks import GENERIC_MAX_PARAMS, check_count, check_deterministic, check_inputs, check_output_shape, check_params
 from .core import BASE_KEYS, EngineOutput
 from .generic import generic_engine
 from .guard import check_budget, guarded
@@ -34,11 +34,12 @@ from .reverse import _Fn as _ReverseFn
 from .reverse import reverse_engine
 from .attention import math_attention
 from .stats import (DEFAULT_LEVEL, StatsResult, add_derived, apply_sampling, base_keys_for, cancellation_ratio,
-                    check_keys, per_input_keys, rel_sd, resolve_groups)
+                    check_keys, conditional_group_sums, per_input_keys, resolve_groups)
 from .cost import V2_MODES, sample_size
 from .._checks import as_count
 
-__all__ = ["conditional_stats", "BatchAnalysis", "analyse_batch", "resolve_family", "Engine", "check_v2"]
+__all__ = ["conditional_stats", "AnalysisOptions", "BatchAnalysis", "analyse_batch", "resolve_family", "Engine",
+           "check_v2"]
 
 
 def check_v2(v2: str, v2_sample: int | float | None, seed: int | None) -> tuple[str, int | float | None, int]:
@@ -113,7 +114,7 @@ def resolve_family(family: str | ExponentialFamily, family_params: dict | None =
     out_dim = None
     if isinstance(family, str) and model is not None and data is not None and _families.takes_size(family):
         from .dataset import peek_input
-        check_model(model)      # the engines' refusal of batch-coupled / random layers, before any forward pass
+        check_deterministic(model)      # the engines' refusal of batch-coupled / random layers, before any forward pass
         x1 = peek_input(data)
         if x1 is None:
             raise ValueError(f"the family {family!r} by name takes its size C from the model's outputs, read on the "
@@ -131,6 +132,50 @@ def output_size(model: nn.Module, x: torch.Tensor) -> int:
     if p is not None and isinstance(x, torch.Tensor):     # the engines' device and dtype for the inputs
         x = x.to(device=p.device, dtype=p.dtype if x.is_floating_point() and p.is_floating_point() else x.dtype)
     return int(probe_outputs(model, x).shape[1])
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """The options of one exact analysis, passed as one object from :func:`conditional_stats` and
+    :func:`~fishersym.numeric.dataset_stats` through :func:`analyse_batch` to :meth:`Engine.run`
+    (validated by the public functions; the meaning of each is theirs).
+
+    * ``optimised``: also the optimised λ̃ of the ``*_opt`` bounds (SS-HOPM, THEORY §5);
+    * ``use_eig``: the Sym² eigenvalue certificates (None: :func:`.families.constants.default_use_eig`);
+    * ``grams``: Theorem D.1's (B, C², C²) Gram matrices (``group_bounds=True``);
+    * ``prob_negative``: the exact P(Î₂ < 0) of discrete families (``prob_neg2``);
+    * ``chunk_size``, ``max_params``: the generic and reverse paths' chunking and size limit;
+    * ``sharpened``: the 𝟙^⊥ ``*_sharp`` bounds of shift-invariant families;
+    * ``memory_budget``: bytes (or "2GiB") that the Gram and moment tensors may take (:mod:`.guard`);
+    * ``keys``: the result keys wanted (:func:`.stats.check_keys`; None: all);
+    * ``progress``: a progress bar on the reverse path (None: when stderr is a terminal).
+
+    >>> replace(AnalysisOptions(), optimised=True).optimised
+    True
+    """
+
+    optimised: bool = False
+    use_eig: bool | None = None
+    grams: bool = False
+    prob_negative: bool = False
+    chunk_size: int | None = None
+    max_params: int = GENERIC_MAX_PARAMS
+    sharpened: bool = True
+    memory_budget: int | str | None = None
+    keys: frozenset[str] | None = None
+    progress: bool | None = None
+
+    def updated(self, **changes) -> AnalysisOptions:
+        """A copy with ``changes`` (field names; an unknown one is a TypeError naming it)."""
+        return replace(self, **changes) if changes else self
+
+
+def _options(options: AnalysisOptions | None, changes: dict) -> AnalysisOptions:
+    if options is None:
+        return AnalysisOptions(**changes)
+    if not isinstance(options, AnalysisOptions):
+        raise TypeError(f"options must be an AnalysisOptions, got {type(options).__name__}")
+    return options.updated(**changes)
 
 
 #: the base quantities (:data:`.core.BASE_KEYS`) that read w (THEORY §3, §5)
@@ -156,8 +201,14 @@ class Engine:
         the fast path runs a Linear/elementwise MLP, else None (a graph of per-layer rules)."""
         return self.plan.mlp if self.path == "fast" else None
 
-    def run(self, model, x, family, *, grams=False, pneg_samples=None, chunk_size=None,
-            max_params=GENERIC_MAX_PARAMS, progress: bool | None = None, base_keys=None) -> EngineOutput:
+    def run(self, model, x, family, options: AnalysisOptions | None = None, *, pneg_samples: int | None = None,
+            base_keys=None, **changes) -> EngineOutput:
+        """The base quantities of :mod:`.core` for inputs ``x`` on this path, with ``options``
+        (:class:`AnalysisOptions`; keyword ``changes`` update them: ``grams``, ``chunk_size``,
+        ``max_params``, ``progress``).  ``pneg_samples``: N for the exact P(Î₂ < 0) (None: not
+        computed); ``base_keys``: the base quantities needed (None: all)."""
+        opts = _options(options, changes)
+        grams, chunk_size, max_params, progress = opts.grams, opts.chunk_size, opts.max_params, opts.progress
         if self.path == "fast":
             eng = layer_engine(model, x, family, self.plan, self.params, grams=grams, pneg_samples=pneg_samples,
                                base_keys=base_keys)
@@ -254,7 +305,7 @@ def select_engine(model: nn.Module, family: ExponentialFamily, path: str = "auto
     for every entry at no extra cost); with path="fast" or "generic" it is refused."""
     if path not in ("auto", "fast", "generic", "reverse"):
         raise ValueError(f"path must be 'auto', 'fast', 'generic' or 'reverse', got {path!r}")
-    check_model(model)
+    check_deterministic(model)
     params = check_params(model)
     opts = {"v2": v2, "v2_sample": v2_sample, "seed": seed}
     if v2 != "exact" and path in ("fast", "generic"):
@@ -320,6 +371,9 @@ def v2_info(engine: Engine, eng: EngineOutput) -> dict:
 
 @dataclass
 class BatchAnalysis:
+    """One analysed batch (:func:`analyse_batch`): the engine's base quantities, the per-input keys and
+    the family constants (certified and, for shift-invariant families, the 𝟙^⊥ ones)."""
+
     eng: EngineOutput
     keys: dict[str, dict[str, Part]]
     consts: FamilyConstants
@@ -385,16 +439,17 @@ def check_group_bounds(group_bounds) -> tuple[bool, bool]:
 
 
 def analyse_batch(engine: Engine, model: nn.Module, x: torch.Tensor, family: ExponentialFamily, n_samples: int,
-                  *, optimised: bool = False, use_eig: bool | None = None, grams: bool = False,
-                  pneg: bool = False, chunk_size: int | None = None,
-                  max_params: int = GENERIC_MAX_PARAMS, sharpened: bool = True,
-                  memory_budget: int | str | None = None, keys: frozenset[str] | None = None,
-                  progress: bool | None = None) -> BatchAnalysis:
+                  options: AnalysisOptions | None = None, **changes) -> BatchAnalysis:
     """Base quantities, family constants and per-input keys for one batch (THEORY §3, §5).
 
-    Before the engine runs: the inputs are validated (:func:`.checks.check_inputs`), the output shape
-    is probed on the generic path (and for inputs that are not (batch, features)), and the Gram
-    matrices of ``grams=True`` are sized against the memory budget (:func:`.guard.check_budget`)."""
+    ``options``: an :class:`AnalysisOptions` (default: its defaults); keyword ``changes`` update it
+    (``analyse_batch(..., grams=True)``).  Before the engine runs: the inputs are validated
+    (:func:`.checks.check_inputs`), the output shape is probed on the generic path (and for inputs that
+    are not (batch, features)), and the Gram matrices of ``grams=True`` are sized against the memory
+    budget (:func:`.guard.check_budget`)."""
+    opts = _options(options, changes)
+    optimised, use_eig, grams, pneg = opts.optimised, opts.use_eig, opts.grams, opts.prob_negative
+    chunk_size, sharpened, memory_budget, keys = opts.chunk_size, opts.sharpened, opts.memory_budget, opts.keys
     dtype = next(iter(engine.params.values())).dtype
     x = check_inputs(x, dtype)
     if engine.mlp_plan is None or x.dim() != 2:
@@ -416,8 +471,7 @@ def analyse_batch(engine: Engine, model: nn.Module, x: torch.Tensor, family: Exp
     base_keys = base_keys_for(keys, sharp_wanted)
     if base_keys is None and not sharp_wanted:     # no _sharp key: the 𝟙^⊥ norms are not needed
         base_keys = tuple(k for k in BASE_KEYS if k not in ("u2s", "w2s"))
-    eng = engine.run(model, x, family, grams=grams, pneg_samples=n_samples if pneg else None,
-                     chunk_size=chunk_size, max_params=max_params, progress=progress, base_keys=base_keys)
+    eng = engine.run(model, x, family, opts, pneg_samples=n_samples if pneg else None, base_keys=base_keys)
     h = eng.h.detach()
     gram_form = has_gram_form(family)
     eig, eng.info["certificates"] = certificate_policy(family, use_eig)   # one policy (families.constants)
@@ -430,8 +484,8 @@ def analyse_batch(engine: Engine, model: nn.Module, x: torch.Tensor, family: Exp
                      ["use_eig=False (closed-form certificates, no C⁴ tensors)",
                       "fewer inputs per batch (batch_size= in dataset_stats, or split the inputs)"], memory_budget)
         moments = family.moment_tensors(h)
-    consts = family_constants(family, h, restricted=False, optimise=optimised, use_eig=eig, moments=moments)
-    sharp = (family_constants(family, h, restricted=True, optimise=optimised, use_eig=eig, moments=moments)
+    consts = family_constants(family, h, restricted=False, optimised=optimised, use_eig=eig, moments=moments)
+    sharp = (family_constants(family, h, restricted=True, optimised=optimised, use_eig=eig, moments=moments)
              if family.shift_invariant and sharpened else None)
     return BatchAnalysis(eng, per_input_keys(eng, consts, sharp, n_samples, keys), consts, sharp)
 
@@ -540,9 +594,10 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
     check_sampled_grams(engine, grams)
     if precision_check is None and (engine.path == "reverse" or (engine.path == "fast" and engine.mlp_plan is None)):
         n_check = reverse_precision_inputs(len(inputs))
-    ba = analyse_batch(engine, model, inputs, family, n_samples, optimised=optimised, use_eig=use_eig,
-                       grams=grams, pneg=prob_negative, chunk_size=chunk_size, max_params=max_params,
-                       sharpened=sharpened, memory_budget=memory_budget, keys=want, progress=progress)
+    opts = AnalysisOptions(optimised=optimised, use_eig=use_eig, grams=grams, prob_negative=prob_negative,
+                           chunk_size=chunk_size, max_params=max_params, sharpened=sharpened,
+                           memory_budget=memory_budget, keys=want, progress=progress)
+    ba = analyse_batch(engine, model, inputs, family, n_samples, opts)
     values: dict[str, dict[str, torch.Tensor]] = {}
     for name, d in ba.keys.items():
         for k, part in d.items():
@@ -551,19 +606,10 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
     if ba.eng.pneg is not None:
         values["prob_neg2"] = {n: p.materialize() for n, p in ba.eng.pneg.items()}
     members = resolve_groups(model, values["fisher"], groups)
-    gsum = {}
-    for g, names in members.items():
-        d = {"n_params": torch.tensor(sum(values["fisher"][n][0].numel() for n in names))}
-        for k, per in values.items():
-            if k.startswith(("rel_sd", "prob_neg")):
-                continue
-            d[k] = sum(per[n].reshape(per[n].shape[0], -1).sum(1) for n in names)
-        for q in ("1", "2"):
-            if f"var{q}" in d:
-                d[f"rel_sd{q}"] = rel_sd(d[f"var{q}"], d["fisher"])
-        if group_bounds:
-            d.update(group_trace_bounds(ba, family, names, n_samples, optimised))
-        gsum[g] = d
+    gsum = conditional_group_sums(values, members)
+    if group_bounds:
+        for g, names in members.items():
+            gsum[g].update(group_trace_bounds(ba, family, names, n_samples, optimised))
     dtype = ba.eng.h.dtype
     from .core import mquad_cancels
     has_v1 = all("nv1_err" in b for b in ba.eng.parts.values())

@@ -96,14 +96,17 @@ class CostEstimate:
 
     @property
     def total_seconds(self) -> float:
+        """The predicted time, summed over the tensors (seconds)."""
         return float(sum(t.seconds for t in self.tensors))
 
     @property
     def peak_bytes(self) -> int:
+        """The predicted peak memory: the largest tensor's working memory plus the results (bytes)."""
         return max((t.bytes for t in self.tensors), default=0) + self.result_bytes
 
     @property
     def w_entries(self) -> int:
+        """The number of entries whose w is computed, over all tensors."""
         return sum(t.w_entries for t in self.tensors)
 
     def summary(self) -> str:
@@ -246,17 +249,22 @@ def cost_estimate(model: nn.Module, inputs: torch.Tensor, family: str | Exponent
                     if v2 == "exact":
                         w_need[k] = sizes[k]
                     elif v2 == "sample":
+                        assert v2_sample is not None              # check_v2: v2="sample" has its size
                         w_need[k] = sample_size(sizes[k], v2_sample)
         tw = None
         if w_need and calibrate:
-            big = max(w_need, key=w_need.get)
+            big = max(w_need, key=lambda k: w_need[k])
             tw = _calibrate_w(model, x1, family, big, sizes[big])
     tensors: list[TensorCost] = []
     notes: list[str] = []
     fast_zero: dict[str, str] = {}
+    fast_mlp = False
     if engine.path == "fast":
+        from .layers.engine import LayerPlan
         from .layers.graph import proved_zero
+        assert isinstance(engine.plan, LayerPlan)          # the fast path's plan
         fast_zero = proved_zero(engine.plan.graph)
+        fast_mlp = engine.plan.mlp is not None
     if engine.path == "reverse":
         n_groups = max(1, math.ceil(estimate_bytes(C, P, act, s) / max_bytes))
         notes.append(f"reverse path: about {n_groups} group(s) of tensors, each C={C} backward passes per input "
@@ -269,7 +277,7 @@ def cost_estimate(model: nn.Module, inputs: torch.Tensor, family: str | Exponent
         kchunk = max(1, min(max(nw, 1), 1024, max_bytes // per_entry))
         w_sec = (tw if tw is not None else W_FORWARD_PASSES * tf) * nw * B
         if engine.path == "fast":
-            u = ("fast (factored MLP recursion, THEORY §7)" if engine.plan.mlp is not None
+            u = ("fast (factored MLP recursion, THEORY §7)" if fast_mlp
                  else "fast (per-layer rules, THEORY §12)")
             w = (f"proved zero: {fast_zero[k]}" if k in fast_zero
                  else "exact: every entry, from the per-layer second-order factors (no extra pass)")

@@ -36,12 +36,11 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..bounds.lemma48 import lemma48_bound
 from ..families.base import ExponentialFamily
 from ..families.constants import certificate_policy
 from .checks import GENERIC_MAX_PARAMS, check_count, check_inputs
-from .conditional import (_check_n, analyse_batch, check_group_bounds, check_sampled_grams, check_sizes, check_v2,
-                          group_trace_bounds, resolve_family, sampling_description, select_engine, v2_info)
+from .conditional import (AnalysisOptions, _check_n, analyse_batch, check_group_bounds, check_sampled_grams,
+                          check_sizes, check_v2, group_trace_bounds, resolve_family, sampling_description, select_engine, v2_info)
 from .core import mquad_cancels
 from .distributed import (DistributedMismatchError, _short, agree, all_reduce_flat, family_signature,
                           gather_outcome, parameter_signature, rank_world, resolve_group)
@@ -837,8 +836,9 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
             acc.load_state_dict(ck["state"])
             resumed = {"checkpoint": ckpt, "batches": acc.batches, "inputs": acc.M, "finished": bool(ck["finished"])}
         _run_pass(acc, batches, n_batches, engine, model, family, n_samples, progress, ckpt, checkpoint_every,
-                  fingerprint, resumed, group is not None, dict(optimised=optimised, use_eig=use_eig, grams=grams, chunk_size=chunk_size,
-                                             max_params=max_params, sharpened=sharpened, memory_budget=memory_budget))
+                  fingerprint, resumed, group is not None,
+                  AnalysisOptions(optimised=optimised, use_eig=use_eig, grams=grams, chunk_size=chunk_size,
+                                  max_params=max_params, sharpened=sharpened, memory_budget=memory_budget))
     except Exception as exc:  # noqa: BLE001 - raised below, on every rank
         if group is None:
             raise
@@ -875,7 +875,7 @@ def _plain(groups):
 
 
 def _run_pass(acc: DatasetAccumulator, batches, n_batches, engine, model, family, n_samples, progress, ckpt,
-              every, fingerprint, resumed, distributed: bool, kw) -> None:
+              every, fingerprint, resumed, distributed: bool, options: AnalysisOptions) -> None:
     """Stream the batches into ``acc``: skip (and verify) those a checkpoint already holds, analyse the
     rest, save the checkpoint every ``every`` batches, at the end and on an interruption between batches.
     An empty batch is an error, except in a distributed pass, where a rank's shard may be empty."""
@@ -897,7 +897,7 @@ def _run_pass(acc: DatasetAccumulator, batches, n_batches, engine, model, family
                                  "have more: they are not the data of that pass. Delete the checkpoint (or pass "
                                  "another checkpoint= path) to analyse these data")
             if x.shape[0]:
-                ba = analyse_batch(engine, model, x, family, n_samples, **kw)
+                ba = analyse_batch(engine, model, x, family, n_samples, options)
                 acc.add(x, ba)
             elif not distributed:
                 raise ValueError(f"batch {k} of the data is empty (0 inputs): drop empty batches from the list "

@@ -28,15 +28,16 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["resolve_group", "rank_world", "agree", "gather_outcome", "all_reduce_flat", "all_gather_flat", "comm_device", "shard",
-           "init_from_env", "parameter_signature", "family_signature", "DistributedMismatchError",
-           "TORCHRUN_HINT"]
+__all__ = ["resolve_group", "rank_world", "agree", "gather_outcome", "all_reduce_flat", "all_gather_flat",
+           "comm_device", "shard", "init_from_env", "parameter_signature", "family_signature",
+           "DistributedMismatchError", "TORCHRUN_HINT"]
 
 TORCHRUN_HINT = ("launch with torchrun (e.g. torchrun --nproc_per_node=2 script.py) and call "
                  "torch.distributed.init_process_group(backend='gloo' on CPU, 'nccl' on CUDA) first, "
@@ -106,9 +107,11 @@ def agree(fields: dict[str, Any] | None, group: Any, what: str, hints: dict[str,
     if group is None:
         if error is not None:
             raise error
+        assert fields is not None
         return [fields]
     rank, world = rank_world(group)
     allf = gather_outcome(fields, error, group, what)
+    assert fields is not None                       # gather_outcome raised if this rank failed
     diffs = []
     for k in fields:
         bad = [r for r in range(world) if allf[r].get(k) != allf[0].get(k)]
@@ -169,7 +172,7 @@ def all_reduce_flat(tensors: Sequence[torch.Tensor], group: Any, op: Any = None)
     by_dtype: dict[torch.dtype, list[int]] = {}
     for i, t in enumerate(tensors):
         by_dtype.setdefault(t.dtype, []).append(i)
-    for dt, idx in by_dtype.items():
+    for idx in by_dtype.values():
         home = tensors[idx[0]].device
         buf = torch.cat([tensors[i].reshape(-1) for i in idx]).to(comm_device(group, home))
         dist.all_reduce(buf, op=op, group=group)
@@ -190,7 +193,7 @@ def all_gather_flat(tensors: Sequence[torch.Tensor], group: Any) -> list[list[to
     by_dtype: dict[torch.dtype, list[int]] = {}
     for i, t in enumerate(tensors):
         by_dtype.setdefault(t.dtype, []).append(i)
-    for dt, idx in by_dtype.items():
+    for idx in by_dtype.values():
         home = tensors[idx[0]].device
         buf = torch.cat([tensors[i].reshape(-1) for i in idx]).to(comm_device(group, home))
         bufs = [torch.empty_like(buf) for _ in range(world)]

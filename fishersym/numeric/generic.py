@@ -90,7 +90,7 @@ def directions(model: nn.Module, x: torch.Tensor, family: ExponentialFamily, nam
     except (NotImplementedError, RuntimeError) as err:      # no (nested) forward-mode or vmap rule for an op
         try:
             U, W = _reverse(hfun, x, p0, idx)
-        except Exception:
+        except Exception:  # noqa: BLE001 - the fallback failed too: report the original failure
             raise err from None
         warnings.warn(f"fishersym generic path: torch cannot run nested forward-mode AD through this model "
                       f"({type(err).__name__}: {str(err).splitlines()[0]}); u and w of parameter {name!r} were "
@@ -151,12 +151,11 @@ def _reverse(hfun, x: torch.Tensor, p0: torch.Tensor, idx: torch.Tensor) -> tupl
     """u_i, w_i (K, B, C) per input by reverse mode: u = J[:, i], w = ∂J[:, i]/∂θ_i (jacrev of jacrev;
     plain ``torch.autograd.grad`` loops where an op has no working vmap rule)."""
     B = x.shape[0]
-    K, P = len(idx), p0.numel()
     Us, Ws = [], []
     for b in range(B):
         xb = x[b:b + 1]
 
-        def h1(t):
+        def h1(t, xb=xb):
             return hfun(t, xb)[0]                                        # (C,)
         try:
             ub, wb = _reverse_vmapped(h1, p0, idx)
@@ -174,7 +173,7 @@ def _reverse_vmapped(h1, p0: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Ten
     for i in range(0, len(idx), step):
         sel = idx[i:i + step]
 
-        def jsel(t):
+        def jsel(t, sel=sel):
             return jacrev(h1)(t).reshape(C, P)[:, sel]                   # (C, k)
         ub.append(jsel(p0))
         H = jacrev(jsel)(p0).reshape(C, len(sel), P)
@@ -285,12 +284,12 @@ def _generic(model, x, family, params, grams, pneg_samples, chunk_size, max_para
             for key, val in base_quantities(family, h, U, W).items():
                 acc.setdefault(key, []).append(val)
             if pneg is not None:
-                val = prob_negative(family, h, acc["fisher"][-1], W, pneg_samples)
-                if val is None:
+                pv = prob_negative(family, h, acc["fisher"][-1], W, pneg_samples)
+                if pv is None:
                     pneg = None
                 else:
-                    pn.append(val)
-            if grams:
+                    pn.append(pv)
+            if G is not None:
                 uu = (U.unsqueeze(-1) * U.unsqueeze(-2)).reshape(B, -1, C * C)
                 G["JJ"] += U.transpose(1, 2) @ U
                 G["UU"] += uu.transpose(1, 2) @ uu
@@ -298,6 +297,6 @@ def _generic(model, x, family, params, grams, pneg_samples, chunk_size, max_para
         parts[name] = {key: Part(torch.cat(v, 1).reshape(B, *p.shape)) for key, v in acc.items()}
         if pneg is not None:
             pneg[name] = Part(torch.cat(pn, 1).reshape(B, *p.shape))
-        if grams:
+        if gram_out is not None and G is not None:
             gram_out[name] = G
     return EngineOutput(h=h, parts=parts, path="generic", grams=gram_out, pneg=pneg)

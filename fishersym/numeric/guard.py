@@ -22,7 +22,8 @@ import inspect
 import os
 import random
 import re
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -300,8 +301,8 @@ def preserve_user_state(model: nn.Module | None = None) -> Iterator[None]:
     ghooks = _global_hooks()
     fns = dict(vars(F))
     is_mod = isinstance(model, nn.Module)
-    snap = _module_snapshot(model) if is_mod else []
-    tensors = _tensor_state(model) if is_mod else []
+    snap = _module_snapshot(model) if isinstance(model, nn.Module) else []
+    tensors = _tensor_state(model) if isinstance(model, nn.Module) else []
     try:
         yield
     finally:
@@ -331,7 +332,7 @@ def state_fingerprint(model: nn.Module | None = None) -> dict[str, Any]:
                      if isinstance(getattr(m, k, None), dict)}
             mods.append((name, id(m), m.training, [(k, id(c)) for k, c in m._modules.items()], hooks))
         fp["modules"] = mods
-        tens = []
+        tens: list[tuple] = []
         for name, m in model.named_modules(remove_duplicate=False):
             for kind, d in (("param", m._parameters), ("buffer", m._buffers)):
                 for k, t in d.items():

@@ -33,6 +33,7 @@ layer multiplies that many numbers by an n × n matrix.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -49,15 +50,16 @@ __all__ = ["MLPPlan", "plan_mlp", "mlp_engine"]
 
 @dataclass
 class MLPPlan:
+    """An MLP for THEORY §7's recursion: the modules before its first Linear, the Linears, their activations."""
     pre: list[nn.Module]                      # parameter-free modules before the first Linear
     linears: list[tuple[str, nn.Linear]]      # (module name, layer)
     acts: list[list[nn.Module]]               # elementwise modules after each Linear
 
 
-def _flatten_seq(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+def _flatten_seq(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module | None]]:
     """The modules in the order ``nn.Sequential.forward`` calls them, repeats included (a module
     registered twice is called twice; ``named_children`` would list it once: issue 13 item 1)."""
-    out = []
+    out: list[tuple[str, nn.Module | None]] = []
     for name, m in model._modules.items():
         full = f"{prefix}{name}"
         if type(m) is nn.Sequential:
@@ -69,7 +71,8 @@ def _flatten_seq(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Modul
 
 #: the ``forward`` of every class the planner accepts, captured at import: a class patched later
 #: no longer computes what the plan analyses
-_FORWARD = {cls: cls.forward for cls in (nn.Sequential, nn.Linear, nn.Flatten, *SUPPORTED)}
+_ACCEPTED: tuple[type[nn.Module], ...] = (nn.Sequential, nn.Linear, nn.Flatten, *SUPPORTED)
+_FORWARD = {cls: cls.forward for cls in _ACCEPTED}
 
 
 def _global_hooks() -> str:
@@ -114,7 +117,8 @@ def plan_mlp(model: nn.Module, family: ExponentialFamily) -> tuple[MLPPlan | Non
         return None, f"the link {family.link.name!r} mixes outputs (not elementwise)"
     g = _global_hooks()
     if g:
-        return None, f"a global forward hook is registered (torch.nn.modules.module.{g}), which the fast path cannot see"
+        return None, (f"a global forward hook is registered (torch.nn.modules.module.{g}), "
+                      "which the fast path cannot see")
     for name, m in model.named_modules(remove_duplicate=False):
         why = _exact_module(name or "<model>", m)
         if why:
@@ -134,7 +138,7 @@ def plan_mlp(model: nn.Module, family: ExponentialFamily) -> tuple[MLPPlan | Non
                 return None, why
             linears.append((name, m))
             acts.append([])
-        elif type(m) in SUPPORTED:
+        elif m is not None and type(m) in SUPPORTED:
             if isinstance(m, nn.Dropout) and m.training and m.p > 0:
                 return None, f"module {name!r} is Dropout in training mode"
             if m._parameters or m._buffers:
@@ -182,7 +186,7 @@ def _plain_linear(name: str, lin: nn.Linear) -> str:
 
 
 def _block(mods: list[nn.Module], link=None) -> list:
-    fns = [partial(derivs, m) for m in mods]
+    fns: list[Callable[[torch.Tensor], tuple]] = [partial(derivs, m) for m in mods]
     if link is not None:
         fns.append(lambda z: (link(z), link.g1(z), link.g2(z)))
     return fns
@@ -211,13 +215,15 @@ def _axis_base(family: ExponentialFamily, h: torch.Tensor, s: torch.Tensor, t: t
     directions (G^L = diag(s), D^L = diag(t)), in O(C) per input by the family's ``axis_forms``
     (no (B, C, C) matrix: the memory of a 1,000-class output stays O(C) per input).  For u = s·e_c:
     ‖u‖² = s², and its projection onto 𝟙^⊥ has ‖u − ū𝟙‖² = s²(1 − 1/C) (THEORY §5 [beyond])."""
+    # only families that define axis_forms (the softmax) get here: mlp_engine checks callable(family.axis_forms)
+    axis_forms = family.axis_forms  # type: ignore[attr-defined]
     want = set(BASE_KEYS) if keys is None else set(keys) | {"fisher"}
     moments = bool(want & {"nv1", "nv1_err"})
     if moments:
-        fi, nv1, err = family.axis_forms(h, s, error=True)
+        fi, nv1, err = axis_forms(h, s, error=True)
         out = {"fisher": fi, "nv1": nv1, "nv1_err": err}
     else:
-        out = {"fisher": family.axis_forms(h, s)[0]}
+        out = {"fisher": axis_forms(h, s)[0]}
     C = h.shape[-1]
     if "u2" in want or "u2s" in want:
         u2 = s * s
@@ -233,7 +239,7 @@ def _axis_base(family: ExponentialFamily, h: torch.Tensor, s: torch.Tensor, t: t
             out["w2s"] = torch.zeros_like(out["fisher"])
     else:
         if "nv2" in want:
-            out["nv2"] = family.axis_forms(h, t)[0]
+            out["nv2"] = axis_forms(h, t)[0]
         w2 = t * t
         if "w2" in want:
             out["w2"] = w2
@@ -268,7 +274,7 @@ def _run(model, x, family, plan, params, grams, pneg_samples, base_keys=None) ->
     W = [lin.weight for _, lin in plan.linears]
     # backward for G^l and R^l (THEORY §7), all (B, C, n_l); G^L, R^L are diagonal, so
     # G^L W^L is a row scaling (the same sums: the off-diagonal terms are exact zeros)
-    G: list[torch.Tensor] = [None] * L  # type: ignore[list-item]
+    G: list[torch.Tensor | None] = [None] * L
     R: list[torch.Tensor | None] = [None] * L
     # the last layer by its diagonal alone when the family has O(C) axis forms (the softmax): a
     # (B, C, C) G^L is 1 GiB in float32 at C = 1,000, B = 256 (it is formed for Gram matrices or
@@ -280,45 +286,49 @@ def _run(model, x, family, plan, params, grams, pneg_samples, base_keys=None) ->
         if l == L - 2:
             P = d1s[L - 1].unsqueeze(-1) * W[L - 1]          # ∂h/∂a^l, (B, C, n_l)
         else:
-            P = G[l + 1] @ W[l + 1]
+            G1 = G[l + 1]
+            assert G1 is not None                            # only G^L may be left out (axis forms)
+            P = G1 @ W[l + 1]
         G[l] = P * d1s[l].unsqueeze(1)
         R[l] = P * d2s[l].unsqueeze(1) if curved[l] else None
     D = _second_derivatives(W, R, d1s, B, C)
     parts: dict[str, dict[str, Part]] = {}
-    gram_out = {} if grams else None
-    pneg = {} if pneg_samples else None
+    gram_out: dict[str, dict[str, torch.Tensor]] | None = {} if grams else None
+    pneg: dict[str, Part] | None = {} if pneg_samples else None
     names = {id(p): n for n, p in model.named_parameters()}
     for l, (_, lin) in enumerate(plan.linears):
-        Dc = None if D[l] is None else D[l].transpose(1, 2)
-        if G[l] is None:                             # the last layer, axis directions (see above)
+        Gl, Dl = G[l], D[l]
+        Dc = None if Dl is None else Dl.transpose(1, 2)
+        if Gl is None:                               # the last layer, axis directions (see above)
             Gc = None
-            base = _axis_base(family, h, d1s[l], None if D[l] is None else torch.diagonal(D[l], dim1=1, dim2=2),
+            base = _axis_base(family, h, d1s[l], None if Dl is None else torch.diagonal(Dl, dim1=1, dim2=2),
                               base_keys)
         else:
-            Gc = G[l].transpose(1, 2)                # (B, n_l, C): u of the biases
-            base = base_quantities(family, h, G[l], D[l], cdim=1, keys=base_keys)
+            Gc = Gl.transpose(1, 2)                  # (B, n_l, C): u of the biases
+            base = base_quantities(family, h, Gl, Dl, cdim=1, keys=base_keys)
         pn = prob_negative(family, h, base["fisher"], Dc, pneg_samples) if pneg is not None else None
         if pn is None:
             pneg = None
         wname, bname = names.get(id(lin.weight)), names.get(id(lin.bias)) if lin.bias is not None else None
         aa = a_in[l]
-        if wname in params:
+        if wname is not None and wname in params:
             parts[wname] = {k: Part(v, aa, _power(k)) for k, v in base.items()}
-            if pneg is not None:
+            if pneg is not None and pn is not None:
                 pneg[wname] = Part(pn, (aa != 0).to(aa.dtype), 1)
-        if bname in params:
+        if bname is not None and bname in params:
             parts[bname] = {k: Part(v) for k, v in base.items()}
-            if pneg is not None:
+            if pneg is not None and pn is not None:
                 pneg[bname] = Part(pn)
         if grams:
-            gg = G[l] @ G[l].transpose(1, 2)
+            assert Gl is not None and Gc is not None and gram_out is not None    # no axis forms with grams
+            gg = Gl @ Gl.transpose(1, 2)
             vv = (Gc.unsqueeze(-1) * Gc.unsqueeze(-2)).reshape(B, -1, C * C)
             uu = vv.transpose(1, 2) @ vv
-            ww = h.new_zeros(B, C, C) if D[l] is None else D[l] @ D[l].transpose(1, 2)
+            ww = h.new_zeros(B, C, C) if Dl is None else Dl @ Dl.transpose(1, 2)
             s2, s4 = (aa * aa).sum(1)[:, None, None], (aa ** 4).sum(1)[:, None, None]
-            if wname in params:
+            if wname is not None and wname in params:
                 gram_out[wname] = {"JJ": gg * s2, "UU": uu * s4, "WW": ww * s4}
-            if bname in params:
+            if bname is not None and bname in params:
                 gram_out[bname] = {"JJ": gg, "UU": uu, "WW": ww}
     layer_of = {}
     for l, (_, lin) in enumerate(plan.linears):
@@ -370,14 +380,15 @@ def _second_derivatives(W: list[torch.Tensor], R: list[torch.Tensor | None], d1s
         raise ValueError(f"switch layer {s} has no curvature above it")
     dev, dt = W[0].device, W[0].dtype
     for l in range(L - 2, s, -1):                           # factor layers: the m = l+1 block, W^{l+1}
-        if curved[l + 1]:                                   # shared by all inputs: one plain product
-            D[l] = (R[l + 1].reshape(B * C, -1) @ (W[l + 1] * W[l + 1])).view(B, C, n[l])
+        R1 = R[l + 1]
+        if R1 is not None:                                  # curved: shared by all inputs, one plain product
+            D[l] = (R1.reshape(B * C, -1) @ (W[l + 1] * W[l + 1])).view(B, C, n[l])
         elif K[l + 1]:
             D[l] = torch.zeros(B, C, n[l], dtype=dt, device=dev)
     for l in range(s + 1):
         D[l] = torch.empty(B, C, n[l], dtype=dt, device=dev)
     if s >= 0 or any(K[l + 1] for l in range(s + 1, L - 1)):
-        Rbar = torch.cat([R[m] for m in range(L - 1, 0, -1) if curved[m]], dim=2)
+        Rbar = torch.cat([Rm for m in range(L - 1, 0, -1) if (Rm := R[m]) is not None], dim=2)
         nmax = max(n[:L - 1])
         per_input = max(3 * K[max(s, 0)] * nmax, 3 * C * nmax * nmax if s >= 0 else 0)
         budget = _CHUNK_ELEMS if dev.type == "cpu" else _CHUNK_ELEMS_ACCEL
@@ -388,11 +399,12 @@ def _second_derivatives(W: list[torch.Tensor], R: list[torch.Tensor | None], d1s
             sl = slice(i, min(i + step, B))
             _sweep(W, R, d1s, D, Rbar[sl], curved, n, K, s, sl, C, bufs)
     for l in range(L - 2, s, -1):
-        if D[l] is not None:
+        Dl, Rl = D[l], R[l]
+        if Dl is not None:
             g = d1s[l]
-            D[l].mul_((g * g).unsqueeze(1))
-            if R[l] is not None:
-                D[l].add_(R[l])
+            Dl.mul_((g * g).unsqueeze(1))
+            if Rl is not None:
+                Dl.add_(Rl)
         else:
             D[l] = R[l]
     return D
@@ -405,7 +417,7 @@ def _sweep(W, R, d1s, D, Rbar, curved, n, K, s, sl, C, bufs) -> None:
     L = len(W)
     b = sl.stop - sl.start
     dev, dt = W[0].device, W[0].dtype
-    U = None                                                # (b, K[l], n_l): factor rows over z^l
+    U: torch.Tensor | None = None                           # (b, K[l], n_l): factor rows over z^l
     for l in range(L - 2, max(s, 0) - 1, -1):
         deep = K[l + 1]                                     # rows from blocks m ≥ l+2
         if not K[l]:
@@ -414,6 +426,7 @@ def _sweep(W, R, d1s, D, Rbar, curved, n, K, s, sl, C, bufs) -> None:
         Unew = bufs[1][:b * K[l] * n[l]].view(b, K[l], n[l])
         if deep:
             Ws = d1s[l + 1][sl].unsqueeze(-1) * W[l + 1]    # diag(σ'_{l+1}) W^{l+1}, (b, n_{l+1}, n_l)
+            assert U is not None                            # deep rows come from a layer above
             torch.bmm(U, Ws, out=Unew[:, :deep])
             if l > s:
                 sq = torch.mul(Unew[:, :deep], Unew[:, :deep], out=bufs[2][:b * deep * n[l]].view(b, deep, n[l]))
@@ -424,6 +437,7 @@ def _sweep(W, R, d1s, D, Rbar, curved, n, K, s, sl, C, bufs) -> None:
     if s < 0:
         return
     # fold at layer s: P_a = (σ'σ'ᵀ) ∘ (Uᵀ diag(R̄_a) U) + diag(R^s_a), then Hessian steps down to layer 0
+    assert U is not None                                    # K[s] > 0 rows (checked by the caller)
     P = torch.empty(b, C, n[s], n[s], dtype=dt, device=dev)
     Rb = Rbar[:, :, :K[s]]
     for a in range(C):

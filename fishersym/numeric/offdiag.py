@@ -22,7 +22,7 @@ monotone, so the cast keeps the value below the bound.
 from __future__ import annotations
 
 import operator
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -32,7 +32,7 @@ from ..bounds.offdiag import offdiag_bounds
 from ..families.base import ExponentialFamily
 from ..families.constants import (MAX_C_EIG, _round_out, eig_margin, family_constants, formation_margin,
                                   moment_tensor_bytes)
-from .checks import check_inputs, check_model, check_output_shape, check_params
+from .checks import check_deterministic, check_inputs, check_output_shape, check_params
 from .conditional import _check_n, resolve_family
 from .guard import check_budget, guarded
 from .safe_ad import stateless_call
@@ -40,6 +40,8 @@ from .safe_ad import stateless_call
 __all__ = ["offdiag_stats", "check_pairs"]
 
 Index = tuple[str, tuple[int, ...] | int]
+#: an Index with the full tuple of one int per dimension (:func:`check_pairs`)
+FullIndex = tuple[str, tuple[int, ...]]
 
 
 def _full_index(entry, params: dict[str, torch.Tensor], k: int, side: str) -> tuple[str, tuple[int, ...]]:
@@ -76,7 +78,7 @@ def _full_index(entry, params: dict[str, torch.Tensor], k: int, side: str) -> tu
     return name, tuple(out)
 
 
-def check_pairs(pairs, params: dict[str, torch.Tensor]) -> list[tuple[tuple[str, tuple[int, ...]], ...]]:
+def check_pairs(pairs, params: dict[str, torch.Tensor]) -> list[tuple[FullIndex, FullIndex]]:
     """Validated pairs ((name_i, index_i), (name_j, index_j)) with full indices; at least one pair."""
     if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Iterable):
         raise TypeError(f"pairs must be a sequence of ((name_i, index_i), (name_j, index_j)), "
@@ -85,7 +87,7 @@ def check_pairs(pairs, params: dict[str, torch.Tensor]) -> list[tuple[tuple[str,
     if not pairs:
         raise ValueError("pairs is empty: give at least one pair ((name_i, index_i), (name_j, index_j)), "
                          "e.g. [(('0.weight', (0, 0)), ('0.weight', (0, 1)))]")
-    out = []
+    out: list[tuple[FullIndex, FullIndex]] = []
     for k, pr in enumerate(pairs):
         if not isinstance(pr, (tuple, list)) or len(pr) != 2:
             raise TypeError(f"pair {k} must be ((name_i, index_i), (name_j, index_j)), got {pr!r}")
@@ -106,9 +108,9 @@ def offdiag_stats(model: nn.Module, inputs: torch.Tensor, family: str | Exponent
     ``memory_budget`` (:func:`.guard.check_budget`)."""
     family = resolve_family(family, model=model, data=inputs)
     N = _check_n(n_samples)
-    check_model(model)
+    check_deterministic(model)
     params = {k: v.detach() for k, v in check_params(model).items()}
-    pairs = check_pairs(pairs, params)
+    full_pairs = check_pairs(pairs, params)
     x = check_inputs(inputs, next(iter(params.values())).dtype)
     if family.C > MAX_C_EIG:
         raise ValueError(f"offdiag bounds need M̄ (C² × C²); C = {family.C} > {MAX_C_EIG}")
@@ -142,12 +144,13 @@ def offdiag_stats(model: nn.Module, inputs: torch.Tensor, family: str | Exponent
     # certified (floating-point-sound) constants, module docstring
     mb_norm = torch.linalg.matrix_norm(mb)
     mbar_max = (torch.linalg.eigvalsh(mb)[..., -1] + eig_margin(mb) + form + (C * C + 8) * eps64 * mb_norm)
-    sig_max = family_constants(family, h, optimise=False).sigma_max_cert.to(f64)
-    rows = {k: [] for k in ("fisher_ij", "var1_ij", "var2_ij", "offdiag_var1_upper", "offdiag_var2_upper")}
-    for (ni, ii), (nj, ij) in pairs:
+    sig_max = family_constants(family, h, optimised=False).sigma_max_cert.to(f64)
+    rows: dict[str, list[torch.Tensor]] = {
+        k: [] for k in ("fisher_ij", "var1_ij", "var2_ij", "offdiag_var1_upper", "offdiag_var2_upper")}
+    for (ni, ii), (nj, ij) in full_pairs:
         ei, ej = unit(ni, ii), unit(nj, ij)
-        _, ui = jvp(hfun, (params,), (ei,))
-        uj, wij = jvp(lambda p: jvp(hfun, (p,), (ej,))[1], (params,), (ei,))
+        ui = jvp(hfun, (params,), (ei,))[1]
+        uj, wij = jvp(lambda p, ej=ej: jvp(hfun, (p,), (ej,))[1], (params,), (ei,))[:2]
         I_ij = (ui.unsqueeze(-2) @ S @ uj.unsqueeze(-1))[..., 0, 0]
         a, b = ui.detach().to(f64), uj.detach().to(f64)
         w = (a.unsqueeze(-1) * b.unsqueeze(-2)).reshape(*a.shape[:-1], C * C)

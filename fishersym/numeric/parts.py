@@ -9,16 +9,15 @@ dense array as ``f`` with ``a = None``.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
 __all__ = ["Part", "batch_sums", "batch_sums_many"]
 
 
-def batch_sums(parts: dict[str, "Part"]) -> dict[str, torch.Tensor]:
+def batch_sums(parts: dict[str, Part]) -> dict[str, torch.Tensor]:
     """Σ_b of many parts of one parameter at once (:func:`batch_sums_many` for one parameter)."""
     return batch_sums_many({"": parts})[""]
 
@@ -45,7 +44,7 @@ def _zero_sum(row: torch.Tensor, col: torch.Tensor | None) -> torch.Tensor:
     return row if col is None else row.unsqueeze(1) + col.unsqueeze(0)
 
 
-def batch_sums_many(parts: Mapping[str, Mapping[str, "Part"]]) -> dict[str, dict[str, torch.Tensor]]:
+def batch_sums_many(parts: Mapping[str, Mapping[str, Part]]) -> dict[str, dict[str, torch.Tensor]]:
     """Σ_b of every part of several parameters (name → key → Part), with as few kernels as possible
     (THEORY §7, §8).
 
@@ -63,7 +62,7 @@ def batch_sums_many(parts: Mapping[str, Mapping[str, "Part"]]) -> dict[str, dict
     one result tensor (non-overlapping: each may be updated in place)."""
     out: dict[str, dict[str, torch.Tensor]] = {name: {} for name in parts}
     groups: dict[tuple, dict] = {}                  # (id(a), p) → {"a", "fs": [f], "index": id(f) → column}
-    dense: list[tuple[str, str, "Part"]] = []
+    dense: list[tuple[str, str, Part]] = []
     for name, d in parts.items():
         for k, part in d.items():
             if part.a is not None and part.f.dim() == 2 and not part.zero:
@@ -99,8 +98,9 @@ def batch_sums_many(parts: Mapping[str, Mapping[str, "Part"]]) -> dict[str, dict
             if part.a is not None:
                 col = cols.get((id(part.a), part.p))
                 if col is None:
-                    ap = powers.get((id(part.a), part.p))
-                    col = cols[(id(part.a), part.p)] = _nan_or_zero(part._ap() if ap is None else ap, part.p % 2 == 0)
+                    known = powers.get((id(part.a), part.p))
+                    col = cols[(id(part.a), part.p)] = _nan_or_zero(part._ap() if known is None else known,
+                                                                    part.p % 2 == 0)
             row = rows.get(id(part.f))
             if row is None:
                 row = rows[id(part.f)] = part.f.sum(0)
@@ -135,6 +135,7 @@ class Part:
 
     @property
     def batch(self) -> int:
+        """The number B of inputs."""
         return self.f.shape[0]
 
     def materialize(self) -> torch.Tensor:
@@ -144,22 +145,23 @@ class Part:
         return self.f.unsqueeze(-1) * self._ap().unsqueeze(-2)
 
     def _ap(self) -> torch.Tensor:
+        assert self.a is not None                    # only factored parts have a column factor
         return _power(self.a, self.p)
 
-    def take(self, index: torch.Tensor) -> "Part":
+    def take(self, index: torch.Tensor) -> Part:
         """The same values for the inputs ``index`` only (rows of f and a), without materialising."""
         return Part(self.f[index], None if self.a is None else self.a[index], self.p, self.zero)
 
-    def with_f(self, f: torch.Tensor, p: int | None = None) -> "Part":
+    def with_f(self, f: torch.Tensor, p: int | None = None) -> Part:
         """Same input factor, new per-row factor (e.g. a bound computed from f)."""
         return Part(f, self.a, self.p if p is None else p)
 
-    def scale(self, c: torch.Tensor) -> "Part":
+    def scale(self, c: torch.Tensor) -> Part:
         """Multiply input b's values by c[b]."""
         c = c.reshape(c.shape + (1,) * (self.f.dim() - 1))
         return Part(self.f * c, self.a, self.p)
 
-    def square(self) -> "Part":
+    def square(self) -> Part:
         """Elementwise square (f·a^p)² = f²·a^{2p}."""
         return Part(self.f * self.f, self.a, 2 * self.p)
 

@@ -55,12 +55,12 @@ def measured_v1_error(engine, model: nn.Module, x: torch.Tensor, family: Exponen
     idx = torch.randperm(B, generator=gen)[: min(k, B)].sort().values
     try:
         m64 = copy.deepcopy(model).double()
-    except Exception:  # a model that cannot be copied: the measurement is unavailable (reported as None)
+    except Exception:  # noqa: BLE001 - a model that cannot be copied: the measurement is unavailable (reported as None)
         return None
     x64 = x[idx].double() if x.is_floating_point() else x[idx]
     if engine.path == "reverse":   # only V₁ is compared: u alone, no w (however V₂ was obtained)
         from .reverse import reverse_engine
-        params = {k: p for k, p in m64.named_parameters() if k in engine.params}
+        params: dict[str, torch.Tensor] = {k: p for k, p in m64.named_parameters() if k in engine.params}
         out = reverse_engine(m64, x64, family, params, w_mode="skip", progress=False,
                              base_keys=("fisher", "nv1", "nv1_err"))
     else:

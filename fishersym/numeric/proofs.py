@@ -28,9 +28,9 @@ Rules for an op, per parameter p, over its tensor arguments:
   narrow, diagonal, as_strided, alias, unfold, split, unbind, chunk), copies (clone, contiguous,
   copy_, _to_copy, lift_fresh_copy), add, sub, rsub, neg, cat, stack, sum, mean, cumsum, flip, roll,
   repeat, index.Tensor, index_select, gather, embedding, scatter, index_put, index_add,
-  masked_fill, fill (with a tensor value), index_fill, constant/reflection/replication padding, avg_pool1d/2d/3d, adaptive_avg_pool,
-  upsample (nearest, linear, bilinear, bicubic, trilinear: linear in the input), native_dropout
-  (eval), mul/div by a Python scalar, pow with exponent 1, and
+  masked_fill, fill (with a tensor value), index_fill, constant/reflection/replication padding,
+  avg_pool1d/2d/3d, adaptive_avg_pool, upsample (nearest, linear, bilinear, bicubic, trilinear: linear in
+  the input), native_dropout (eval), mul/div by a Python scalar, pow with exponent 1, and
   ``_native_batch_norm_legit_no_training`` / ``native_batch_norm`` (and the cuDNN / MIOpen kernels
   ``cudnn_batch_norm`` / ``miopen_batch_norm``) in eval mode (see below).
 * ``PIECEWISE`` (piecewise affine): relu, leaky_relu, hardtanh, clamp, clamp_min, clamp_max,
@@ -39,11 +39,12 @@ Rules for an op, per parameter p, over its tensor arguments:
   trunc, hardshrink, softshrink, relu6.
 * ``MULTILINEAR`` ops are affine in each *factor* argument separately: mul.Tensor, mm, bmm, mv,
   dot, addmm / addmv / baddbmm / addbmm / addr (the added ``self`` is additive), addcmul,
-  convolution (input × weight, bias additive; also the cuDNN, MIOpen and oneDNN kernels), batch norm in eval (input × weight, bias additive;
-  the running statistics must not depend on p), native_layer_norm / native_group_norm (weight a
-  factor; the normalised input is smooth: any dependence of the input on p breaks the proof),
-  prelu.  If **two factors both depend on p** the product is quadratic in p (tied weights used
-  twice, attention's QKᵀ from one projection, x·W·W) and the proof breaks.
+  convolution (input × weight, bias additive; also the cuDNN, MIOpen and oneDNN kernels), batch norm
+  in eval (input × weight, bias additive; the running statistics must not depend on p),
+  native_layer_norm / native_group_norm (weight a factor; the normalised input is smooth: any
+  dependence of the input on p breaks the proof), prelu.  If **two factors both depend on p** the
+  product is quadratic in p (tied weights used twice, attention's QKᵀ from one projection, x·W·W)
+  and the proof breaks.
 * div.Tensor is linear in the numerator only.
 * Every other floating op (tanh, sigmoid, exp, log, softmax, gelu, silu, softplus, elu, pow,
   sqrt, rsqrt, erf, norms, fused attention kernels, …) and every op not on these lists breaks the
@@ -55,7 +56,7 @@ inputs, so the engine traces every input it analyses.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -167,7 +168,7 @@ class _Dep:
     ops: frozenset
     reason: str | None = None
 
-    def merge(self, other: "_Dep") -> "_Dep":
+    def merge(self, other: _Dep) -> _Dep:
         if other is self:
             return self
         status = max(self.status, other.status)

@@ -48,7 +48,6 @@ Attention runs through the math SDPA kernel with the MHA fast path off (:mod:`.a
 """
 from __future__ import annotations
 
-import math
 import sys
 
 import torch
@@ -141,7 +140,7 @@ def _jacobians(fn: _Fn, values: dict[str, torch.Tensor], xc: torch.Tensor, out_c
         first = err
     try:
         out = _jacobians_loop(fn, values, xc)
-    except Exception as err:  # noqa: BLE001 - re-raised with the op names
+    except Exception as err:  # re-raised with the op names
         from .generic import _suspect_ops
         ops = _suspect_ops(fn.model, xc[:1])
         raise RuntimeError(
@@ -336,7 +335,7 @@ def _reverse(model, x, family, params, grams, pneg_samples, chunk_inputs, w_mode
     while out_chunk > 1 and estimate_bytes(C, pmax, act, itemsize, 1, out_chunk) > max_bytes:
         out_chunk = (out_chunk + 1) // 2
     if estimate_bytes(C, pmax, act, itemsize, 1, out_chunk) > max_bytes:
-        big = max(sizes, key=sizes.get)
+        big = max(sizes, key=lambda k: sizes[k])
         need = estimate_bytes(C, sizes[big], act, itemsize, 1, 1)
         raise MemoryBudgetError(
             f"the reverse-mode path needs about {need / 2**20:.1f} MiB for one input (parameter {big!r} with "
@@ -355,7 +354,9 @@ def _reverse(model, x, family, params, grams, pneg_samples, chunk_inputs, w_mode
     chunks = [(s, min(B, s + b)) for s in range(0, B, b)]
     for s, e in chunks:
         if not (s == 0 and e == 1):
-            t2, _ = trace_taints(lambda: fn.batch(values, x[s:e]), values)
+            def batch_se(s: int = s, e: int = e) -> torch.Tensor:
+                return fn.batch(values, x[s:e])
+            t2, _ = trace_taints(batch_se, values)
             proofs = merge_proofs(proofs, _verdicts(t2, values))
 
     todo_w = [k for k, p in proofs.items() if not p.proved] if w_mode != "skip" else []
@@ -375,7 +376,7 @@ def _reverse(model, x, family, params, grams, pneg_samples, chunk_inputs, w_mode
     parts_acc: dict[str, dict[str, torch.Tensor]] = {}
     pneg_acc: dict[str, torch.Tensor] | None = {} if pneg_samples else None
     gram_out: dict[str, dict[str, torch.Tensor]] | None = {} if grams else None
-    if grams:
+    if gram_out is not None:
         for k in params:
             gram_out[k] = {"JJ": h.new_zeros(B, C, C), "UU": h.new_zeros(B, C * C, C * C), "WW": h.new_zeros(B, C, C)}
     w_keys = ("nv2", "w2", "w2s")
@@ -416,10 +417,10 @@ def _reverse(model, x, family, params, grams, pneg_samples, chunk_inputs, w_mode
                             if key in wanted and key not in acc and (key != "w2s" or family.shift_invariant):
                                 acc[key] = hc.new_zeros(()).expand(B, U.shape[-1])
 
-                    def write(key, lo, hi, val, acc=acc, s=s, e=e):
+                    def write(key, lo, hi, val, acc=acc, s=s, e=e, width=U.shape[-1]):
                         buf = acc.get(key)
                         if buf is None:
-                            buf = acc[key] = val.new_empty((B, U.shape[-1]))
+                            buf = acc[key] = val.new_empty((B, width))
                         buf[s:e, lo:hi] = val
                     base_quantities_chunked(family, hc, U, W, keys_k, write)
                 else:                                                             # sampled: exact at idx, NaN elsewhere
@@ -447,7 +448,7 @@ def _reverse(model, x, family, params, grams, pneg_samples, chunk_inputs, w_mode
                             full[:, idx] = pv
                             pv = full
                         pneg_acc.setdefault(k, h.new_empty(B, U.shape[-1]))[s:e] = pv
-                if grams:
+                if gram_out is not None:
                     Gk = gram_out[k]
                     Gk["JJ"][s:e] += U @ U.transpose(1, 2)
                     step = max(1, (1 << 22) // max(1, bc * C * C))

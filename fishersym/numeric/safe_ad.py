@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Iterator, Sequence
+from typing import Any
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["composite_norms", "swapped", "stateless_call", "preserved_attributes", "layer_norm", "group_norm", "rms_norm", "batch_norm"]
+__all__ = ["composite_norms", "swapped", "stateless_call", "preserved_attributes", "layer_norm", "group_norm",
+           "rms_norm", "batch_norm"]
 
 _lock = threading.RLock()
 
 
 def layer_norm(input, normalized_shape: Sequence[int], weight=None, bias=None, eps: float = 1e-5):
+    """``F.layer_norm`` composed of elementary ops (whose nested forward-mode rules are right)."""
     dims = tuple(range(-len(tuple(normalized_shape)), 0))
     mean = input.mean(dims, keepdim=True)
     xc = input - mean
@@ -42,6 +45,7 @@ def layer_norm(input, normalized_shape: Sequence[int], weight=None, bias=None, e
 
 
 def group_norm(input, num_groups: int, weight=None, bias=None, eps: float = 1e-5):
+    """``F.group_norm`` composed of elementary ops (whose nested forward-mode rules are right)."""
     B, Cch = input.shape[:2]
     xg = input.reshape(B, num_groups, -1)
     mean = xg.mean(-1, keepdim=True)
@@ -56,6 +60,7 @@ def group_norm(input, num_groups: int, weight=None, bias=None, eps: float = 1e-5
 
 
 def rms_norm(input, normalized_shape: Sequence[int], weight=None, eps: float | None = None):
+    """``F.rms_norm`` composed of elementary ops (whose nested forward-mode rules are right)."""
     dims = tuple(range(-len(tuple(normalized_shape)), 0))
     if eps is None:
         eps = torch.finfo(input.dtype).eps
@@ -68,6 +73,7 @@ _orig_batch_norm = F.batch_norm
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training: bool = False,
                momentum: float = 0.1, eps: float = 1e-5):
+    """``F.batch_norm`` in eval mode composed of elementary ops; training mode goes to torch's own."""
     if training or running_mean is None or running_var is None:  # refused earlier by checks; keep torch's
         return _orig_batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
     shape = (1, -1) + (1,) * (input.dim() - 2)
@@ -97,7 +103,7 @@ def composite_norms() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def swapped(model: torch.nn.Module, values: "dict[str, torch.Tensor]") -> Iterator[None]:
+def swapped(model: torch.nn.Module, values: dict[str, torch.Tensor]) -> Iterator[None]:
     """Run the block with the named parameters/buffers of ``model`` replaced by ``values``, then
     put every original object back (issue 13 item 7).
 
@@ -122,11 +128,12 @@ def swapped(model: torch.nn.Module, values: "dict[str, torch.Tensor]") -> Iterat
     with preserved_attributes(model):
         try:
             for m in mods:
-                for store in (m._parameters, m._buffers):
-                    for k, v in list(store.items()):
-                        if v is not None and id(v) in by_id:
-                            saved.append((store, k, v))
-                            store[k] = by_id[id(v)]
+                stores: tuple[dict[str, Any], ...] = (m._parameters, m._buffers)
+                for store in stores:
+                    for k, t in list(store.items()):
+                        if t is not None and id(t) in by_id:
+                            saved.append((store, k, t))
+                            store[k] = by_id[id(t)]
             yield
         finally:
             for store, k, v in reversed(saved):
@@ -153,7 +160,7 @@ def preserved_attributes(model: torch.nn.Module) -> Iterator[None]:
                 d.setdefault(k, v)
 
 
-def stateless_call(model: torch.nn.Module, values: "dict[str, torch.Tensor]", *args):
+def stateless_call(model: torch.nn.Module, values: dict[str, torch.Tensor], *args):
     """``model(*args)`` with the tensors ``values`` in place of its parameters (see :func:`swapped`)."""
     with swapped(model, values):
         return model(*args)

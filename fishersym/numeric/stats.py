@@ -22,14 +22,17 @@ from typing import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
+from ..bounds.lemma48 import lemma48_bound
 from ..bounds.theorem41 import theorem41_bounds
 from ..families.constants import FamilyConstants
 from .core import EngineOutput
 from .parts import Part, batch_sums_many
 
-__all__ = ["DATASET_KEYS", "StatsResult", "per_input_keys", "needed_keys", "zero_constants", "dataset_batch_sums", "FISHER_SQ", "RESULT_KEYS", "check_keys", "base_keys_for", "cancellation_ratio", "v1_relative_error", "resolve_groups",
-           "add_derived", "PRECISION_THRESHOLD", "Estimate", "SampledV2", "srs_estimate", "estimate_total",
-           "apply_sampling", "W_KEYS", "SAMPLED_TOTAL_KEYS", "DEFAULT_LEVEL", "skew_ok"]
+__all__ = ["DATASET_KEYS", "StatsResult", "per_input_keys", "needed_keys", "zero_constants", "dataset_batch_sums",
+           "FISHER_SQ", "RESULT_KEYS", "check_keys", "base_keys_for", "cancellation_ratio", "v1_relative_error",
+           "resolve_groups", "conditional_group_sums", "rel_sd", "add_derived", "PRECISION_THRESHOLD", "Estimate",
+           "SampledV2", "srs_estimate", "estimate_total", "apply_sampling", "W_KEYS", "SAMPLED_TOTAL_KEYS",
+           "DEFAULT_LEVEL", "skew_ok"]
 
 #: the precision flag fires when the bound on V₁'s relative rounding error exceeds this
 PRECISION_THRESHOLD = 1e-3
@@ -189,7 +192,6 @@ def dataset_batch_sums(eng: EngineOutput, keys: dict[str, dict[str, Part]], cons
       moments of I over the batch (:class:`~.dataset.CentredMoments`).
 
     No host synchronisation.  The tensors of one layer are views of one result."""
-    smax2 = consts.sigma_max_cert ** 2 if input_var_upper else None
     memo: dict[tuple, torch.Tensor] = {}   # weight and bias of a layer share their rows
     todo: dict[str, dict[str, Part]] = {}
     for name, d in keys.items():
@@ -198,7 +200,8 @@ def dataset_batch_sums(eng: EngineOutput, keys: dict[str, dict[str, Part]], cons
             u2 = eng.parts[name]["u2"]
             f = memo.get(("iv", id(u2.f)))
             if f is None:
-                f = memo[("iv", id(u2.f))] = u2.square().scale(smax2).f
+                # (f·a^p)²·λ̄² = (f²·λ̄²)·a^{2p}: Lemma 4.8's integrand of the per-row factor (bounds.lemma48)
+                f = memo[("iv", id(u2.f))] = lemma48_bound(u2.f, consts.sigma_max_cert)
             d["input_var_upper"] = u2.with_f(f, 2 * u2.p)
         if fisher_sq:
             fi = d["fisher"]
@@ -269,6 +272,38 @@ def resolve_groups(model: nn.Module, names: Iterable[str],
             raise ValueError(f"group {gname!r} selects no parameter (selectors {sel}); "
                              f"parameters are {names}")
         out[gname] = members
+    return out
+
+
+def conditional_group_sums(values: Mapping[str, Mapping[str, torch.Tensor]],
+                           members: Mapping[str, list[str]]) -> dict[str, dict[str, torch.Tensor]]:
+    """group → key → Σ over the group's entries, per input (batch,), of a conditional result's values
+    (tensors (batch, *param.shape)), plus ``n_params`` and the group's relative spreads √V_k/I
+    (:func:`rel_sd` of the sums; THEORY §10).  The per-entry ``rel_sd*`` and ``prob_neg*`` keys are not
+    additive and are left out.  One definition for :func:`~fishersym.numeric.conditional_stats` and
+    :meth:`fishersym.symbolic.Derivation.evaluate`.
+
+    >>> v = {"fisher": {"w": torch.ones(2, 3)}, "var1": {"w": torch.full((2, 3), 3.0)}}
+    >>> g = conditional_group_sums(v, {"layer": ["w"]})["layer"]
+    >>> int(g["n_params"]), g["fisher"].tolist(), g["rel_sd1"].tolist()      # √9 / 3 = 1
+    (3, [3.0, 3.0], [1.0, 1.0])
+    """
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    fisher = values["fisher"]
+    for g, names in members.items():
+        d = {"n_params": torch.tensor(sum(fisher[n][0].numel() for n in names))}
+        for k, per in values.items():
+            if k.startswith(("rel_sd", "prob_neg")):
+                continue
+            parts = [per[n].reshape(per[n].shape[0], -1).sum(1) for n in names]
+            total = parts[0]
+            for t in parts[1:]:
+                total = total + t
+            d[k] = total
+        for q in ("1", "2"):
+            if f"var{q}" in d:
+                d[f"rel_sd{q}"] = rel_sd(d[f"var{q}"], d["fisher"])
+        out[g] = d
     return out
 
 

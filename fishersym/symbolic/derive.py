@@ -23,12 +23,17 @@ against torch.autograd.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import sympy as sp
 import torch
 
+from ..bounds.theorem41 import theorem41_expressions
 from .familyforms import NAMED_LATEX, FamilyForms, cancel_common, family_forms, sharp_constants
 from .network import Network, ParamEntry
+
+if TYPE_CHECKING:
+    from ..numeric.stats import StatsResult
 
 __all__ = ["Derivation", "ParamDerivation", "derive", "SizeError", "MAX_SIZE", "MAX_PARAMS"]
 
@@ -149,22 +154,26 @@ class Derivation:
 
     # ------------------------------------------------------------------ numeric
     def evaluate(self, model: torch.nn.Module, x: torch.Tensor, n_samples: int | None = None,
-                 optimise: bool = True, extra: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+                 optimised: bool = True, extra: bool = False, *, optimise: bool | None = None) -> StatsResult:
         """Evaluate at a torch model's parameters and inputs x (batch, d_in).
 
-        Returns ``{key: {param name: tensor (batch, *param.shape)}}`` with the
-        keys of :mod:`fishersym.bounds.theorem41` — ``fisher``, ``var1``,
-        ``var2``, the certified bounds, the ``_opt`` V₁ bounds (``optimise``)
-        and, for shift-invariant families, the ``_sharp`` keys — like
-        ``fishersym.numeric.conditional_stats``.  Bounds use the numeric
-        family constants (:func:`fishersym.families.constants.family_constants`):
-        certified for the plain keys, optimised for ``_opt``, restricted to
-        𝟙^⊥ for ``_sharp``.  ``extra=True`` adds ``u``, ``w`` (batch, *shape, C),
-        ``var1_moment``, ``var1_cumulant``, ``u_sq``, ``w_sq`` and the symbolic
-        bounds ``sym_<key>`` (closed-form constants only).
+        Returns a :class:`~fishersym.numeric.stats.StatsResult` — the type of
+        ``fishersym.numeric.conditional_stats``, with ``path="symbolic"`` — whose mappings
+        ``{param name: tensor (batch, *param.shape)}`` are the keys of
+        :mod:`fishersym.bounds.theorem41` (``fisher``, ``var1``, ``var2``, the certified bounds,
+        the ``_opt`` V₁ bounds with ``optimised=True`` and, for shift-invariant families, the
+        ``_sharp`` keys), the relative spreads ``rel_sd1``/``rel_sd2`` and Cantelli's
+        ``prob_neg2_upper``; ``result.groups`` holds the per-module sums.  Bounds use the numeric
+        family constants (:func:`fishersym.families.constants.family_constants`): certified for
+        the plain keys, optimised for ``_opt``, restricted to 𝟙^⊥ for ``_sharp``.  ``extra=True``
+        adds ``u``, ``w`` (batch, *shape, C), ``var1_moment``, ``var1_cumulant``, ``u_sq``,
+        ``w_sq`` and the symbolic bounds ``sym_<key>`` (closed-form constants only).
+        ``optimise=`` is the deprecated spelling of ``optimised=``.
         """
+        from ..families.constants import resolve_optimised
         from .evaluate import evaluate as _evaluate
-        return _evaluate(self, model, x, n_samples=n_samples, optimise=optimise, extra=extra)
+        optimised = resolve_optimised(optimised, optimise, "Derivation.evaluate")
+        return _evaluate(self, model, x, n_samples=n_samples, optimised=optimised, extra=extra)
 
     # ------------------------------------------------------------------ output
     def to_latex(self, path=None, title: str | None = None, description: str | None = None) -> str:
@@ -297,22 +306,13 @@ def derive(network: Network, family=None, n_samples=None, params=None, force: bo
         var2 = forms.var2.xreplace(sub_w) / N
         u_sq = sp.Add(*[c ** 2 for c in u])
         w_sq = sp.Add(*[c ** 2 for c in w])
-        lam = forms.lam
-        bounds = {
-            "fisher_lower": u_sq * lam["sigma_min"], "fisher_upper": u_sq * lam["sigma_max"],
-            "var1_lower": u_sq ** 2 * lam["M_min"] / N, "var1_upper": u_sq ** 2 * lam["M_max"] / N,
-            "var2_lower": w_sq * lam["sigma_min"] / N, "var2_upper": w_sq * lam["sigma_max"] / N,
-        }
+        bounds = theorem41_expressions(u_sq, w_sq, forms.lam, N)      # Theorem 4.1, one definition
         if sharp is not None:
             ubar = sp.Add(*u) / C
             wbar = sp.Add(*w) / C
             up = sp.Add(*[(c - ubar) ** 2 for c in u])
             wp = sp.Add(*[(c - wbar) ** 2 for c in w])
-            bounds.update({
-                "fisher_lower_sharp": up * sharp["sigma_min"], "fisher_upper_sharp": up * sharp["sigma_max"],
-                "var1_lower_sharp": up ** 2 * sharp["M_min"] / N, "var1_upper_sharp": up ** 2 * sharp["M_max"] / N,
-                "var2_lower_sharp": wp * sharp["sigma_min"] / N, "var2_upper_sharp": wp * sharp["sigma_max"] / N,
-            })
+            bounds.update(theorem41_expressions(up, wp, sharp, N, "_sharp"))
         pd = ParamDerivation(p, u, w, fisher, var1, var1_m, var1_c, var2, u_sq, w_sq, bounds)
         if all(c == 0 for c in w):
             pd.trade_lhs, pd.trade_rhs = sp.Integer(0), sp.factor_terms(forms.trade_rhs.xreplace(sub_u))

@@ -140,10 +140,8 @@ def batched_variance(M: int, I: Sequence[sp.Expr] | None = None, v: Sequence[sp.
 
 
 def _sigma_and_coords(family_or_sigma):
-    """(Σ, family or None) for a family name/object (Σ in display coordinates) or a matrix Σ.
-
-    For the categorical family Σ = diag(p) − ppᵀ (:func:`prove_softmax_factor` proves it equal
-    to the family's ∇²F on the simplex), which avoids simplifying ∇²F for large C."""
+    """(Σ, family or None) for a family name/object (Σ in display coordinates, the family's
+    ``display_sigma``: diag(p) − ppᵀ for the softmax) or a matrix Σ."""
     if isinstance(family_or_sigma, sp.MatrixBase):
         S = sp.Matrix(family_or_sigma)
         if S.rows != S.cols or (S - S.T) != sp.zeros(S.rows, S.cols):
@@ -152,26 +150,23 @@ def _sigma_and_coords(family_or_sigma):
         return S, None
     from ..families import ExponentialFamily, get as get_family
     fam = family_or_sigma if isinstance(family_or_sigma, ExponentialFamily) else get_family(family_or_sigma)
-    if fam.name == "categorical":
-        p = sp.Matrix(fam.p_sym)
-        return sp.diag(*p) - p * p.T, fam
-    return fam.display(fam.sigma_sym), fam
+    return fam.display_sigma(), fam
 
 
 def output_factor(family_or_sigma) -> sp.Matrix:
     """The factor L with LLᵀ = Σ used by output-space Hutchinson probes ξ = Lε (THEORY §13).
 
-    Categorical (softmax): L = (I − p𝟙ᵀ) diag(√p) (exact for the singular Σ = diag(p) − ppᵀ);
-    one output: L = √Σ; anything else (a family or a symmetric matrix Σ): the Cholesky factor.
+    A family's closed-form factor where it has one (``sigma_factor_sym``; categorical:
+    L = (I − p𝟙ᵀ) diag(√p), exact for the singular Σ = diag(p) − ppᵀ); otherwise, for one output
+    L = √Σ and for anything else (a family or a symmetric matrix Σ) the Cholesky factor.
 
     >>> output_factor("bernoulli")
     Matrix([[sqrt(p)*sqrt(1 - p)]])
     """
     S, fam = _sigma_and_coords(family_or_sigma)
-    if fam is not None and fam.name == "categorical":
-        p = fam.p_sym
-        C = len(p)
-        return (sp.eye(C) - sp.Matrix(p) * sp.ones(1, C)) * sp.diag(*[sp.sqrt(pa) for pa in p])
+    L = fam.sigma_factor_sym() if fam is not None else None
+    if L is not None:
+        return L
     if S.rows == 1:
         return S.applyfunc(sp.sqrt)
     try:
@@ -207,24 +202,23 @@ def output_hutchinson_variance(family_or_sigma, kind: str = "gaussian",
     if u is None:
         u = fam.direction_sym("u") if fam is not None else \
             tuple(sp.Symbol(f"u_{a + 1}", real=True) for a in range(C))
-    u = sp.Matrix(list(u))
-    if u.rows != C:
-        raise ValueError(f"u has {u.rows} components but Σ is {C}×{C}")
-    if fam is not None and fam.name == "categorical":
-        # centred forms, equal to uᵀΣu and ‖Lᵀu‖₄⁴ on the simplex (prove_softmax_factor)
-        p = fam.p_sym
-        ubar = sp.Add(*[pa * ua for pa, ua in zip(p, u)])
-        I = sp.Add(*[pa * (ua - ubar) ** 2 for pa, ua in zip(p, u)])
-        norm4 = sp.Add(*[pa ** 2 * (ua - ubar) ** 4 for pa, ua in zip(p, u)])
+    um = sp.Matrix(list(u))
+    if um.rows != C:
+        raise ValueError(f"u has {um.rows} components but Σ is {C}×{C}")
+    readable = fam.output_probe_forms_sym(list(um)) if fam is not None else None
+    if readable is not None:
+        # the family's readable forms of uᵀΣu and ‖Lᵀu‖₄⁴ (categorical: centred, equal on the simplex)
+        I, norm4 = readable
     else:
-        I = (u.T * S * u)[0, 0]
+        I = (um.T * S * um)[0, 0]
         if C <= 2:
             I = sp.factor(I)
-        norm4 = sp.Add(*[c ** 4 for c in output_factor(S).T * u])
+        L = fam.sigma_factor_sym() if fam is not None else None
+        norm4 = sp.Add(*[c ** 4 for c in (output_factor(S) if L is None else L).T * um])
     if kind == "gaussian":
         return 2 * I ** 2
     out = 2 * I ** 2 - 2 * norm4
-    return sp.factor(sp.expand(out)) if C <= 2 and fam is not None and fam.name != "categorical" else out
+    return sp.factor(sp.expand(out)) if C <= 2 and fam is not None and readable is None else out
 
 
 def param_hutchinson_variance(F: sp.Matrix, i: int) -> sp.Expr:
@@ -403,10 +397,10 @@ def prove_softmax_factor(C: int) -> Proof:
     """Softmax factor L = (I − p𝟙ᵀ)diag(√p) with p on the simplex (THEORY §13, §4):
     LLᵀ = diag(p) − ppᵀ, which is the categorical family's Σ = ∇²F (display coordinates), and
     ‖Lᵀu‖₄⁴ = Σ_a p_a²(u_a − ū)⁴ with ū = Σ_a p_a u_a."""
-    from ..families import get as get_family
+    from ..families import Categorical
     if isinstance(C, bool) or not isinstance(C, int) or C < 2:
         raise ValueError(f"C must be an integer >= 2 (softmax classes), got {C!r}")
-    fam = get_family("categorical", C=C)
+    fam = Categorical(C=C)
     p = fam.p_sym
     L = output_factor(fam)
     u = sp.Matrix(fam.direction_sym("u"))
@@ -431,10 +425,10 @@ def prove_softmax_rademacher_vs_squared_score(C: int) -> Proof:
 
     so Rademacher output-space Hutchinson beats Î₁ iff Σ_a p_a(1 + 2p_a)d_a⁴ > 3I².  Here v = Var s_y²
     is derived independently by summing over the C labels y (s_y = u_y − ū, probability p_y)."""
-    from ..families import get as get_family
+    from ..families import Categorical
     if isinstance(C, bool) or not isinstance(C, int) or C < 2:
         raise ValueError(f"C must be an integer >= 2 (softmax classes), got {C!r}")
-    fam = get_family("categorical", C=C)
+    fam = Categorical(C=C)
     p, u = fam.p_sym, fam.direction_sym("u")
     ubar = sp.Add(*[pa * ua for pa, ua in zip(p, u)])
     d = [ua - ubar for ua in u]
@@ -488,7 +482,7 @@ def _gaussian_wins_condition(D):
     core = sp.factor(F.kappa4 / u ** 4)
     if core.free_symbols != {coord}:
         return None
-    dom = sp.Interval.open(0, 1) if D.family.name == "bernoulli" else sp.Interval.open(0, sp.oo)
+    dom = D.family.display_domain().get(coord, sp.S.Reals)
     try:
         sol = sp.solve_univariate_inequality(core > 0, coord, relational=False, domain=dom)
     except (NotImplementedError, ValueError):  # pragma: no cover - SymPy could not solve it

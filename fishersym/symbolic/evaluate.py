@@ -1,8 +1,9 @@
 """Numeric evaluation of a symbolic derivation at a torch model's parameters.
 
-Returns the mappings of ``fishersym.numeric.conditional_stats`` (keys of
-:mod:`fishersym.bounds.theorem41`; ``{param name: tensor (batch, *shape)}``)
-so that symbolic and numeric results can be compared in one line.  The
+Returns a :class:`~fishersym.numeric.stats.StatsResult`, the type of
+``fishersym.numeric.conditional_stats`` (keys of :mod:`fishersym.bounds.theorem41`
+and the derived ``rel_sd*``/``prob_neg2_upper``; ``{param name: tensor (batch, *shape)}``;
+``path="symbolic"``), so that symbolic and numeric results can be compared in one line.  The
 SymPy expressions are compiled with ``lambdify`` (NumPy, float64); the
 intermediate symbols (z, a, h, p, …) are evaluated from their definitions in
 order, then the per-parameter expressions.  Bounds use the numeric family
@@ -16,8 +17,9 @@ import torch
 
 from torch import nn
 
-from ..bounds.theorem41 import theorem41_bounds
-from ..families.constants import default_use_eig, family_constants, has_gram_form
+from ..bounds.theorem41 import STAT_KEYS, theorem41_bounds
+from ..families.constants import certificate_policy, family_constants, has_gram_form
+from ..numeric.stats import RESULT_KEYS, StatsResult, add_derived, conditional_group_sums, resolve_groups
 
 __all__ = ["evaluate", "numeric_modules", "check_architecture"]
 
@@ -163,7 +165,8 @@ def check_architecture(net, model: nn.Module) -> None:
         raise ValueError(f"the model has no parameter(s) {missing} that the derivation needs; {fix}")
 
 
-def evaluate(D, model, x, n_samples=None, optimise: bool = True, extra: bool = False):
+def evaluate(D, model: nn.Module, x: torch.Tensor, n_samples: int | None = None, optimised: bool = True,
+             extra: bool = False) -> StatsResult:
     """See :meth:`fishersym.symbolic.derive.Derivation.evaluate`.  The model must compute
     exactly the derivation's network (:func:`check_architecture`), and x must be finite."""
     net, fam = D.network, D.family
@@ -254,25 +257,27 @@ def evaluate(D, model, x, n_samples=None, optimise: bool = True, extra: bool = F
     h = torch.from_numpy(np.stack([np.array(vals[s]) for s in fam.h_sym], axis=-1)).to(torch.float64)
     # the C⁴ moment tensors, shared by both calls, only where the default certificates use them (not for
     # families with a Gram form, which ignore them)
-    moments = fam.moment_tensors(h) if default_use_eig(fam)[0] and not has_gram_form(fam) else None
-    consts = family_constants(fam, h, restricted=False, optimise=optimise, moments=moments)
-    result = {k: out[k] for k in ("fisher", "var1", "var2")}
-    cr = (family_constants(fam, h, restricted=True, optimise=optimise, moments=moments)
+    eig, certificates = certificate_policy(fam, None)
+    moments = fam.moment_tensors(h) if eig and not has_gram_form(fam) else None
+    consts = family_constants(fam, h, restricted=False, optimised=optimised, use_eig=eig, moments=moments)
+    values: dict[str, dict[str, torch.Tensor]] = {k: out[k] for k in STAT_KEYS}
+    cr = (family_constants(fam, h, restricted=True, optimised=optimised, use_eig=eig, moments=moments)
           if fam.shift_invariant else None)
-    per_param = {}
     for pname in out["fisher"]:
         b = theorem41_bounds(out["u_sq"][pname], out["w_sq"][pname], consts, N)
         if cr is not None:
             b.update(theorem41_bounds(out["up_sq"][pname], out["wp_sq"][pname], cr, N, suffix="_sharp"))
-        per_param[pname] = b
-    for k in next(iter(per_param.values())):
-        result[k] = {pname: per_param[pname][k] for pname in per_param}
+        for k, v in b.items():
+            values.setdefault(k, {})[pname] = v
+    add_derived(values)
+    members = resolve_groups(model, values["fisher"])
+    groups = conditional_group_sums(values, members)
     if extra:
         for k in keys:
-            if k not in result:
-                result[k] = out[k]
+            if k not in values:
+                values[k] = out[k]
         if not D.forms.lam_named:
-            sym = {}
+            sym: dict[str, dict[str, torch.Tensor]] = {}
             for pd in pds:
                 for k, e in pd.bounds.items():
                     if k.endswith("_sharp"):
@@ -282,5 +287,14 @@ def evaluate(D, model, x, n_samples=None, optimise: bool = True, extra: bool = F
                                                                  dtype=torch.float64))
                     sym[k][pd.entry.torch_name][(slice(None), *pd.entry.index)] = torch.from_numpy(np.array(ev(e)))
             for k, v in sym.items():
-                result[f"sym_{k}"] = v
-    return result
+                values[f"sym_{k}"] = v
+    info = {"path_reason": "symbolic: the SymPy closed forms of the derivation, compiled by lambdify and "
+                           "evaluated in float64 (NumPy)",
+            "h": h, "constants": consts, "constants_sharp": cr, "certificates": certificates,
+            "v1_precision": "not bounded: the symbolic path evaluates SymPy's expressions, not the stable "
+                            "forms whose rounding the numeric engines bound (v1_rel_error is then ε, "
+                            "not a measurement); compare with fishersym.numeric.conditional_stats"}
+    if extra:
+        info["extra_keys"] = [k for k in values if k not in RESULT_KEYS]
+    return StatsResult(values, kind="conditional", path="symbolic", n_samples=N, dtype=torch.float64,
+                       cancellation=1.0, groups=groups, group_members=members, info=info)

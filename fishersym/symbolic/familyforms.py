@@ -14,9 +14,9 @@ for the fixed-variance Gaussian, where Σ does not depend on h):
 
 Per parameter θ_i the derivation substitutes u = u_i, w = w_i.  The forms
 are computed once per family (they cost seconds for the categorical) and
-cached.  For shift-invariant families (the softmax) a *centred* readable form
-Σ_a p_a d_a² etc. with d = u − ū is used for display, after SymPy proves it
-equal to the derived one on the simplex (THEORY §4, row 3).
+cached.  A family may give readable forms for display (its ``readable_forms_sym``
+hook): the softmax's *centred* forms Σ_a p_a d_a² etc. with d = u − ū, which SymPy
+proves equal to the derived ones on the simplex (THEORY §4, row 3).
 """
 from __future__ import annotations
 
@@ -28,43 +28,19 @@ __all__ = ["FamilyForms", "family_forms", "coordinates"]
 
 
 def coordinates(fam) -> list[tuple[sp.Symbol, sp.Expr]]:
-    """Display coordinates of the family as functions of h (through η = ∇F).
+    """Display coordinates of the family as functions of h (through η = ∇F): the family's
+    ``display_coordinates`` hook (issue 11 item 4).
 
     Returns ``[(symbol, expression in h)]``; empty when h itself is displayed.
     """
-    subs = fam.mean_params_sym()
-    if not subs:
-        return []
-    eta = list(fam.eta_sym)
-    syms = sorted({s for e in subs.values() for s in e.free_symbols}, key=lambda s: s.name)
-    name = fam.name
-    if name in ("bernoulli", "categorical", "poisson"):
-        # display symbols are the means: p_a = η_a, λ_a = η_a
-        by_h = {h: e for h, e in subs.items()}
-        out = []
-        for a, h in enumerate(fam.h_sym):
-            (s,) = by_h[h].free_symbols
-            out.append((s, eta[a]))
-        return out
-    if name == "gaussian_meanvar":
-        mu = next(s for s in syms if s.name == "mu")
-        sig = next(s for s in syms if s.name == "sigma")
-        return [(mu, eta[0]), (sig, sp.sqrt(eta[1] - eta[0] ** 2))]
-    raise ValueError(f"fishersym.symbolic: no display coordinates known for family {name!r}")
+    return fam.display_coordinates()
 
 
 def _positivity_subs(fam, coords) -> dict:
-    """Substitutions that make the domain explicit for SymPy's sign reasoning:
-    probabilities p_a = t_a / Σ t (t_a > 0), so that 1 − p is visibly positive."""
-    if fam.name == "bernoulli":
-        (p, _), = coords
-        t = sp.Symbol("t_pos", positive=True)
-        return {p: 1 / (1 + t)}
-    if fam.name == "categorical":
-        ts = [sp.Symbol(f"t_pos{a}", positive=True) for a in range(fam.C)]
-        tot = sp.Add(*ts)
-        return {p: t / tot for (p, _), t in zip(coords, ts)}
-    return {}
+    """Substitutions that make the domain explicit for SymPy's sign reasoning (the family's
+    ``display_positivity_subs`` hook, e.g. probabilities p_a = t_a / Σ t with t_a > 0, so that
+    1 − p is visibly positive); none where h itself is displayed."""
+    return fam.display_positivity_subs() if coords else {}
 
 
 @dataclass
@@ -214,22 +190,6 @@ def _named(names: dict[str, tuple[str, str]]) -> dict[str, sp.Symbol]:
     return out
 
 
-def _centred_forms(fam, coords, U, Wd, fisher, var1, var2) -> dict:
-    """Readable centred forms for the softmax, proven equal on the simplex (THEORY §4 row 3)."""
-    ps = [s for s, _ in coords]
-    ubar = sp.Add(*[p * u for p, u in zip(ps, U)])
-    wbar = sp.Add(*[p * w for p, w in zip(ps, Wd)])
-    d = [u - ubar for u in U]
-    I_c = sp.Add(*[p * di ** 2 for p, di in zip(ps, d)])
-    V1_c = sp.Add(*[p * di ** 4 for p, di in zip(ps, d)]) - I_c ** 2
-    V2_c = sp.Add(*[p * (w - wbar) ** 2 for p, w in zip(ps, Wd)])
-    simplex = {ps[-1]: 1 - sp.Add(*ps[:-1])}
-    for mine, derived in ((I_c, fisher), (V1_c, var1), (V2_c, var2)):
-        if sp.expand((mine - derived).xreplace(simplex)) != 0:  # pragma: no cover - would be a bug
-            raise AssertionError("centred softmax form differs from the derived one")
-    return {"fisher": I_c, "var1": V1_c, "var2": V2_c}
-
-
 def family_forms(fam) -> FamilyForms:
     """Cached :class:`FamilyForms` (keyed by family class, C, parameters and link)."""
     key = (type(fam).__name__, fam.C, tuple(sorted((str(k), v) for k, v in fam.sym_params.items())),
@@ -259,8 +219,8 @@ def _compute(fam) -> FamilyForms:
                     var1_moment=m4 - fisher ** 2, var1_cumulant=k4 + 2 * fisher ** 2, var2=var2,
                     kappa4=k4, m4=m4, sigma=disp(S), eta=disp(fam.eta_sym))
     F.pos_subs = _positivity_subs(fam, coords)
-    if fam.shift_invariant and coords:
-        F.readable = _centred_forms(fam, coords, U, Wd, fisher, var1, var2)
+    if coords:   # the family's readable forms (softmax: centred), proven equal by the family's hook
+        F.readable = fam.readable_forms_sym(U, Wd, {"fisher": fisher, "var1": var1, "var2": var2})
     # trade-off condition V₂ ≤ V₁ (THEORY §6.7), N cancels
     if F.readable:
         lhs, rhs = F.readable["var2"], F.readable["var1"]

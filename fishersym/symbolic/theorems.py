@@ -35,7 +35,8 @@ def w_zero_by_expansion(D, param) -> bool:
 
 def gaussian_v1_identity(D) -> dict[str, bool]:
     """Per parameter: SymPy proves V₁ − 2σ⁴‖u‖⁴/N = 0 (fixed-variance Gaussian, THEORY §4)."""
-    if D.family.name != "gaussian":
+    from ..families import Gaussian
+    if not isinstance(D.family, Gaussian):
         raise ValueError("gaussian_v1_identity applies to the fixed-variance Gaussian only")
     (s2,) = D.family.sym_params
     out = {}
@@ -46,7 +47,8 @@ def gaussian_v1_identity(D) -> dict[str, bool]:
 
 def bernoulli_half_zero(D) -> dict[str, bool]:
     """Per parameter: SymPy proves V₁ = 0 at p = ½ (Bernoulli, THEORY §4)."""
-    if D.family.name != "bernoulli":
+    from ..families import Bernoulli
+    if not isinstance(D.family, Bernoulli):
         raise ValueError("bernoulli_half_zero applies to the Bernoulli only")
     (p, _), = D.forms.coords
     out = {}
@@ -80,10 +82,6 @@ def _summary(D) -> dict:
         "link_affine": D.link_is_identity or all(all(sp.diff(he, o, 2) == 0 for o in net.output)
                                                 for he in D.h_exprs),
     }
-    if D.family.name == "gaussian":
-        g = gaussian_v1_identity(D)
-        out["gaussian_v1"] = all(g.values())
-    if D.family.name == "bernoulli":
-        b = bernoulli_half_zero(D)
-        out["bernoulli_half"] = all(b.values())
+    for key, theorem in D.family.symbolic_theorems().items():   # family hooks (issue 11 item 4)
+        out[key] = all(theorem(D).values())
     return out

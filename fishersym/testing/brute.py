@@ -19,11 +19,8 @@ Meant for small models (full Hessians): at most ``BRUTE_MAX_PARAMS`` parameters.
 """
 from __future__ import annotations
 
-import itertools
-import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from torch.func import jacrev, vmap
@@ -34,30 +31,17 @@ from ..numeric.safe_ad import stateless_call
 __all__ = ["label_support", "brute_force", "BruteForce", "BRUTE_MAX_PARAMS"]
 
 BRUTE_MAX_PARAMS = 600
-_GH_NODES = 12  # exact for polynomial moments up to degree 23
 
 
 def label_support(family: ExponentialFamily, h1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(t values (S, C), weights (S,)) representing p(y|h) for one input h1 (C,)."""
-    if family.discrete:
-        sup = family.support(h1.unsqueeze(0))
-        w = sup.prob[0]
-        keep = w > 0
-        return sup.t[keep], w[keep]
-    z, wz = np.polynomial.hermite_e.hermegauss(_GH_NODES)
-    z = torch.tensor(z, dtype=h1.dtype)
-    wz = torch.tensor(wz / wz.sum(), dtype=h1.dtype)
-    if family.name == "gaussian":
-        mean = family.mean(h1)
-        sd = math.sqrt(family.sigma2)
-        grid = torch.cartesian_prod(*([torch.arange(_GH_NODES)] * family.C)).reshape(-1, family.C)
-        return mean + sd * z[grid], wz[grid].prod(-1)
-    if family.name == "gaussian_meanvar":
-        var = -0.5 / h1[1]
-        mu = h1[0] * var
-        y = mu + var.sqrt() * z
-        return torch.stack([y, y * y], -1), wz
-    raise TypeError(f"no label enumeration or quadrature for family {family.name!r}")
+    """(t values (S, C), weights (S,)) representing p(y|h) for one input h1 (C,): the family's
+    ``label_nodes`` hook (enumerated support for discrete families, truncated at mass ≤ 1e-15 where
+    infinite; a quadrature rule exact for the polynomial moments involved for continuous ones)."""
+    t, w = family.label_nodes(h1)
+    if t.dim() != 2 or t.shape[-1] != family.C or w.shape != t.shape[:1]:
+        raise ValueError(f"{family.name}.label_nodes returned t of shape {tuple(t.shape)} and weights of shape "
+                         f"{tuple(w.shape)}; it must return t (S, C={family.C}) and weights (S,)")
+    return t, w
 
 
 @dataclass

@@ -30,7 +30,7 @@ from torch.func import functional_call
 
 from .. import activations as _act
 
-from ..bounds.theorem41 import STAT_KEYS
+from ..bounds.theorem41 import STAT_KEYS, bound_pairs, bound_violated
 from ..families.base import ExponentialFamily
 from ..families.links import Identity, Scale
 from .brute import BRUTE_MAX_PARAMS, brute_force
@@ -250,31 +250,30 @@ def check_monte_carlo(model: nn.Module, family: ExponentialFamily, x: torch.Tens
 def check_bounds(model: nn.Module, family: ExponentialFamily, x: torch.Tensor, n_samples: int = 1,
                  rtol: float = 1e-9, result=None, optimised: bool = True) -> list[str]:
     """Every certified bound of THEORY §5 holds (lower ≤ value ≤ upper; paper-style and
-    sharpened).  Returns a list of *reported* (not raised) violations of the optimised-λ̃
+    sharpened; :func:`fishersym.bounds.bound_violated` with tolerance rtol·max|·| plus the key's
+    natural floor).  Returns a list of *reported* (not raised) violations of the optimised-λ̃
     bounds, which a local optimum may understate (THEORY §5)."""
     r = result or _stats(model, x, family, n_samples, optimised=optimised)
     reports = []
-    for key in STAT_KEYS:
-        for sfx in ("", "_sharp", "_opt", "_sharp_opt"):
-            for side in ("lower", "upper"):
-                bk = f"{key}_{side}{sfx}"
-                if bk not in r:
-                    continue
-                for name, val in r[key].items():
-                    bnd = r[bk][name]
-                    scale = float(max(val.abs().max(), bnd.abs().max()))
-                    tol = rtol * scale + natural_floor(r, key, rtol)
-                    bad = (bnd > val + tol) if side == "lower" else (val > bnd + tol)
-                    if bool(bad.any()):
-                        flat = int(bad.reshape(-1).nonzero()[0])
-                        per = val[0].numel()
-                        err = _violation(f"{bk} holds", model, x, name, val.shape[1:], flat % per, flat // per,
-                                         (key, float(val.reshape(-1)[flat])), (bk, float(bnd.reshape(-1)[flat])), tol,
-                                         "optimised lambda-tilde (may be a local optimum)" if "opt" in sfx else "")
-                        if "opt" in sfx:
-                            reports.append(str(err))
-                        else:
-                            raise err
+    for key, bk, side in bound_pairs(("", "_sharp", "_opt", "_sharp_opt")):
+        if bk not in r:
+            continue
+        opt = bk.endswith("_opt")
+        for name, val in r[key].items():
+            bnd = r[bk][name]
+            scale = float(max(val.abs().max(), bnd.abs().max()))
+            tol = rtol * scale + natural_floor(r, key, rtol)
+            bad = bound_violated(val, bnd, side, rtol=0.0, atol=tol)
+            if bool(bad.any()):
+                flat = int(bad.reshape(-1).nonzero()[0])
+                per = val[0].numel()
+                err = _violation(f"{bk} holds", model, x, name, val.shape[1:], flat % per, flat // per,
+                                 (key, float(val.reshape(-1)[flat])), (bk, float(bnd.reshape(-1)[flat])), tol,
+                                 "optimised lambda-tilde (may be a local optimum)" if opt else "")
+                if opt:
+                    reports.append(str(err))
+                else:
+                    raise err
     return reports
 
 
@@ -479,7 +478,7 @@ def check_symbolic_numeric(model: nn.Module, family: ExponentialFamily, x: torch
     except ValueError as exc:
         raise NotApplicable(f"the symbolic derivation does not model this network: {exc}") from exc
     D = symbolic.derive(net, family, n_samples=n_samples)
-    sym = D.evaluate(model, x, n_samples=n_samples, optimise=False)
+    sym = D.evaluate(model, x, n_samples=n_samples, optimised=False)
     r = result or _stats(model, x, family, n_samples)
     for key in STAT_KEYS + ("fisher_upper", "var1_upper", "var2_upper"):
         _compare(f"symbolic = numeric: {key}", model, x, sym[key], r[key], ("symbolic", "numeric"), rtol,

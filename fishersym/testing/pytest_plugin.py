@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import pytest
 
+from .. import families as _families
+
 __all__ = ["pytest_addoption", "pytest_collection_modifyitems", "FishersymItem", "parse_params"]
 
 
@@ -23,7 +25,7 @@ def pytest_addoption(parser) -> None:
     g.addoption("--fishersym-model", action="append", default=[], metavar="MODULE:FACTORY",
                 help="model factory to check (repeatable), e.g. mypkg.models:make_net")
     g.addoption("--fishersym-family", default=None, metavar="NAME",
-                help="output family: bernoulli, categorical, gaussian, gaussian_meanvar, poisson")
+                help="output family, a registered name: " + ", ".join(_families.available()))
     g.addoption("--fishersym-family-param", action="append", default=[], metavar="KEY=VALUE",
                 help="family parameter (repeatable), e.g. C=10 or sigma2=0.5")
     g.addoption("--fishersym-input-shape", default=None, metavar="D[,D...]",

@@ -31,13 +31,13 @@ from .. import activations as _act_registry
 from .. import families as _families
 from ..families.base import ExponentialFamily
 
-__all__ = ["TINY", "elements", "ACTIVATIONS", "SMOOTH", "PIECEWISE_LINEAR", "family_specs", "families", "activations",
-           "Architecture", "architectures", "parameter_values", "inputs", "n_samples", "Case", "cases",
-           "build_mlp"]
+__all__ = ["TINY", "elements", "EXAMPLE_ACTIVATIONS", "SMOOTH", "PIECEWISE_LINEAR", "family_specs", "families",
+           "activations", "Architecture", "architectures", "parameter_values", "inputs", "n_samples", "ModelCase",
+           "cases", "architecture_module"]
 
 #: activation name → module factory: every entry of the registry :mod:`fishersym.activations`
 #: with its strategy hyper-parameters (``ActivationSpec.example``, e.g. a leaky slope 0.1)
-ACTIVATIONS = _act_registry.constructors(example=True)
+EXAMPLE_ACTIVATIONS = _act_registry.constructors(example=True)
 #: activations with σ'' ≠ 0 somewhere (V₂ > 0 in hidden layers in general, THEORY §6.3)
 SMOOTH = _act_registry.smooth_names()
 #: piecewise-linear activations: every diagonal second derivative vanishes a.e. (THEORY §6.3)
@@ -45,18 +45,15 @@ PIECEWISE_LINEAR = _act_registry.piecewise_linear_names()
 
 
 def family_specs(names: Sequence[str] | None = None, max_classes: int = 5) -> st.SearchStrategy[tuple[str, dict]]:
-    """(name, params) of a family with valid parameters."""
-    specs = {
-        "gaussian": st.fixed_dictionaries({"C": st.integers(1, 2), "sigma2": st.sampled_from([0.5, 1.0, 2.0])}),
-        "bernoulli": st.just({}),
-        "categorical": st.fixed_dictionaries({"C": st.integers(2, max_classes)}),
-        "poisson": st.fixed_dictionaries({"C": st.integers(1, 2)}),
-        "gaussian_meanvar": st.just({}),
-    }
-    names = list(names) if names is not None else list(specs)
-    unknown = set(names) - set(specs)
+    """(name, params) of a registered family with valid parameters, drawn by each family's own
+    :meth:`~fishersym.families.base.ExponentialFamily.param_strategy` (a family defined in any module,
+    once registered, is drawn too)."""
+    reg = _families.REGISTRY
+    names = list(names) if names is not None else _families.available()
+    unknown = set(names) - set(reg)
     if unknown:
-        raise ValueError(f"unknown families {sorted(unknown)}; available: {sorted(specs)}")
+        raise ValueError(f"unknown families {sorted(unknown)}; available: {_families.available()}")
+    specs = {n: reg[n].param_strategy(max_classes) for n in names}
     return st.sampled_from(names).flatmap(lambda n: specs[n].map(lambda p: (n, p)))
 
 
@@ -66,10 +63,10 @@ def families(names: Sequence[str] | None = None, max_classes: int = 5) -> st.Sea
 
 
 def activations(names: Sequence[str] | None = None) -> st.SearchStrategy[str]:
-    names = list(names) if names is not None else list(ACTIVATIONS)
-    unknown = set(names) - set(ACTIVATIONS)
+    names = list(names) if names is not None else list(EXAMPLE_ACTIVATIONS)
+    unknown = set(names) - set(EXAMPLE_ACTIVATIONS)
     if unknown:
-        raise ValueError(f"unknown activations {sorted(unknown)}; available: {sorted(ACTIVATIONS)}")
+        raise ValueError(f"unknown activations {sorted(unknown)}; available: {sorted(EXAMPLE_ACTIVATIONS)}")
     return st.sampled_from(names)
 
 
@@ -111,15 +108,16 @@ def architectures(in_dim: int | st.SearchStrategy[int] = st.integers(1, 4), out_
     return build()
 
 
-def build_mlp(arch: Architecture, values: dict[str, np.ndarray] | None = None,
+def architecture_module(arch: Architecture, values: dict[str, np.ndarray] | None = None,
               dtype: torch.dtype = torch.float64) -> nn.Sequential:
-    """The nn.Sequential(Linear, act, …, Linear) of ``arch`` with the given parameter values."""
+    """The nn.Sequential(Linear, act, …, Linear) of ``arch`` with the given parameter values (not
+    :func:`fishersym.experiments.mlp.build_mlp`, the experiments' trainable classifier)."""
     dims = (arch.in_dim, *arch.widths, arch.out_dim)
     layers: list[nn.Module] = []
     for i in range(len(dims) - 1):
         layers.append(nn.Linear(dims[i], dims[i + 1]))
         if i < len(dims) - 2:
-            layers.append(ACTIVATIONS[arch.activations[i]]())
+            layers.append(EXAMPLE_ACTIVATIONS[arch.activations[i]]())
     model = nn.Sequential(*layers).to(dtype)
     if values is not None:
         with torch.no_grad():
@@ -156,7 +154,7 @@ def n_samples(max_n: int = 1000) -> st.SearchStrategy[int]:
 
 
 @dataclass
-class Case:
+class ModelCase:
     """A generated test case: model, family, inputs, N."""
 
     arch: Architecture
@@ -167,14 +165,14 @@ class Case:
 
     def __repr__(self) -> str:
         params = {n: p.detach().tolist() for n, p in self.model.named_parameters()}
-        return (f"Case(family={self.family!r}, arch={self.arch}, n_samples={self.n_samples},\n"
+        return (f"ModelCase(family={self.family!r}, arch={self.arch}, n_samples={self.n_samples},\n"
                 f"     parameters={params},\n     inputs={self.inputs.tolist()})")
 
 
 def cases(family_names: Sequence[str] | None = None, depth: tuple[int, int] = (1, 4),
           widths: tuple[int, int] = (1, 6), activation_names: Sequence[str] | None = None,
           batch: tuple[int, int] = (1, 2), max_n: int = 50, bound: float = 1.5,
-          max_classes: int = 5) -> st.SearchStrategy[Case]:
+          max_classes: int = 5) -> st.SearchStrategy[ModelCase]:
     """Family + MLP architecture + parameter values + inputs + N, consistent with each other."""
 
     @st.composite
@@ -183,7 +181,7 @@ def cases(family_names: Sequence[str] | None = None, depth: tuple[int, int] = (1
         arch = draw(architectures(st.integers(1, 3), fam.out_dim, depth, widths, activation_names))
         vals = draw(parameter_values(arch, bound))
         x = draw(inputs((arch.in_dim,), bound, batch))
-        return Case(arch, build_mlp(arch, vals), fam, x, draw(n_samples(max_n)))
+        return ModelCase(arch, architecture_module(arch, vals), fam, x, draw(n_samples(max_n)))
     return build()
 
 
@@ -202,11 +200,12 @@ def cases(family_names: Sequence[str] | None = None, depth: tuple[int, int] = (1
 #:   (``l2.weight = l1.weight``), biases separate.
 STRUCTURES = ("plain", "shared_activation", "shared_linear", "shared_output", "tied_weights")
 
-#: largest |raw output| a family is driven to: the softmax/sigmoid saturate (logit gaps past the
-#: float32 ≈ 17 and float64 ≈ 37 thresholds of issue 13 item 2), the Gaussian mean is linear;
-#: the Poisson log-rate and the meanvar log-variance stay moderate (rates ≤ e⁵ ≈ 148, σ² ∈ [e⁻⁵, e⁵])
-SATURATING_FAMILIES = {"categorical": 50.0, "bernoulli": 50.0, "gaussian": 50.0,
-                       "poisson": 5.0, "gaussian_meanvar": 5.0}
+def saturating_caps() -> dict[str, float]:
+    """Largest |raw output| each registered family is driven to (its ``fuzz_output_cap``): the
+    softmax/sigmoid saturate (logit gaps past the float32 ≈ 17 and float64 ≈ 37 thresholds of issue 13
+    item 2), the Gaussian mean is linear; the Poisson log-rate and the meanvar log-variance stay
+    moderate (rates ≤ e⁵ ≈ 148, σ² ∈ [e⁻⁵, e⁵])."""
+    return {n: float(c.fuzz_output_cap) for n, c in _families.REGISTRY.items()}
 
 
 @dataclass
@@ -237,19 +236,13 @@ class FuzzModel:
 
 
 def fuzz_family_specs(max_classes: int = 6) -> st.SearchStrategy[tuple[str, dict]]:
-    """(name, params) over every family with random valid parameters: categorical with
-    C ∈ 2..``max_classes``, bernoulli, gaussian with C ∈ {1, 2}, a random σ² ∈ [0.05, 20]
-    (log-uniform-ish) and either link, poisson with C ∈ {1, 2}, gaussian_meanvar."""
-    sigma2 = st.floats(-3.0, 3.0).map(lambda t: float(np.exp(t)))
-    specs = {
-        "categorical": st.fixed_dictionaries({"C": st.integers(2, max_classes)}),
-        "bernoulli": st.just({}),
-        "gaussian": st.fixed_dictionaries({"C": st.integers(1, 2), "sigma2": sigma2},
-                                          optional={"link": st.just("mean")}),
-        "poisson": st.fixed_dictionaries({"C": st.integers(1, 2)}),
-        "gaussian_meanvar": st.just({}),
-    }
-    return st.sampled_from(sorted(specs)).flatmap(lambda n: specs[n].map(lambda p: (n, p)))
+    """(name, params) over every registered family with random valid parameters, by each family's
+    :meth:`~fishersym.families.base.ExponentialFamily.fuzz_param_strategy` (e.g. categorical with
+    C ∈ 2..``max_classes``; gaussian with C ∈ {1, 2}, σ² ∈ [0.05, 20] log-uniform-ish and either link)."""
+    reg = _families.REGISTRY
+    names = _families.available()
+    specs = {n: reg[n].fuzz_param_strategy(max_classes) for n in names}
+    return st.sampled_from(names).flatmap(lambda n: specs[n].map(lambda p: (n, p)))
 
 
 def saturated_scales(cap: float = 50.0) -> st.SearchStrategy[float | None]:
@@ -280,7 +273,7 @@ def shared_module_mlps(out_dim: int, in_dim: tuple[int, int] = (1, 4), widths: t
     @st.composite
     def build(draw):
         kind = draw(st.sampled_from(structures))
-        act = lambda: ACTIVATIONS[draw(activations(activation_names))]()  # noqa: E731
+        act = lambda: EXAMPLE_ACTIVATIONS[draw(activations(activation_names))]()  # noqa: E731
         if kind == "plain":
             d = draw(st.integers(1, 3))
             dims = [draw(st.integers(*in_dim))] + [draw(st.integers(*widths)) for _ in range(d - 1)] + [out_dim]
@@ -339,5 +332,5 @@ def rescale_outputs(model: nn.Sequential, x: torch.Tensor, target: float | None,
     return factor
 
 
-__all__ += ["STRUCTURES", "SATURATING_FAMILIES", "FuzzModel", "fuzz_family_specs", "saturated_scales",
+__all__ += ["STRUCTURES", "saturating_caps", "FuzzModel", "fuzz_family_specs", "saturated_scales",
             "shared_module_mlps", "rescale_outputs"]

@@ -8,7 +8,7 @@ and :mod:`.engine` (``plan_layers``, ``layer_engine``) the engine entry point gi
 :class:`~fishersym.numeric.core.EngineOutput`.
 """
 from .base import RULES, Factored, LayerRule, ProvedZero, dense, register, rule_for
-from . import flatten, linear, elementwise, conv, pooling, batchnorm, layernorm, embedding  # noqa: F401,E402  (register the rules)
+from . import flatten, linear, elementwise, conv, pooling, batchnorm, layernorm, embedding  # noqa: F401  (register the rules)
 from .sequential import DEFAULT_MAX_BYTES, ParamQuantities, SequentialPlan, layer_quantities, plan_sequential
 from .graph import GraphPlan, plan_graph, run_graph
 

@@ -85,7 +85,7 @@ elementwise rule) call :func:`register` themselves.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -108,9 +108,11 @@ class Factored:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """(B, C, n, m), the shape of the dense array."""
         return tuple(self.f.shape) + (self.a.shape[-1],)
 
     def materialize(self) -> torch.Tensor:
+        """The dense array f[b, c, j] · a[b, k]^p of shape (B, C, n, m)."""
         ap = self.a if self.p == 1 else self.a ** self.p
         return self.f.unsqueeze(-1) * ap.reshape((ap.shape[0],) + (1,) * (self.f.dim() - 1) + (ap.shape[1],))
 
@@ -127,11 +129,12 @@ class ProvedZero:
     device: torch.device | str = "cpu"
 
     def materialize(self) -> torch.Tensor:
+        """The dense zeros of shape ``shape``."""
         return torch.zeros(self.shape, dtype=self.dtype, device=self.device)
 
 
 #: a u or w value of one parameter tensor: dense (B, C, *θ.shape), factored, or a proved zero
-Value = Union[torch.Tensor, Factored, ProvedZero]
+Value = torch.Tensor | Factored | ProvedZero
 
 
 def batch_shared(M: torch.Tensor) -> bool:
@@ -165,13 +168,16 @@ class LayerRule:
 
     # -- applicability ---------------------------------------------------------------------
     def check(self, module: nn.Module) -> str:
+        """"" when the rule applies to this instance of its module types, else the reason."""
         return ""
 
     # -- first order -----------------------------------------------------------------------
     def forward(self, module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """(y, cache): the layer's output y = f_l(x) and what the other methods need."""
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
     def jac_t(self, module: nn.Module, cache: Any, M: torch.Tensor) -> torch.Tensor:
+        """Rows times the Jacobian: out[b, k] = M[b, k] · ∂y_b/∂x_b, of shape ``(B, K, *x-shape)``."""
         raise NotImplementedError(f"{type(self).__name__}.jac_t")
 
     def param_u(self, module: nn.Module, cache: Any, G: torch.Tensor) -> dict[str, torch.Tensor | Factored]:
@@ -198,7 +204,7 @@ class LayerRule:
                 g = dense(g)
                 g2 = (g * g).reshape(B, g.shape[1], -1)
                 out[n].view(B, C, -1).add_(torch.bmm(R[:, :, sl], g2))
-        return out
+        return {**out}
 
     def param_w_units(self, module: nn.Module, cache: Any,
                       R: torch.Tensor) -> dict[str, torch.Tensor | Factored] | None:

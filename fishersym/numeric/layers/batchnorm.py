@@ -8,18 +8,21 @@ output depend on the batch and is refused.
 from __future__ import annotations
 
 import torch
+from typing_extensions import override
 from torch import nn
 
 from .base import LayerRule
 
 
 class BatchNormRule(LayerRule):
+    """The rule of nn.BatchNorm1d/2d in eval mode: a per-channel affine map."""
     types = (nn.BatchNorm1d, nn.BatchNorm2d)
     jacobian_constant = True
     piecewise_linear = True
     linear_in_params = True
     doc = "nn.BatchNorm1d/2d in eval mode with running statistics: per-channel affine map"
 
+    @override
     def check(self, module):
         if module.training:
             return (f"{type(module).__name__} is in training mode: each input's output depends on the batch; "
@@ -33,6 +36,7 @@ class BatchNormRule(LayerRule):
     def _chan(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return t.reshape((1, -1) + (1,) * (x.dim() - 2))
 
+    @override
     def forward(self, module, x):
         if x.dim() not in ((2, 3) if isinstance(module, nn.BatchNorm1d) else (4,)):
             raise ValueError(f"{type(module).__name__} got input of shape {tuple(x.shape)}")
@@ -44,10 +48,12 @@ class BatchNormRule(LayerRule):
             y = y + self._chan(module.bias, x)
         return y, (xh, scale)
 
+    @override
     def jac_t(self, module, cache, M):
         xh, scale = cache
         return M * scale.reshape((1, 1, -1) + (1,) * (M.dim() - 3))
 
+    @override
     def param_u(self, module, cache, G):
         xh, _ = cache
         B, K, Cch = G.shape[:3]

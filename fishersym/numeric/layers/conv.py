@@ -12,14 +12,20 @@ zero-padded input.  Linear in x and in (W, b):
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+from typing_extensions import override
 import torch.nn.functional as Fn
 from torch import nn
 
 from .base import LayerRule
 
+if TYPE_CHECKING:
+    from torch.nn.modules.conv import _ConvNd
 
-def _pads(module: nn.Module) -> list[tuple[int, int]]:
+
+def _pads(module: _ConvNd) -> list[tuple[int, int]]:
     """(left, right) zero padding per spatial dimension, torch's convention for 'same'
     (total d·(k−1), the extra element on the right)."""
     k, d = module.kernel_size, module.dilation
@@ -32,18 +38,21 @@ def _pads(module: nn.Module) -> list[tuple[int, int]]:
 
 
 class ConvRule(LayerRule):
+    """The rule of nn.Conv1d/Conv2d: dense u and w through the unfolded input."""
     types = (nn.Conv1d, nn.Conv2d)
     piecewise_linear = True
     linear_in_params = True
     jacobian_constant = True
     doc = "nn.Conv1d/Conv2d (stride, padding, dilation, groups; zero padding): dense u and w via unfold"
 
+    @override
     def check(self, module):
         if module.padding_mode != "zeros":
             return (f"{type(module).__name__} with padding_mode={module.padding_mode!r} is not supported by the "
                     "per-layer engine (only 'zeros')")
         return ""
 
+    @override
     def forward(self, module, x):
         if x.dim() != len(module.kernel_size) + 2:
             raise ValueError(f"{type(module).__name__} needs batched input of {len(module.kernel_size) + 2} "
@@ -55,6 +64,7 @@ class ConvRule(LayerRule):
         y = conv(xp, module.weight, module.bias, module.stride, 0, module.dilation, module.groups)
         return y, (xp, pads)
 
+    @override
     def jac_t(self, module, cache, M):
         xp, pads = cache
         B, K = M.shape[:2]
@@ -77,6 +87,7 @@ class ConvRule(LayerRule):
         unf = Fn.unfold(x4, ks, dilation=dl, padding=0, stride=st)        # (B, Cin·kk, L)
         return unf.view(xp.shape[0], module.groups, -1, unf.shape[-1])
 
+    @override
     def param_u(self, module, cache, G):
         xp, _ = cache
         B, K, Cout = G.shape[:3]

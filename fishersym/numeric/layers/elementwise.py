@@ -11,9 +11,10 @@ nn.Identity and Dropout are handled by the structural rules of ``flatten.py``.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
+from typing_extensions import override
 
 from ...activations import TYPES
 from . import flatten  # noqa: F401  (structural rules first: they own Identity and Dropout)
@@ -31,13 +32,16 @@ class ElementwiseRule(LayerRule):
         self.doc = (f"nn.{module_type.__name__} (elementwise; "
                     f"{'piecewise linear, no curvature' if piecewise_linear else 'curvature G·σ″(x)'})")
 
+    @override
     def forward(self, module, x):
         y, d1, d2 = self.fn(module, x)
         return y, (d1, d2)
 
+    @override
     def jac_t(self, module, cache, M):
         return M * cache[0].unsqueeze(1)
 
+    @override
     def curvature(self, module, cache, G):
         if self.piecewise_linear:
             return None

@@ -13,6 +13,7 @@ max_norm renormalises W in place during the forward), the third rescales gradien
 from __future__ import annotations
 
 import torch
+from typing_extensions import override
 import torch.nn.functional as Fn
 from torch import nn
 
@@ -20,12 +21,14 @@ from .base import LayerRule
 
 
 class EmbeddingRule(LayerRule):
+    """The rule of nn.Embedding on integer inputs: u scatters G into the used rows."""
     types = (nn.Embedding,)
     jacobian_constant = True
     piecewise_linear = True
     linear_in_params = True
     doc = "nn.Embedding on integer inputs: u scatters G into the rows of the weight"
 
+    @override
     def check(self, module):
         for attr, ok in (("padding_idx", None), ("max_norm", None), ("scale_grad_by_freq", False)):
             if getattr(module, attr) != ok:
@@ -33,11 +36,13 @@ class EmbeddingRule(LayerRule):
                         f"engine (torch's gradient then differs from the derivative of the map); use {attr}={ok!r}")
         return ""
 
+    @override
     def forward(self, module, x):
         if x.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"nn.Embedding needs integer token ids (int64 or int32); got {x.dtype}")
         return Fn.embedding(x, module.weight), x
 
+    @override
     def jac_t(self, module, cache, M):
         raise ValueError("nothing flows below an nn.Embedding: its input is integer (it must read the model's input)")
 
@@ -50,8 +55,10 @@ class EmbeddingRule(LayerRule):
         out.scatter_add_(2, ix, Gf)
         return out
 
+    @override
     def param_u(self, module, idx, G):
         return {"weight": self._scatter(module, idx, G)}
 
+    @override
     def param_w_units(self, module, idx, R):
         return {"weight": self._scatter(module, idx, R)}

@@ -32,8 +32,10 @@ u and w (Σ_i u_i u_iᵀ, Σ_i (u_i⊗u_i)(u_i⊗u_i)ᵀ, Σ_i w_i w_iᵀ; facto
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+from typing_extensions import override
 from torch import nn
 
 from ...families.base import ExponentialFamily
@@ -42,6 +44,9 @@ from ..core import BASE_KEYS, BASE_POWER, EngineOutput, base_quantities, base_qu
 from ..parts import Part
 from .base import RULES, Factored, LayerRule, ProvedZero, dense
 from .graph import DEFAULT_MAX_BYTES, GraphPlan, plan_graph, proved_zero, run_graph
+
+if TYPE_CHECKING:
+    from ..mlp import MLPPlan
 
 __all__ = ["LayerPlan", "LinkRule", "plan_layers", "layer_engine"]
 
@@ -65,12 +70,14 @@ class LinkRule(LayerRule):
         self.jacobian_constant = self.piecewise_linear
         self.doc = f"the {self.link.name} link of the {family.name} family"
 
+    @override
     def forward(self, module, o):
         h = self.family.natural(o)
         if self.identity:
             return h, None
         return h, (self.link.g1(o), self.link.g2(o))
 
+    @override
     def jac_t(self, module, cache, M):
         if self.identity:
             return M
@@ -79,6 +86,7 @@ class LinkRule(LayerRule):
             g1 = g1[:1]
         return M * g1.unsqueeze(1)
 
+    @override
     def curvature(self, module, cache, G):
         if self.piecewise_linear:
             return None
@@ -87,11 +95,13 @@ class LinkRule(LayerRule):
 
 @dataclass
 class LayerPlan:
+    """The per-layer engine's plan: the model's graph with the link on top, and the MLP plan when there is one."""
     graph: GraphPlan                        # the model's graph with the link as its top layer
-    mlp: object | None = None               # an MLPPlan when the model is an MLP (THEORY §7 recursion)
+    mlp: MLPPlan | None = None              # an MLPPlan when the model is an MLP (THEORY §7 recursion)
 
     @property
     def source(self) -> str:
+        """How the model was decomposed ("nn.Sequential", "module" or "torch.fx")."""
         return self.graph.source
 
 
@@ -198,13 +208,13 @@ def _run(x, family, plan, params, grams, pneg_samples, max_bytes, base_keys) -> 
         if isinstance(u, Factored) and (w is None or (isinstance(w, Factored) and w.a is u.a and w.p == 2)):
             a = u.a
             f_u, f_w = u.f, None if w is None else w.f                         # (B, C, n)
-            base = base_of(h, f_u, f_w)                                        # (B, n)
-            parts[name] = {k: Part(v, a, BASE_POWER[k]) for k, v in base.items()}
+            base_f = base_of(h, f_u, f_w)                                      # (B, n)
+            parts[name] = {k: Part(v, a, BASE_POWER[k]) for k, v in base_f.items()}
             if pneg is not None:
-                pn = prob_negative(family, h, base["fisher"], None if f_w is None else f_w.transpose(1, 2),
+                pn = prob_negative(family, h, base_f["fisher"], None if f_w is None else f_w.transpose(1, 2),
                                    pneg_samples)
                 pneg = None if pn is None else {**pneg, name: Part(pn, (a != 0).to(a.dtype), 1)}
-            if grams:
+            if gram_out is not None:
                 a2 = (a * a).sum(1)
                 gram_out[name] = _grams(f_u, f_w, a2, (a ** 4).sum(1))
             return
@@ -233,7 +243,7 @@ def _run(x, family, plan, params, grams, pneg_samples, max_bytes, base_keys) -> 
         if pneg is not None:
             pn = prob_negative(family, h, base["fisher"], None if W is None else W.transpose(1, 2), pneg_samples)
             pneg = None if pn is None else {**pneg, name: Part(pn.reshape((B,) + shape))}
-        if grams:
+        if gram_out is not None:
             gram_out[name] = _grams(U, W, None, None)
 
     h, _ = run_graph(plan.graph, x, second_order=True, max_bytes=max_bytes, wanted=set(params), sink=sink)
@@ -263,7 +273,7 @@ def _grams(U: torch.Tensor, W: torch.Tensor | None, s2: torch.Tensor | None,
         uu = (Uj.unsqueeze(-1) * Uj.unsqueeze(-2)).reshape(B, -1, C * C)
         UU += uu.transpose(1, 2) @ uu
     WW = U.new_zeros(B, C, C) if W is None else W @ W.transpose(1, 2)
-    if s2 is not None:
+    if s2 is not None and s4 is not None:
         JJ = JJ * s2[:, None, None]
         UU = UU * s4[:, None, None]
         WW = WW * s4[:, None, None]

@@ -43,12 +43,15 @@ u is not held for the whole model at once.
 """
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Callable
 
 import torch
+from typing_extensions import override
 from torch import nn
 
 from .base import Factored, LayerRule, ProvedZero, batch_shared, dense, rule_for
@@ -59,6 +62,11 @@ __all__ = ["GNode", "GraphPlan", "ParamQuantities", "plan_graph", "chain_plan", 
 
 #: default memory budget of the second-order pass (bytes)
 DEFAULT_MAX_BYTES = 2 << 30
+
+
+def _call_traced(fn: Callable, extra: tuple, t: torch.Tensor) -> torch.Tensor:
+    """``fn(t, *extra)``: a traced call (e.g. a reshape) applied to its tensor argument."""
+    return fn(t, *extra)
 
 
 class ParamQuantities(NamedTuple):
@@ -88,17 +96,26 @@ class GNode:
     args: tuple = ()                                        # fx arguments (nodes as indices)
     label: str = ""                                         # type name used in messages
 
+    @property
+    def layer_rule(self) -> LayerRule:
+        """The rule of a "layer" node (every layer node has one)."""
+        if self.rule is None:
+            raise ValueError(f"graph node {self.name!r} ({self.kind}) has no layer rule")
+        return self.rule
+
 
 @dataclass
 class GraphPlan:
+    """A model as a DAG of rule nodes (:class:`GNode`, in topological order; the last is the output)."""
     nodes: list[GNode]
     source: str                                             # "nn.Sequential", "module", "torch.fx"
 
     @property
     def output(self) -> int:
+        """The index of the output node."""
         return len(self.nodes) - 1
 
-    def with_top(self, rule: LayerRule, module: Any, name: str, label: str) -> "GraphPlan":
+    def with_top(self, rule: LayerRule, module: Any, name: str, label: str) -> GraphPlan:
         """The plan with one more layer applied to its output (e.g. the family's link)."""
         top = GNode(name, "layer", (self.output,), rule, module, label=label)
         return GraphPlan(self.nodes + [top], self.source)
@@ -114,6 +131,7 @@ class ReshapeRule(LayerRule):
     linear_in_params = True
     doc = "a reshape (view/reshape/flatten) keeping the batch dimension"
 
+    @override
     def forward(self, module, x):
         y = module(x)
         if y.dim() == 0 or y.shape[0] != x.shape[0]:
@@ -121,6 +139,7 @@ class ReshapeRule(LayerRule):
                              "the per-layer engine needs every operation to act per input")
         return y, tuple(x.shape[1:])
 
+    @override
     def jac_t(self, module, shape, M):
         return M.reshape(tuple(M.shape[:2]) + shape)
 
@@ -162,7 +181,8 @@ def chain_plan(steps: list[tuple[str, nn.Module]], model: nn.Module, source: str
     """The chain x → steps[0] → … → steps[-1] as a graph; (None, reason) when a step is unsupported."""
     if not steps:
         return None, "the nn.Sequential is empty"
-    pname, seen = _param_names(model), {}
+    pname = _param_names(model)
+    seen: dict[int, str] = {}
     nodes = [GNode("x", "input")]
     for name, m in steps:
         node, why = _layer_node(name, m, len(nodes) - 1, pname, seen)
@@ -203,7 +223,8 @@ def _rules():
 
 
 def _from_fx(model: nn.Module, graph) -> tuple[GraphPlan | None, str]:
-    pname, seen = _param_names(model), {}
+    pname = _param_names(model)
+    seen: dict[int, str] = {}
     nodes: list[GNode] = []
     index: dict[Any, int] = {}
     tensor: set[int] = set()                    # indices of tensor-valued nodes
@@ -347,7 +368,7 @@ def _above(nodes: list[GNode], cons: list[list[int]]) -> tuple[list[bool], list[
     for v in range(N - 1, -1, -1):
         for c in cons[v]:
             above[v] |= above[c] | {c}
-            ncur = nodes[c].kind == "layer" and not nodes[c].rule.piecewise_linear
+            ncur = nodes[c].kind == "layer" and not nodes[c].layer_rule.piecewise_linear
             curved_above[v] = curved_above[v] or curved_above[c] or ncur
     return curved_above, above
 
@@ -391,7 +412,7 @@ def _through(nd: GNode, cache, M: torch.Tensor, k: int, in_shape: tuple, B: int)
         if tuple(out.shape) != target:                      # broadcast operand: sum over its expanded dims
             out = out.sum_to_size(target)
         return out
-    rule = nd.rule
+    rule = nd.layer_rule
     if rule.jacobian_constant and batch_shared(M):
         out = rule.jac_t(nd.module, cache, M[:1])
         return out.expand((B,) + tuple(out.shape[1:]))
@@ -410,6 +431,7 @@ class _State:
             if nd.kind == "input":
                 vals[v] = x
             elif nd.kind == "meta":
+                assert nd.fn is not None                            # a meta node is its fn
                 vals[v] = nd.fn(*_resolve(nd.args, vals))
             elif nd.kind == "add":
                 y = nd.coeffs[0] * vals[nd.inputs[0]] if nd.coeffs[0] != 1.0 else vals[nd.inputs[0]]
@@ -425,8 +447,8 @@ class _State:
                 mod = nd.module
                 if nd.fn is not None:                               # reshape from a traced call
                     extra = _resolve(nd.args, vals)
-                    mod = (lambda t, _f=nd.fn, _e=extra: _f(t, *_e))
-                vals[v], caches[v] = nd.rule.forward(mod, vals[nd.inputs[0]])
+                    mod = functools.partial(_call_traced, nd.fn, extra)
+                vals[v], caches[v] = nd.layer_rule.forward(mod, vals[nd.inputs[0]])
                 if nd.fn is not None:
                     caches[v] = (mod, caches[v])
         self.vals, self.caches, self.B = vals, caches, x.shape[0]
@@ -467,7 +489,7 @@ def run_graph(plan: GraphPlan, x: torch.Tensor, *, second_order: bool = True, ma
     N = len(nodes)
     for nd in nodes:                        # the state the plan was made in may have changed (e.g. .train())
         if nd.kind == "layer" and isinstance(nd.module, nn.Module):
-            why = nd.rule.check(nd.module)
+            why = nd.layer_rule.check(nd.module)
             if why:
                 raise ValueError(f"module {nd.name!r}: {why}")
     st = _State(nodes, x)
@@ -504,7 +526,7 @@ def run_graph(plan: GraphPlan, x: torch.Tensor, *, second_order: bool = True, ma
     # first order (and the residuals of the non-linear layers whose input is in the region)
     G_at: dict[int, torch.Tensor] = {plan.output: torch.eye(C, dtype=h.dtype, device=h.device).expand(B, C, C)
                                      .contiguous()}
-    opened: dict[int, list] = {}                            # non-linear node → [F | None, R] over its input
+    opened: dict[int, list | None] = {}                            # non-linear node → [F | None, R] over its input
     for v in range(N - 1, -1, -1):
         if not need[v]:
             continue
@@ -513,14 +535,14 @@ def run_graph(plan: GraphPlan, x: torch.Tensor, *, second_order: bool = True, ma
         if G is None:                                       # does not reach the output
             G = h.new_zeros((B, C) + tuple(st.vals[v].shape[1:]))
         if has_p[v]:
-            us[v] = nd.rule.param_u(st.mod_of(v), st.cache_of(v), G)
+            us[v] = nd.layer_rule.param_u(st.mod_of(v), st.cache_of(v), G)
             if not curved_above[v]:
                 reason = _zero_reason(nodes, v, sorted(above[v]))
                 emit(v, {ln: ProvedZero((B, C) + tuple(p.shape), reason, h.dtype, h.device)
                          for ln, p in nd.module.named_parameters(recurse=False)})
             elif not second_order:
                 emit(v, {ln: None for ln in us[v]})
-        if nd.kind == "layer" and not nd.rule.piecewise_linear and region[nd.inputs[0]]:
+        if nd.kind == "layer" and not nd.layer_rule.piecewise_linear and region[nd.inputs[0]]:
             opened[v] = _open_block(nd, st.mod_of(v), st.cache_of(v), G)
         for k, i in enumerate(nd.inputs):
             if need[i] and nodes[i].kind != "input":
@@ -571,12 +593,12 @@ def _second_pass(st: _State, region: list[bool], need_w: list[bool], opened: dic
             parts = []
             for blk in blks.values():
                 if blk[0] is None:
-                    short = nd.rule.param_w_units(st.mod_of(v), st.cache_of(v), blk[1])
+                    short = nd.layer_rule.param_w_units(st.mod_of(v), st.cache_of(v), blk[1])
                     if short is not None:
                         parts.append(short)
                         continue
                     _form_identity(blk, B, C)
-                parts.append(nd.rule.param_w(st.mod_of(v), st.cache_of(v), blk[0], blk[1]))
+                parts.append(nd.layer_rule.param_w(st.mod_of(v), st.cache_of(v), blk[0], blk[1]))
             ws[v] = _sum_w(parts, nd.module, B, C, h)
         live = [(k, i) for k, i in enumerate(nd.inputs) if region[i]]
         if live:
@@ -602,10 +624,10 @@ def _open_block(nd: GNode, module, cache, G: torch.Tensor) -> list | None:
     """The block of a non-linear layer over its input: [None (lazy identity), R = curvature(G)] for an
     elementwise layer, [F, R] from ``second_order_rows`` otherwise; None when every residual is 0 on
     this batch (the block adds exactly 0)."""
-    R = nd.rule.curvature(module, cache, G)
+    R = nd.layer_rule.curvature(module, cache, G)
     if R is not None:
         return [None, R] if bool((R != 0).any()) else None
-    rows = nd.rule.second_order_rows(module, cache, G)
+    rows = nd.layer_rule.second_order_rows(module, cache, G)
     if rows is None:
         raise ValueError(f"the rule {type(nd.rule).__name__} of {nd.name!r} is not piecewise linear but gives "
                          "neither curvature nor second_order_rows; its second-order contribution is unknown")
@@ -669,7 +691,7 @@ def _check_budget(nodes: list[GNode], vals: list, region: list[bool], opened: di
         if not rows[u]:
             continue
         n_in = sum(vals[i][0].numel() for i in nd.inputs if region[i])
-        lazy_only = n_in == 0 and type(nd.rule).param_w_units is not LayerRule.param_w_units
+        lazy_only = n_in == 0 and type(nd.layer_rule).param_w_units is not LayerRule.param_w_units
         if not lazy_only:
             peak = max(peak, rows[u] * (vals[u][0].numel() + n_in))
     fixed, per = B * C * K_tot * itemsize, peak * itemsize

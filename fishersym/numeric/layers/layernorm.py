@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 
 import torch
+from typing_extensions import override
 import torch.nn.functional as Fn
 from torch import nn
 
@@ -30,15 +31,18 @@ from .base import LayerRule
 
 
 class LayerNormRule(LayerRule):
+    """The rule of nn.LayerNorm: exact Jacobian, and its Hessian as squared rows."""
     types = (nn.LayerNorm,)
     linear_in_params = True
     doc = "nn.LayerNorm: exact Jacobian and its full Hessian as 2D+1 squared rows per position"
 
+    @override
     def check(self, module):
         if not isinstance(module.normalized_shape, tuple) or not module.normalized_shape:
             return f"nn.LayerNorm with normalized_shape={module.normalized_shape!r} is not supported"
         return ""
 
+    @override
     def forward(self, module, x):
         nd = len(module.normalized_shape)
         if tuple(x.shape[x.dim() - nd:]) != tuple(module.normalized_shape) or x.dim() <= nd:
@@ -56,6 +60,7 @@ class LayerNormRule(LayerRule):
     def _gamma(module, D, like):
         return None if module.weight is None else module.weight.reshape(D).to(like.dtype)
 
+    @override
     def jac_t(self, module, cache, M):
         n, s, xshape, D = cache
         B, K = M.shape[:2]
@@ -68,6 +73,7 @@ class LayerNormRule(LayerRule):
         out = (m - n.unsqueeze(1) * nm / D) / s.unsqueeze(1)
         return out.reshape((B, K) + xshape)
 
+    @override
     def param_u(self, module, cache, G):
         n, s, xshape, D = cache
         B, K = G.shape[:2]
@@ -79,6 +85,7 @@ class LayerNormRule(LayerRule):
             out["bias"] = Gf.sum(2).reshape((B, K) + tuple(module.bias.shape))
         return out
 
+    @override
     def second_order_rows(self, module, cache, G):
         n, s, xshape, D = cache
         B, C = G.shape[:2]

@@ -12,24 +12,29 @@ u[b, :, j, k] = Σ_s G[b, :, s, j] x[b, s, k].
 from __future__ import annotations
 
 import torch
+from typing_extensions import override
 from torch import nn
 
 from .base import Factored, LayerRule, batch_shared
 
 
 class LinearRule(LayerRule):
+    """The rule of nn.Linear: factored u = G_j·x_k and w = (R F²)_j·x_k² (THEORY §7)."""
     types = (nn.Linear,)
     piecewise_linear = True
     linear_in_params = True
     jacobian_constant = True
     doc = "nn.Linear on (B, *, n_in): factored u = G_j·x_k and w = (R F²)_j·x_k² for 2-D inputs"
 
+    @override
     def forward(self, module, x):
         return torch.nn.functional.linear(x, module.weight, module.bias), x
 
+    @override
     def jac_t(self, module, cache, M):
         return M @ module.weight
 
+    @override
     def param_u(self, module, x, G):
         out = {}
         if x.dim() == 2:
@@ -45,6 +50,7 @@ class LinearRule(LayerRule):
             out["bias"] = Gf.sum(2)
         return out
 
+    @override
     def param_w(self, module, x, F, R):
         if x.dim() != 2:
             return super().param_w(module, x, F, R)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+from typing_extensions import override
 import torch.nn.functional as Fn
 from torch import nn
 
@@ -18,22 +19,26 @@ from .base import LayerRule
 
 
 class MaxPoolRule(LayerRule):
+    """The rule of nn.MaxPool1d/2d: y = x at the argmax indices (piecewise linear)."""
     types = (nn.MaxPool1d, nn.MaxPool2d)
     piecewise_linear = True
     linear_in_params = True
     doc = "nn.MaxPool1d/2d: y = x at torch's argmax indices; jac_t scatters rows to the indices"
 
+    @override
     def check(self, module):
         if module.return_indices:
             return f"{type(module).__name__}(return_indices=True) returns a tuple; use return_indices=False"
         return ""
 
+    @override
     def forward(self, module, x):
         op = Fn.max_pool1d if isinstance(module, nn.MaxPool1d) else Fn.max_pool2d
         y, idx = op(x, module.kernel_size, module.stride, module.padding, module.dilation,
                     ceil_mode=module.ceil_mode, return_indices=True)
         return y, (idx, tuple(x.shape[1:]))
 
+    @override
     def jac_t(self, module, cache, M):
         idx, xshape = cache
         B, K = M.shape[:2]
@@ -46,15 +51,18 @@ class MaxPoolRule(LayerRule):
 
 
 class AvgPoolRule(LayerRule):
+    """The rule of average pooling (fixed and adaptive, 1-D and 2-D): a linear map."""
     types = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
     jacobian_constant = True
     piecewise_linear = True
     linear_in_params = True
     doc = "nn.AvgPool1d/2d, AdaptiveAvgPool1d/2d: linear; jac_t = vjp of the functional op on all rows"
 
+    @override
     def forward(self, module, x):
         return module(x), tuple(x.shape[1:])
 
+    @override
     def jac_t(self, module, xshape, M):
         B, K = M.shape[:2]
         Mf = M.reshape((B * K,) + tuple(M.shape[2:]))

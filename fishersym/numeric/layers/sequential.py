@@ -47,6 +47,7 @@ __all__ = ["ParamQuantities", "SequentialPlan", "plan_sequential", "layer_quanti
 
 
 class SequentialPlan(NamedTuple):
+    """An nn.Sequential as its steps: module paths, modules, rules and parameter names."""
     names: list[str]                       # module path of each step ("0", "3.1", …)
     modules: list[nn.Module]
     rules: list[LayerRule]
@@ -75,7 +76,7 @@ def plan_sequential(model: nn.Module) -> tuple[SequentialPlan | None, str]:
     if graph is None:
         return None, why
     layers = graph.nodes[1:]
-    return SequentialPlan([n.name for n in layers], [n.module for n in layers], [n.rule for n in layers],
+    return SequentialPlan([n.name for n in layers], [n.module for n in layers], [n.layer_rule for n in layers],
                           [n.params for n in layers]), ""
 
 
