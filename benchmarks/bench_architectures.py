@@ -427,7 +427,7 @@ def transformer_setup(args):
                                     progress=False)
     fns = {"engine": engine, "jacobian": per_sample_jacobian_fn(model, x)}
     if "v2_sample" in inspect.signature(conditional_stats).parameters:
-        fns["ours"] = lambda: conditional_stats(model, x, "categorical", path="reverse", v2="sample",  # noqa: E731
+        fns["ours"] = lambda: conditional_stats(model, x, "categorical", path="reverse", v2="sample",
                                                 v2_sample=args.fraction)
     return model, x, fns, f"w_sample={args.fraction!r}"
 
@@ -442,7 +442,8 @@ def bench_transformer(args) -> dict:
     n_sampled = sum(int(v["index"].numel()) for v in ws.values()) if isinstance(ws, dict) else None
     pop = sum(int(v["population"]) for v in ws.values()) if isinstance(ws, dict) else None
     est = {}
-    if isinstance(ws, dict) and any("nv2" in v.get("estimates", {}) for v in ws.values()):  # per-input sum of N·V₂ over all sampled tensors, with its standard error
+    # per-input sum of N·V₂ over all sampled tensors, with its standard error
+    if isinstance(ws, dict) and any("nv2" in v.get("estimates", {}) for v in ws.values()):
         tot = sum(v["estimates"]["nv2"]["sum"] for v in ws.values() if "nv2" in v["estimates"])
         se = sum(v["estimates"]["nv2"]["sum_stderr"] ** 2 for v in ws.values() if "nv2" in v["estimates"]) ** 0.5
         est = {"nv2_sum_per_input": [float(t) for t in tot], "stderr": [float(s) for s in se]}

@@ -117,19 +117,19 @@ def run(family_name: str, depths: list[int], repeat: int, with_old: bool, B: int
         if family_name == "categorical":
             y = torch.randint(0, C, (B,), generator=g)
 
-            def ce():
+            def ce(model=model, y=y):
                 model.zero_grad()
                 nn.functional.cross_entropy(model(x), y).backward()
         else:
             y = torch.randint(0, 2, (B, 1), generator=g).double()
 
-            def ce():
+            def ce(model=model, y=y):
                 model.zero_grad()
                 nn.functional.binary_cross_entropy_with_logits(model(x), y).backward()
 
         res = {}
 
-        def stats(fn, key):
+        def stats(fn, key, res=res, model=model):
             def call():
                 mlp._second_derivatives = fn
                 try:

@@ -29,7 +29,8 @@ step (timed in the same rounds), with the peak device memory of the call.  Then 
 difference of the device results from CPU results on the 256-input case (``--check-size``), per
 tensor max|Δ| / max|CPU value|, over every key and tensor but input_var (the engine must agree to
 ~1e-13 in float64) and, apart, for input_var (Var_q I), whose stated relative rounding bound is √ε
-(``CentredMoments.add_part``: S₂ − S₁²/B); with ``--device cpu`` that compares the CPU with itself (a determinism check only).
+(``CentredMoments.add_part``: S₂ − S₁²/B); with ``--device cpu`` that compares the CPU with itself
+(a determinism check only).
 
 **Table 2** (issue 9 "Real architectures", README): the per-sample Jacobian alone, ``vmap(jacrev)``
 (``bench_architectures.per_sample_jacobian_fn``), against ``conditional_stats(keys=("fisher",
@@ -67,20 +68,21 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_architectures import n_params, per_sample_jacobian_fn, table  # noqa: E402
-from bench_mlp import make_model  # noqa: E402
+from bench_architectures import n_params, per_sample_jacobian_fn, table
+from bench_mlp import make_model
 
-from fishersym import families  # noqa: E402
-from fishersym.experiments.architectures import lenet5, resnet18, small_transformer  # noqa: E402
-from fishersym.numeric import conditional_stats, dataset_stats  # noqa: E402
+from fishersym import families
+from fishersym.experiments.architectures import lenet5, resnet18, small_transformer
+from fishersym.numeric import conditional_stats, dataset_stats
 
 MIB = 1 << 20
 ARCH_KEYS = ("fisher", "var1", "var2")
@@ -287,8 +289,8 @@ def max_rel_diff(got, ref, keys=None) -> tuple[float, str]:
     ``keys``) and tensor of two results (mappings key → {name: tensor}); non-finite entries must
     coincide exactly (else inf).  Returns (difference, where it occurs).
 
-    >>> a = {"fisher": {"w": torch.tensor([1.0, 2.0])}}
-    >>> b = {"fisher": {"w": torch.tensor([1.0, 2.0 + 2e-12])}}
+    >>> a = {"fisher": {"w": torch.tensor([1.0, 2.0], dtype=torch.float64)}}
+    >>> b = {"fisher": {"w": torch.tensor([1.0, 2.0 + 2e-12], dtype=torch.float64)}}
     >>> f"{max_rel_diff(b, a)[0]:.2e}"
     '1.00e-12'
     """
@@ -443,7 +445,8 @@ def summary_table(res: dict, analyses, ok_auto: bool, why_auto: str) -> str:
             row.append(fmt(cells[h], t_ce, t_256) if h in cells else why_auto)
         rows.append(row)
     return table(["inputs", "CE fwd+bwd", "`dataset_stats(use_eig=False, sharpened=False)`",
-                  "`dataset_stats()` default", 'paper scope, `batch_size="auto"`', 'default, `batch_size="auto"`'], rows)
+                  "`dataset_stats()` default", 'paper scope, `batch_size="auto"`', 'default, `batch_size="auto"`'],
+                 rows)
 
 
 # ----------------------------------------------------------------------------------------------- architectures
@@ -459,7 +462,7 @@ def arch_cases(args) -> list[dict]:
         elif arch == "lenet5":
             s = args.lenet_input_size
             cases.append({"arch": "lenet5", "label": f"LeNet-5 tanh {s}×{s}", "dtype": torch.float64,
-                          "B": args.lenet_batch, "model": lambda: lenet5(input_size=s), "input": (1, s, s),
+                          "B": args.lenet_batch, "model": lambda s=s: lenet5(input_size=s), "input": (1, s, s),
                           "v2": {}, "reverse_v2": {"v2": "sample", "v2_sample": args.fraction}})
         elif arch == "transformer":
             cases.append({"arch": "transformer", "label": "small transformer (2 layers, d = 64)",
@@ -484,10 +487,11 @@ def bench_arch_table(args, runner: Runner, device: torch.device) -> dict:
             P, C = n_params(model), 10
             jac_bytes = B * C * P * torch.finfo(dtype).bits // 8
             fns: dict[str, Callable[[], Any]] = {"jacobian": per_sample_jacobian_fn(model, x)}
-            fns["ours"] = (lambda kw=case["v2"]: conditional_stats(model, x, "categorical", keys=ARCH_KEYS,
-                                                                   precision_check=0, progress=False, **kw))
+            # model and x bound as defaults: the loop rebinds them and `del`s them at the end of each case
+            fns["ours"] = (lambda kw=case["v2"], model=model, x=x: conditional_stats(
+                model, x, "categorical", keys=ARCH_KEYS, precision_check=0, progress=False, **kw))
             if case["reverse_v2"] is not None:
-                fns["reverse"] = (lambda kw=case["reverse_v2"]: conditional_stats(
+                fns["reverse"] = (lambda kw=case["reverse_v2"], model=model, x=x: conditional_stats(
                     model, x, "categorical", path="reverse", keys=ARCH_KEYS, precision_check=0, progress=False, **kw))
             predicted = {k: predict_seconds(history.get((name, k), []), B) for k in fns}
             cells, kept = runner.run(fns, predicted, keep=("ours",), tag=f"[{tag}]")
@@ -640,7 +644,8 @@ def main(argv=None) -> dict:
             print(f"- device vs {chk['reference']}, {mlp['check_size']:,} inputs, {ANALYSES[a][0]} against "
                   f"{v.get('against', '')}: " +
                   (f"max relative difference over fisher/var1/var2 {v['max_rel_diff_fisher_var1_var2']:.2e}, "
-                   f"over the {v['keys'] - 1} keys other than input_var {v['max_rel_diff']:.2e} (at {v['where'] or '—'}); "
+                   f"over the {v['keys'] - 1} keys other than input_var {v['max_rel_diff']:.2e} "
+                   f"(at {v['where'] or '—'}); "
                    f"target ≤ 1e-13: {'met' if v['max_rel_diff'] <= 1e-13 else 'NOT met'}; input_var "
                    f"{v['max_rel_diff_input_var']:.2e} (at {v['where_input_var'] or '—'}), within its stated rounding "
                    f"bound √ε = {INPUT_VAR_TOL:.1e} (CentredMoments.add_part: S₂ − S₁²/B, recomputed two-pass where "

@@ -106,7 +106,8 @@ def main() -> None:
         child(int(C), dt, path, eig, args.threads)
         return
     import torch
-    print(f"# dataset_stats at large C (batch {BATCH}); torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+    print(f"# dataset_stats at large C (batch {BATCH}); torch {torch.__version__}, "
+          f"{platform.processor() or platform.machine()}, "
           f"{args.threads} thread(s), load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print()
     print("| C | dtype | path | use_eig | time (s) | peak (MiB) | peak per input (MiB) | certificates |")

@@ -21,11 +21,11 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_mlp import bench_interleaved, load, make_model  # noqa: E402
+from bench_mlp import bench_interleaved, load, make_model
 
-from fishersym import families  # noqa: E402
-from fishersym.numeric.layers.engine import layer_engine, plan_layers  # noqa: E402
-from fishersym.numeric.mlp import mlp_engine, plan_mlp  # noqa: E402
+from fishersym import families
+from fishersym.numeric.layers.engine import layer_engine, plan_layers
+from fishersym.numeric.mlp import mlp_engine, plan_mlp
 
 
 def main() -> None:

@@ -144,7 +144,7 @@ def backpack_fns(model, x, y):
 def backpack_v2_row(v2_route, ours_var2, rep, rows, dtype_name) -> float:
     got = v2_route()                                   # warm-up and check
     t_v2 = bench(v2_route, 1 if rep < 21 else 2, warm=False)
-    err = max(float(((a - b).abs().max() / b.abs().max().clamp_min(1e-300))) for a, b in zip(got, ours_var2))
+    err = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-300)) for a, b in zip(got, ours_var2))
     rows.append((f"BackPACK V₂ route (10 BatchDiagHessian + BatchDiagGGNExact) [{dtype_name}]", t_v2))
     print(f"BackPACK V₂ route vs ours ({dtype_name}): max relative difference {err:.2e}")
     return t_v2
@@ -173,7 +173,8 @@ def main() -> None:
     fam = families.get("categorical", C=10)
     load_start = load()
     results: dict = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
-                     "clock": "process CPU" if args.cpu_time else "wall", "quick": args.quick, "load_start": load_start, "rows": {}, "ratios": {}}
+                     "clock": "process CPU" if args.cpu_time else "wall", "quick": args.quick,
+                     "load_start": load_start, "rows": {}, "ratios": {}}
     rows: list[tuple[str, float]] = []
     for dtype in (torch.float64, torch.float32):
         dn = str(dtype).replace("torch.", "")
@@ -182,19 +183,20 @@ def main() -> None:
         x = torch.randn(256, 784, dtype=dtype)
         y = torch.randint(0, 10, (256,))
 
-        def ce():
+        def ce(model=model, x=x, y=y):
             model.zero_grad()
             nn.functional.cross_entropy(model(x), y).backward()
 
         params = {k: v.detach() for k, v in model.named_parameters()}
 
-        def jac():
+        def jac(model=model, params=params, x=x):
             f = lambda p, xi: functional_call(model, p, (xi.unsqueeze(0),))[0]  # noqa: E731
             return vmap(jacrev(f), in_dims=(None, 0))(params, x)
 
-        fast = lambda: dataset_stats(model, x, fam, progress=False, use_eig=False)  # noqa: E731
-        paper = lambda: dataset_stats(model, x, fam, progress=False, use_eig=False, sharpened=False)  # noqa: E731
-        default = lambda: dataset_stats(model, x, fam, progress=False)  # noqa: E731  (use_eig: C ≤ 24)
+        fast = lambda model=model, x=x: dataset_stats(model, x, fam, progress=False, use_eig=False)  # noqa: E731
+        paper = lambda model=model, x=x: dataset_stats(  # noqa: E731
+            model, x, fam, progress=False, use_eig=False, sharpened=False)
+        default = lambda model=model, x=x: dataset_stats(model, x, fam, progress=False)  # noqa: E731  (use_eig: C ≤ 24)
         bp = backpack_fns(model, x, y)
         fns = {"ce": ce, "fast": fast, "paper": paper, "default": default}
         if bp is not None:
@@ -256,15 +258,18 @@ def main() -> None:
         print(line)
         print(f"  paper scope (Theorem 4.1 bounds, no sharpened keys): {r['paper_scope_over_ce']:.1f}× CE step "
               f"(target ≤ 15: {'met' if r['paper_scope_over_ce'] <= 15 else 'NOT met'}); vmap(jacrev) = "
-              f"{r['jac_over_paper_scope']:.0f}× it (target ≥ 30: {'met' if r['jac_over_paper_scope'] >= 30 else 'NOT met'})"
-              + (f"; {r['paper_scope_over_diag_ggn']:.1f}× BackPACK DiagGGNExact" if "paper_scope_over_diag_ggn" in r else ""))
-        print(f"  issue 12 targets: paper scope ≤ 2× DiagGGNExact: "
-              + (f"{r['paper_scope_over_diag_ggn']:.2f}× ({'met' if r['paper_scope_over_diag_ggn'] <= 2 else 'NOT met'})"
+              f"{r['jac_over_paper_scope']:.0f}× it "
+              f"(target ≥ 30: {'met' if r['jac_over_paper_scope'] >= 30 else 'NOT met'})"
+              + (f"; {r['paper_scope_over_diag_ggn']:.1f}× BackPACK DiagGGNExact"
+                 if "paper_scope_over_diag_ggn" in r else ""))
+        print("  issue 12 targets: paper scope ≤ 2× DiagGGNExact: "
+              + (f"{r['paper_scope_over_diag_ggn']:.2f}× "
+                 f"({'met' if r['paper_scope_over_diag_ggn'] <= 2 else 'NOT met'})"
                  if "paper_scope_over_diag_ggn" in r else "n/a (no BackPACK)")
               + f"; vmap(jacrev) ≥ 40× the paper scope: {r['jac_over_paper_scope']:.0f}× "
               f"({'met' if r['jac_over_paper_scope'] >= 40 else 'NOT met'}); default ≤ 1.5× the paper scope: "
               f"{r['default_over_paper_scope']:.2f}× ({'met' if r['default_over_paper_scope'] <= 1.5 else 'NOT met'})")
-        print(f"  closed-form / Sym²-eig certified bound (sum over layer 0 weights): "
+        print("  closed-form / Sym²-eig certified bound (sum over layer 0 weights): "
               + ", ".join(f"{k} {v:.3f}" for k, v in r["closed_over_eig_bound_width"].items()))
     pairs = (("paper scope", "dataset_stats, Theorem 4.1 bounds only (use_eig=False, sharpened=False)"),
              ("default", "dataset_stats default: Sym²-eig certificates, sharpened bounds"))

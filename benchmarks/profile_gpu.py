@@ -20,10 +20,10 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_mlp import make_model  # noqa: E402
+from bench_mlp import make_model
 
-from fishersym import families  # noqa: E402
-from fishersym.numeric import dataset_stats  # noqa: E402
+from fishersym import families
+from fishersym.numeric import dataset_stats
 
 ANALYSES = {"paper scope": dict(use_eig=False, sharpened=False), "default": {}}
 

@@ -135,8 +135,8 @@ def main() -> None:
     t1 = time.perf_counter()
     del J
     out["jacobian"] = {"seconds": t1 - t0, "peak_mib": (sampler.peak(t0, t1) - base) / MIB}
-    print(f"vmap(jacrev): {t1 - t0:.2f} s, peak {(sampler.peak(t0, t1) - base) / MIB:.0f} MiB above {base / MIB:.0f} MiB"
-          f" (Jacobian B·C·P·4 = {jac_bytes / MIB:.0f} MiB)", flush=True)
+    print(f"vmap(jacrev): {t1 - t0:.2f} s, peak {(sampler.peak(t0, t1) - base) / MIB:.0f} MiB "
+          f"above {base / MIB:.0f} MiB (Jacobian B·C·P·4 = {jac_bytes / MIB:.0f} MiB)", flush=True)
 
     # 2. ours, instrumented
     time.sleep(0.2)
@@ -161,7 +161,8 @@ def main() -> None:
                    "result_mib": result_bytes / MIB, "result_keys": n_keys,
                    "rss_after_mib": (rss() - base) / MIB}
     print(f"conditional_stats(path='reverse', precision_check=0): {t1 - t0:.2f} s, peak {total_peak / MIB:.0f} MiB "
-          f"above {base / MIB:.0f} MiB; result: {n_keys} keys, {result_bytes / MIB:.0f} MiB held at the end", flush=True)
+          f"above {base / MIB:.0f} MiB; result: {n_keys} keys, {result_bytes / MIB:.0f} MiB held at the end",
+          flush=True)
     print("\n| stage | calls | seconds (inclusive) | % of total | RSS at first entry (MiB above base) | "
           "peak during (MiB above base) |\n|---|---:|---:|---:|---:|---:|")
     stages = {}

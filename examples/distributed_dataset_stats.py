@@ -46,8 +46,8 @@ def main() -> None:
     r = dataset_stats(model, mine, fam, scheme="iid", use_eig=False, progress=False)
     seconds = time.perf_counter() - t
     if rank == 0:
-        print(f"{world} process(es) on {device} (backend {dist.get_backend() if distributed else 'none'}); this rank analysed {mine.shape[0]} of {r.info['n_inputs']} inputs "
-              f"in {seconds:.2f} s")
+        print(f"{world} process(es) on {device} (backend {dist.get_backend() if distributed else 'none'}); "
+              f"this rank analysed {mine.shape[0]} of {r.info['n_inputs']} inputs in {seconds:.2f} s")
         for g, d in r.groups.items():
             print(f"  {g:4}  Σ I = {float(d['fisher']):.6g}   Σ Var Î₁ = {float(d['var1']):.6g}   "
                   f"Σ Var Î₂ = {float(d['var2']):.6g}   Σ Var_q I = {float(d['input_var']):.6g}")

@@ -46,8 +46,9 @@ Piecewise((-1, z < -1), (1, z > 1), (z, True))
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import sympy as sp
 import torch
@@ -185,7 +186,8 @@ def _gelu_d2(z, a, approximate="none"):
 
 def _gelu_note(approximate="none"):
     if approximate == "tanh":
-        return (r"GELU, tanh approximation $\phi(z) = \tfrac z2\bigl(1 + \tanh(\sqrt{2/\pi}\,(z + 0.044715 z^3))\bigr)$ "
+        return (r"GELU, tanh approximation "
+                r"$\phi(z) = \tfrac z2\bigl(1 + \tanh(\sqrt{2/\pi}\,(z + 0.044715 z^3))\bigr)$ "
                 r"(torch's \texttt{approximate='tanh'}); $\phi'$, $\phi''$ by differentiation.")
     return (r"GELU $\phi(z) = z\,\Phi(z)$ with $\Phi(z) = \tfrac12(1 + \operatorname{erf}(z/\sqrt2))$: "
             r"$\phi' = \Phi(z) + z\varphi(z)$, $\phi'' = (2 - z^2)\varphi(z)$, $\varphi$ the normal density.")
@@ -230,6 +232,8 @@ class Hyper:
     check: Callable[[Any], str | None] = _number
 
     def validate(self, activation: str, v: Any) -> Any:
+        """``v`` checked by :attr:`check` (an int becomes a float where the default is a float); a
+        ValueError naming ``activation``, the hyper-parameter and the valid values otherwise."""
         if isinstance(self.default, float) and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
         want = self.check(v)
@@ -331,6 +335,7 @@ class ActivationSpec:
 
     @property
     def all_types(self) -> tuple[type[nn.Module], ...]:
+        """Every module type computing the activation: :attr:`module_types` then :attr:`eval_types`."""
         return self.module_types + self.eval_types
 
 
@@ -367,8 +372,9 @@ REGISTRY: dict[str, ActivationSpec] = {s.name: s for s in [
                    d2=lambda z, a, alpha: sp.Piecewise((0, z >= 0), (alpha * sp.exp(z), True)),
                    kinks=lambda alpha: (0.0,),
                    note=lambda alpha: (
-                       rf"ELU with $\alpha = {sp.latex(alpha)}$: $\phi(z) = z$ for $z > 0$, $\alpha(e^z - 1)$ otherwise; "
-                       r"$\phi' = 1$ resp.\ $\alpha e^z$, $\phi'' = 0$ resp.\ $\alpha e^z$ (autograd's $\phi''(0) = 0$).")),
+                       rf"ELU with $\alpha = {sp.latex(alpha)}$: $\phi(z) = z$ for $z > 0$, "
+                       r"$\alpha(e^z - 1)$ otherwise; $\phi' = 1$ resp.\ $\alpha e^z$, $\phi'' = 0$ resp.\ "
+                       r"$\alpha e^z$ (autograd's $\phi''(0) = 0$).")),
     ActivationSpec("softplus", (nn.Softplus,), _softplus,
                    lambda z, beta, threshold: sp.log(1 + sp.exp(beta * z)) / beta, False, r"\operatorname{softplus}",
                    hyper=(Hyper("beta", 1.0, _positive), Hyper("threshold", 20.0, _positive)),
@@ -402,9 +408,9 @@ REGISTRY: dict[str, ActivationSpec] = {s.name: s for s in [
                    consistent=lambda min_val, max_val: (None if min_val < max_val else
                                                         f"min_val must be < max_val, got {min_val}, {max_val}"),
                    note=lambda min_val, max_val: (
-                       rf"Hardtanh $\phi(z) = \min(\max(z, {sp.latex(min_val)}), {sp.latex(max_val)})$: $\phi' = 1$ strictly "
-                       r"inside the interval and 0 outside and at its ends (autograd's convention), $\phi'' = 0$ almost "
-                       r"everywhere.")),
+                       rf"Hardtanh $\phi(z) = \min(\max(z, {sp.latex(min_val)}), {sp.latex(max_val)})$: "
+                       r"$\phi' = 1$ strictly inside the interval and 0 outside and at its ends (autograd's "
+                       r"convention), $\phi'' = 0$ almost everywhere.")),
 ]}
 
 #: torch module type → entry (exact types: a subclass may override forward)

@@ -133,7 +133,8 @@ class Family:
         S = (w[:, None] * (t - tbar)).T @ (t - tbar)
         if self.kind == "categorical":
             p = torch.softmax(o.detach(), -1)
-            L = (torch.eye(self.C, dtype=p.dtype) - p[:, None] * torch.ones(1, self.C, dtype=p.dtype)) * p.sqrt()[None, :]
+            L = ((torch.eye(self.C, dtype=p.dtype) - p[:, None] * torch.ones(1, self.C, dtype=p.dtype))
+                 * p.sqrt()[None, :])
         else:
             L = torch.linalg.cholesky(S)
         assert torch.allclose(L @ L.T, S, rtol=1e-10, atol=1e-14 * float(S.abs().max()))

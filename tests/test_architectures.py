@@ -157,7 +157,7 @@ def test_report_on_a_user_model_and_npz(tmp_path, tiny_user_model, capsys):
     assert s["path"] == "reverse" and "3.weight" in stdout
     # the table against the oracle: scheme "all", N = 1 ⇒ Σ I = mean_x Σ_i I(θ_i|x), Σ Var = Σ_x Σ_i v(θ_i|x) / M²
     import importlib
-    model = getattr(importlib.import_module(tiny_user_model.split(":")[0]), "net")().double()
+    model = importlib.import_module(tiny_user_model.split(":")[0]).net().double()
     idx = torch.randperm(5, generator=torch.Generator().manual_seed(0))[:3].sort().values
     xs = torch.as_tensor(x)[idx]
     fam = families.get("categorical", C=3)
@@ -179,7 +179,8 @@ def test_report_on_a_user_model_and_npz(tmp_path, tiny_user_model, capsys):
 
 @pytest.mark.parametrize("write,needles", [
     (None, ["no such file or folder"]),
-    (lambda p: np.savez(p, x=np.zeros((3, 5))), ["inputs of shape (5,)", "pass --data with inputs shaped as the model expects"]),
+    (lambda p: np.savez(p, x=np.zeros((3, 5))),
+     ["inputs of shape (5,)", "pass --data with inputs shaped as the model expects"]),
     (lambda p: np.savez(p, x=np.zeros((3, 1, 6, 6)), y=np.zeros(2, dtype=int)),
      ["'y' has shape (2,) but 'x' holds 3 inputs"]),
     (lambda p: np.savez(p, inputs=np.zeros((3, 1, 6, 6))), ["holds arrays ['inputs'], no 'x'"]),

@@ -33,7 +33,7 @@ def test_certified_bounds_hold(fam, seed):
                    (flat[k] <= flat["var1"] * (1 + 1e-6) + 1e-14).all() if "lower" in k
                    else (flat["var1"] <= flat[k] * (1 + 1e-6) + 1e-14).all())]
     if bad_opt:
-        warnings.warn(f"optimised-λ̃ bounds violated for {fam}: {bad_opt}")
+        warnings.warn(f"optimised-λ̃ bounds violated for {fam}: {bad_opt}", stacklevel=1)
     for g, d in r.groups.items():
         for q in ("fisher", "var1", "var2"):
             for v in ("d1", "c46"):
@@ -56,7 +56,7 @@ def test_dataset_bounds_hold_both_schemes():
         flat = {k: torch.cat([v.reshape(-1) for v in r[k].values()]) for k in r.keys()}
         assert violated_bounds(flat, rtol=1e-9, atol=1e-15) == []
         assert bool((flat["input_var"] <= flat["input_var_upper"] * (1 + 1e-12)).all())  # Lemma 4.8
-        for g, d in r.groups.items():
+        for _g, d in r.groups.items():
             for q in ("fisher", "var1", "var2"):
                 for v in ("d1", "c46"):
                     tol = 1e-9 * d[q].abs() + 1e-15
@@ -80,7 +80,7 @@ def test_offdiag_exact_and_bounds(fam):
     T, P = label_nodes(family, h)
     for pi, ((ni, ii), (nj, ij)) in enumerate(pairs):
         for b in range(x.shape[0]):
-            def ell(pd, t):
+            def ell(pd, t, b=b):
                 hb = family.link(functional_call(model, pd, (x[b:b + 1],)))[0]
                 return family.log_prob(t, hb)
             prod, mixed = [], []
@@ -89,7 +89,8 @@ def test_offdiag_exact_and_bounds(fam):
                 H = hessian(ell)(params, T[b, s])
                 prod.append(g[ni][ii] * g[nj][ij])
                 mixed.append(-H[ni][nj][ii + ij] if isinstance(ii, tuple) and isinstance(ij, tuple)
-                             else -H[ni][nj][(ii if isinstance(ii, tuple) else (ii,)) + (ij if isinstance(ij, tuple) else (ij,))])
+                             else -H[ni][nj][(ii if isinstance(ii, tuple) else (ii,))
+                                             + (ij if isinstance(ij, tuple) else (ij,))])
             prod, mixed, p = torch.stack(prod), torch.stack(mixed), P[b]
             I = (p * prod).sum()
             v1 = (p * (prod - I) ** 2).sum() / N

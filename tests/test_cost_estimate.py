@@ -69,7 +69,8 @@ def test_tiny_transformer():
     assert head and all(by[n].w.startswith("proved zero:") for n in head)
     smooth = [n for n in by if not by[n].w.startswith("proved")]
     assert smooth and all(by[n].w_entries == by[n].numel for n in smooth)
-    assert "aten.bmm" in by["encoder.0.self_attn.in_proj_weight"].w and "QKᵀ" in by["encoder.0.self_attn.in_proj_weight"].w
+    in_proj = by["encoder.0.self_attn.in_proj_weight"]
+    assert "aten.bmm" in in_proj.w and "QKᵀ" in in_proj.w
     assert "native_layer_norm" in by["encoder.1.linear2.weight"].w
     _check_numbers(est, model)
 
@@ -90,7 +91,8 @@ def test_auto_path_and_generic():
 
 def test_refusal_states_cost_and_options():
     model = _cnn(nn.Tanh())
-    with pytest.raises(ValueError, match=r"could not be proved.*max_params=10\. Estimated cost: about [0-9.]+ (ms|s|min|h) and .*B.*"
+    with pytest.raises(ValueError, match=r"could not be proved.*max_params=10\. "
+                                         r"Estimated cost: about [0-9.]+ (ms|s|min|h) and .*B.*"
                                          r"v2='sample'.*chunk_size=.*float32.*GPU"):
         conditional_stats(model, torch.randn(2, 1, 6, 6), CAT, path="reverse", max_params=10)
     # a sample within the budget runs

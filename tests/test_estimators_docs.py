@@ -20,7 +20,7 @@ def test_costs_in_the_table_follow_the_estimators():
         cost = cells[3]
         C, N = 7, 3
         n = N if est.random_labels else 1
-        value = eval(cost.replace("C", str(C)).replace("2N", f"2*{N}").replace("N", str(n)))  # noqa: S307
+        value = eval(cost.replace("C", str(C)).replace("2N", f"2*{N}").replace("N", str(n)))
         assert value == est.cost(C, n), (name, cost)
 
 
@@ -31,4 +31,3 @@ def test_docstring_examples_run():
         m = importlib.import_module(f"fishersym.estimators.{mod}")
         res = doctest.testmod(m, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
         assert res.failed == 0, mod
-

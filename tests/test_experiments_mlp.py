@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch.func import functional_call, hessian, jacrev
 
-from fishersym import families
 from fishersym.experiments.io import read_csv
 from fishersym.experiments.mlp import (MLPSettings, build_mlp, findings, group_names, layer_stats, run_mlp)
 
@@ -58,12 +57,12 @@ def _brute_group_means(model, x, N):
     params = {k: v.detach() for k, v in model.named_parameters()}
     out = {}
     for xi in x:
-        def logp(flat_name, t):
+        def logp(flat_name, t, xi=xi):
             return torch.log_softmax(functional_call(model, {**params, flat_name: t}, (xi.unsqueeze(0),))[0], -1)
         prob = torch.softmax(model(xi.unsqueeze(0))[0].detach(), -1)[:, None]     # (C, 1)
         for name, p in params.items():
-            S = jacrev(lambda t: logp(name, t))(p).reshape(10, -1)                  # (C, P) scores
-            H = hessian(lambda t: logp(name, t))(p).reshape(10, p.numel(), p.numel())
+            S = jacrev(lambda t, name=name: logp(name, t))(p).reshape(10, -1)      # (C, P) scores
+            H = hessian(lambda t, name=name: logp(name, t))(p).reshape(10, p.numel(), p.numel())
             D = -torch.diagonal(H, dim1=1, dim2=2)                                  # (C, P) Î₂(y)
             fi = (prob * S ** 2).sum(0)
             v1 = (prob * (S ** 2 - fi) ** 2).sum(0) / N                            # centred: Var_y Î₁(y)

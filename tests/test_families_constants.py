@@ -11,7 +11,7 @@
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import torch
@@ -38,7 +38,7 @@ def nat(fam, g: torch.Generator, n: int) -> torch.Tensor:
     return h
 
 
-@lru_cache(maxsize=None)
+@cache
 def setup(i: int, restricted: bool):
     name, params = FAMS[i]
     fam = families.get(name, **params)

@@ -14,12 +14,11 @@ the quartic forms against ‖u‖⁴·E‖r‖⁴): for the softmax u ∝ 𝟙 g
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import mpmath
 import numpy as np
 import pytest
-import sympy as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -56,7 +55,7 @@ def point(name: str, C: int, data) -> np.ndarray:
     return h
 
 
-@lru_cache(maxsize=None)
+@cache
 def lambdified(name: str, items: tuple):
     fam = families.get(name, **dict(items))
     u = fam.direction_sym()

@@ -179,7 +179,8 @@ def test_default_use_eig_policy():
     assert use is False and "MAX_C_EIG" in why
     big = families.get("categorical", C=1000)
     assert certificate_policy(big, None) == default_use_eig(big)
-    assert certificate_policy(big, True) == (True, "Sym² eigenvalues of C × C Gram matrices and closed forms (use_eig=True)")
+    assert certificate_policy(big, True) == (
+        True, "Sym² eigenvalues of C × C Gram matrices and closed forms (use_eig=True)")
     assert certificate_policy(families.get("poisson", C=2), True)[1].startswith("Sym² eigenvalues of C⁴ moment tensors")
     assert certificate_policy(big, False) == (False, "closed forms (use_eig=False)")
     # family_constants applies it: at C = 1000 the default is the closed forms, use_eig=True the Gram form

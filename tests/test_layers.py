@@ -87,14 +87,14 @@ def brute_rule(module: nn.Module, x: torch.Tensor, K: int = 3, seed: int = 0) ->
         Ff = F.reshape(B, F.shape[1], -1)
         for b in range(B):
             for a in range(C):
-                H = hessian(lambda t: (G[b, a] * module(t.reshape((1,) + xsh))[0]).sum())(x[b].reshape(-1))
+                H = hessian(lambda t, a=a, b=b: (G[b, a] * module(t.reshape((1,) + xsh))[0]).sum())(x[b].reshape(-1))
                 close(torch.einsum("k,ki,kj->ij", R2[b, a], Ff[b], Ff[b]), H, 1e-10)
     else:
         assert ysh == xsh, "curvature is defined for elementwise layers here"
 
         def s(t):
             return module(t.reshape((1,) + xsh)).sum()
-        d2 = torch.stack([vmap(lambda e: torch.func.jvp(torch.func.grad(s), (x[b].reshape(-1),), (e,))[1] @ e)(
+        d2 = torch.stack([vmap(lambda e, b=b: torch.func.jvp(torch.func.grad(s), (x[b].reshape(-1),), (e,))[1] @ e)(
             torch.eye(x[b].numel())) for b in range(B)]).reshape(x.shape)
         close(Rl, G * d2.unsqueeze(1), 1e-10)
         # and the residual is the full second derivative of G·y: its Hessian in x is diagonal
@@ -290,7 +290,7 @@ def brute_model(model: nn.Module, x: torch.Tensor):
     u = vmap(jacrev(h1), in_dims=(None, 0))(params, x)
     w = {}
     for n, p in params.items():
-        def hn(t, xb, n=n):
+        def hn(t, xb, n=n, p=p):
             return h1({**params, n: t.reshape(p.shape)}, xb)
         H = vmap(hessian(hn), in_dims=(None, 0))(p.reshape(-1), x)   # (B, C, P, P)
         w[n] = torch.diagonal(H, dim1=-2, dim2=-1).reshape(H.shape[:2] + p.shape)

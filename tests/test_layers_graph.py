@@ -133,12 +133,12 @@ def _sampled_w(model, x, name, idx):
     p0 = params[name]
     out = []
     for b in range(x.shape[0]):
-        def h1(t):
+        def h1(t, b=b):
             return functional_call(model, {**params, name: t}, (x[b:b + 1],))[0]
 
         def d(t, i):
             return jacrev(h1)(t).reshape(-1, p0.numel())[:, i]
-        out.append(torch.stack([jacrev(lambda t: d(t, i))(p0).reshape(-1, p0.numel())[:, i] for i in idx], -1))
+        out.append(torch.stack([jacrev(lambda t, i=i: d(t, i))(p0).reshape(-1, p0.numel())[:, i] for i in idx], -1))
     return torch.stack(out)                                          # (B, C, k)
 
 

@@ -187,7 +187,8 @@ def _v1_relative_error_reference(nv1: torch.Tensor, err: torch.Tensor) -> float:
 def test_v1_relative_error_one_sync_matches_definition(case):
     from fishersym.numeric.core import EngineOutput
     g = torch.Generator().manual_seed(3)
-    nv1, err = torch.rand(4, 5, generator=g, dtype=torch.float64), torch.rand(4, 5, generator=g, dtype=torch.float64) * 1e-14
+    nv1 = torch.rand(4, 5, generator=g, dtype=torch.float64)
+    err = torch.rand(4, 5, generator=g, dtype=torch.float64) * 1e-14
     if case == "zeros":
         nv1[1, 2] = err[1, 2] = 0.0
     if case == "negative":

@@ -79,7 +79,7 @@ def brute_force(model, x, family, n_samples=1):
     T, Pw = label_nodes(family, h)
     res = {k: [] for k in ("fisher", "var1", "var2")}
     for b in range(x.shape[0]):
-        def ell(v, t):
+        def ell(v, t, b=b):
             hb = family.link(functional_call(model, unflat(v), (x[b:b + 1],)))[0]
             return family.log_prob(t, hb)
         s2, hd = [], []
@@ -98,7 +98,8 @@ def brute_force(model, x, family, n_samples=1):
     out = {}
     for k, v in res.items():
         v = torch.stack(v)
-        out[k] = {n: t.reshape(x.shape[0], *s) for n, s, t in zip(names, shapes, torch.split(v, [int(np.prod(s)) for s in shapes], 1))}
+        parts = torch.split(v, [int(np.prod(s)) for s in shapes], 1)
+        out[k] = {n: t.reshape(x.shape[0], *s) for n, s, t in zip(names, shapes, parts)}
     return out
 
 

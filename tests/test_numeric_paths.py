@@ -5,13 +5,13 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 from fishersym import families
-from fishersym.families.links import Scale
 from fishersym.numeric import conditional_stats, dataset_stats
 
 ACTS = [nn.Sigmoid, nn.Tanh, nn.ReLU, lambda: nn.LeakyReLU(0.1), nn.ELU, lambda: nn.Softplus(beta=1.5),
         nn.GELU, lambda: nn.GELU(approximate="tanh"), nn.SiLU, nn.Identity, lambda: nn.Hardtanh(-0.8, 0.9),
         lambda: nn.Dropout(0.3)]
-FAMS = [lambda: families.get("gaussian", C=2, sigma2=0.5), lambda: families.get("gaussian", C=1, link="mean", sigma2=2.0),
+FAMS = [lambda: families.get("gaussian", C=2, sigma2=0.5),
+        lambda: families.get("gaussian", C=1, link="mean", sigma2=2.0),
         lambda: families.get("bernoulli"), lambda: families.get("categorical", C=4),
         lambda: families.get("poisson", C=2)]
 

@@ -6,7 +6,7 @@ from torch import nn
 from fishersym import families
 from fishersym.numeric import GENERIC_MAX_PARAMS, conditional_stats, dataset_stats
 
-from test_numeric_helpers import FAMILIES, brute_force, make_family, small_mlp
+from test_numeric_helpers import brute_force, make_family, small_mlp
 
 X = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
 

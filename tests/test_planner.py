@@ -107,7 +107,7 @@ def test_batched_floor_and_empirical_bias_are_reported_unreachable(setup):
     assert "NOT REACHED" in p.to_text()
     # the empirical Fisher's bias: a tiny target is out of reach for any M'
     p = plan(net, data, fam, target=1e-4, estimators=["empirical", "batched_empirical"], analysis=a)
-    for g, gp in p.groups.items():
+    for gp in p.groups.values():
         assert gp.recommended is None
         assert "bias" in gp.best["empirical"].reason and "bias" in gp.best["batched_empirical"].reason
 
@@ -315,7 +315,7 @@ def test_the_plan_says_when_the_input_term_dominates():
              estimators=["squared_score", "exact_over_labels"])
     mom = p.analysis.moments
     seen = 0
-    for gname, gp in p.groups.items():
+    for gp in p.groups.values():
         r = gp.recommended
         assert r.scheme == "iid" and r.m_inputs < p.M and r.m_inputs >= gp.min_inputs
         vals = sorted(float(v) for n in gp.members

@@ -52,7 +52,8 @@ def _write_run(out: Path, command: str, tag: str, n: int = 3, force: bool = Fals
 
 
 def _leftovers(parent: Path) -> list[str]:
-    return sorted(p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name or p.name.endswith(".lock"))
+    return sorted(p.name for p in parent.iterdir()
+                  if ".tmp-" in p.name or ".old-" in p.name or p.name.endswith(".lock"))
 
 
 # ---------------------------------------------------------------------- item 8: own outputs only
@@ -160,7 +161,7 @@ def test_generated_run_sequences_never_mix_or_lose_outputs(tmp_path_factory, ops
         tag = f"run{k}"
         prev = expected
 
-        def body():
+        def body(command=command, force=force, replace_own=replace_own, n=n, tag=tag, outcome=outcome):
             with output_run(out, command, force=force, replace_own=replace_own) as run:
                 for i in range(n):
                     atomic_write_text(run.stage / f"f{i}.txt", tag)

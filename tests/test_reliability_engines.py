@@ -5,8 +5,6 @@ label-space oracle (reverse-over-reverse on θ, fishersym.testing.brute), plain
 ``torch.autograd.grad`` double backward, finite differences, and mpmath at 50 digits."""
 from __future__ import annotations
 
-import copy
-import math
 import types
 import warnings
 
@@ -72,7 +70,8 @@ def test_every_registered_activation_has_a_case():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("case", range(len(ACT_CASES)), ids=[type(m).__name__ + str(i) for i, (m, _) in enumerate(ACT_CASES)])
+@pytest.mark.parametrize("case", range(len(ACT_CASES)),
+                         ids=[type(m).__name__ + str(i) for i, (m, _) in enumerate(ACT_CASES)])
 def test_activation_derivatives_match_mpmath(case, dtype):
     """issue 13 item 16: σ, σ', σ'' to 16 ulps × (1 + the condition number |z f'(z)/f(z)|) of each,
     at |z| up to 50, against mpmath (the old forms σ(1 − σ), 1 − tanh², 1 + erf lose every digit of
@@ -127,7 +126,8 @@ def _oracle(model: nn.Module, x: torch.Tensor, family=FAM):
             for i in range(g.numel()):
                 if g[i].requires_grad:
                     hh = torch.autograd.grad(g[i], params, retain_graph=True, allow_unused=True)
-                    flat = torch.cat([(torch.zeros_like(p) if t is None else t).reshape(-1) for t, p in zip(hh, params)])
+                    flat = torch.cat([(torch.zeros_like(p) if t is None else t).reshape(-1)
+                                      for t, p in zip(hh, params)])
                     hd[i] = -flat[i]
             S.append(g.detach())
             H.append(hd.detach())

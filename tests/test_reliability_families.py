@@ -19,7 +19,7 @@ from torch import nn
 
 from fishersym import families
 from fishersym.bounds import violated_bounds
-from fishersym.families.constants import (MAX_C_EIG, family_constants, lambda_tilde_opt, ones_perp_basis,
+from fishersym.families.constants import (MAX_C_EIG, family_constants, ones_perp_basis,
                                           sym_basis)
 from fishersym.numeric import conditional_stats
 from fishersym.numeric.stats import add_derived, rel_sd

@@ -423,7 +423,7 @@ def test_gaussian_mean_network_fisher_equals_jacobian_over_sigma2(sigma2):
     res = conditional_stats(model, x, families.get("gaussian", C=2, sigma2=sigma2))
     params = dict(model.named_parameters())
     for b in range(x.shape[0]):
-        jac = torch.func.jacrev(lambda p: torch.func.functional_call(model, p, (x[b:b + 1],))[0])(
+        jac = torch.func.jacrev(lambda p, b=b: torch.func.functional_call(model, p, (x[b:b + 1],))[0])(
             {k: v.detach() for k, v in params.items()})
         for name, J in jac.items():          # J: (2, *param.shape) = ∂μ/∂θ
             u2 = J.square().sum(0)

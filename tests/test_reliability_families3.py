@@ -9,7 +9,6 @@ autodiff of the log-partition.
 from __future__ import annotations
 
 import itertools
-import math
 
 import mpmath
 import pytest

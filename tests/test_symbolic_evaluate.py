@@ -8,9 +8,7 @@ and takes I = E[s²], V₁ = Var(s²)/N, V₂ = Var(−∂²ℓ)/N from the defi
 """
 from __future__ import annotations
 
-import math
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import Phase, given, settings
@@ -203,7 +201,7 @@ def test_bounds_from_independently_computed_norms_and_constants(famkey):
         h1 = fam.natural(model(x[b:b + 1]))[0].detach()
         s_min, s_max, m_min, m_max = _independent_constants(fam, h1)
         for name, p in params.items():
-            def h_of(t):
+            def h_of(t, name=name, b=b):
                 return fam.natural(functional_call(model, {**params, name: t}, (x[b:b + 1],)))[0]
             U = jacrev(h_of)(p).reshape(fam.out_dim, -1)
             W = torch.diagonal(hessian(h_of)(p).reshape(fam.out_dim, p.numel(), p.numel()), dim1=1, dim2=2)

@@ -7,13 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from torch import nn
 
 from fishersym.cli import main
 from fishersym.testing import PROPERTIES, check_model
 
-from _user_models import Detached, ResMLP, Rounded, resmlp, tinycnn
+from _user_models import Detached, ResMLP, Rounded, resmlp
 
 HERE = Path(__file__).parent
 FAST = dict(max_examples=2, properties=["closed_forms", "unbiased", "bounds", "structural", "rescaling",

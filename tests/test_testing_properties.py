@@ -12,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, Phase, find, given, settings
 
 from fishersym.testing import strategies as fst
-from fishersym.testing.properties import (NotApplicable, check_bounds, check_closed_forms, check_fast_generic,
+from fishersym.testing.properties import (check_bounds, check_closed_forms, check_fast_generic,
                                           check_monte_carlo, check_n_scaling, check_nonnegative, check_rescaling,
                                           check_shift_invariance, check_structural, check_symbolic_numeric,
                                           check_unbiased_exact)
@@ -90,7 +90,8 @@ def test_fast_path_equals_generic_path(case):
     check_fast_generic(case.model, case.family, case.inputs, case.n_samples)
 
 
-@given(fst.cases(depth=(1, 2), widths=(1, 2), batch=(1, 1), activation_names=list(fst.EXAMPLE_ACTIVATIONS), max_classes=3))
+@given(fst.cases(depth=(1, 2), widths=(1, 2), batch=(1, 1), activation_names=list(fst.EXAMPLE_ACTIVATIONS),
+                 max_classes=3))
 def test_symbolic_equals_numeric(case):
     check_symbolic_numeric(case.model, case.family, case.inputs, case.n_samples)
 

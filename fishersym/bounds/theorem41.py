@@ -19,7 +19,7 @@ Result key names (shared by ``fishersym.numeric`` and ``fishersym.symbolic``):
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -51,7 +51,7 @@ BOUND_CONSTANTS = {"fisher_lower": "sigma_min_cert", "fisher_upper": "sigma_max_
 
 def theorem41_bound(key: str, u_sq, w_sq, c, n_samples=1, u4=None):
     """Bound ``key`` (a :data:`BOUND_CONSTANTS` name) of Theorem 4.1 from the squared norms and its
-    constant ``c``: the one written form of (7)–(9) (THEORY §5),
+    constant ``c``: the one written form of (7)–(9) (THEORY §5).
 
     * ``fisher_*``: ‖u_i‖²·c;
     * ``var1_*``: ‖u_i‖⁴·c / N;

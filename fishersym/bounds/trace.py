@@ -42,12 +42,12 @@ holds for the *computed* statistics (ε: unit roundoff ×2 of the inputs' dtype,
 * Corollary 4.6.  ‖J‖_F² and Σ‖w_i‖² are sums of P non-negative rounded terms (relative error ≤
   γ_{P+2}); the bounds are products of ≤ 4 rounded factors: every bound is widened by (P + 8)ε relative,
   the V₁ forms (‖J‖_F⁴) by (2P + 16)ε.
-* Theorem D.1, the compared statistic.  The statistic compared with the bound is itself rounded (per-parameter terms with relative
-  error ≤ (C + 8)ε, constants.py): every D.1 bound is widened by ``INPUT_ROUNDING``·(C + 8)ε relative
-  (a lower bound lo ≥ 0 then satisfies lo·(1 − kε) ≤ V(1 − kε) ≤ V̂; an upper bound likewise).  The
-  inputs M̄ and Σ must be accurate to that order: families give them in stable forms (e.g.
-  ``Bernoulli.mbar`` = σ(h)σ(−h)tanh²(h/2), issue 13 item 16).  (Corollary 4.6's certified constants
-  carry this widening already.)
+* Theorem D.1, the compared statistic.  The statistic compared with the bound is itself rounded
+  (per-parameter terms with relative error ≤ (C + 8)ε, constants.py): every D.1 bound is widened by
+  ``INPUT_ROUNDING``·(C + 8)ε relative (a lower bound lo ≥ 0 then satisfies lo·(1 − kε) ≤ V(1 − kε) ≤ V̂;
+  an upper bound likewise).  The inputs M̄ and Σ must be accurate to that order: families give them in
+  stable forms (e.g. ``Bernoulli.mbar`` = σ(h)σ(−h)tanh²(h/2), issue 13 item 16).  (Corollary 4.6's
+  certified constants carry this widening already.)
 """
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ def corollary46(frob_u2: torch.Tensor, sum_w2: torch.Tensor, n_params: int, cons
     put("trace_fisher_@_c46", consts.sigma_min_cert * frob_u2, consts.sigma_max_cert * frob_u2, r1)
     put("trace_var1_@_c46", consts.M_min_cert * frob_u2 ** 2 / P / N, consts.M_max_cert * frob_u2 ** 2 / N, r2)
     put("trace_var2_@_c46", consts.sigma_min_cert * sum_w2 / N, consts.sigma_max_cert * sum_w2 / N, r1)
-    if opt and consts.M_max_opt is not None:
+    if opt and consts.M_min_opt is not None and consts.M_max_opt is not None:  # family_constants sets both
         # optimised constants are estimates, not certificates: not widened
         out["trace_var1_lower_c46_opt"] = consts.M_min_opt * frob_u2 ** 2 / P / N
         out["trace_var1_upper_c46_opt"] = consts.M_max_opt * frob_u2 ** 2 / N

@@ -44,13 +44,11 @@ def _demo(args: argparse.Namespace):
     """The report's MLP trained on the digits; (float64 model, (x, y) test data, family, groups, what)."""
     import copy
     import torch
-    from ..experiments.data import Dataset
     from ..experiments.mlp import linear_groups
     from ..experiments.report import ReportSettings, demo_mlp
     from ..families import get as get_family
     s = ReportSettings(seed=args.seed, epochs=args.epochs, progress=False)
     model, ds = demo_mlp(s)
-    assert isinstance(ds, Dataset) and isinstance(model, torch.nn.Sequential)   # what demo_mlp builds
     m64 = copy.deepcopy(model).double().eval()
     x, y = torch.from_numpy(ds.x_test).double(), torch.from_numpy(ds.y_test)
     x, y = _subset(x, y, args.n_inputs, args.seed)

@@ -132,7 +132,8 @@ class Analysis:
 @guarded
 def analyse(model: nn.Module, data, family: str | ExponentialFamily, estimators: Iterable[str] | str | None = None,
             *, batch_size: int | None = None, memory_budget: int | str | None = None,
-            progress: bool | None = None, process_group=None) -> Analysis:
+            progress: bool | None = None, process_group=None,
+            family_params: dict | None = None) -> Analysis:
     """One pass over ``data`` computing the moments every estimator in ``estimators`` (default: the
     whole catalogue) needs; see :class:`Analysis`.  ``data`` takes every form of
     :data:`fishersym.numeric.dataset.DATA_FORMS`; the empirical estimators need labels.
@@ -150,7 +151,7 @@ def analyse(model: nn.Module, data, family: str | ExponentialFamily, estimators:
     >>> bool((a.variance("squared_score")["weight"] > 0).all())
     True
     """
-    fam = resolve_family(family, model=model, data=data)
+    fam = resolve_family(family, family_params, model=model, data=data)
     ests = _estimators(estimators)
     needs = set()
     for e in ests:
@@ -174,7 +175,8 @@ def _factor_notes(ests: list[Estimator], fam: ExponentialFamily) -> list[str]:
 
 def variance(model: nn.Module, inputs, family: str | ExponentialFamily, estimator: str, n_samples: int = 1, *,
              scheme: str = "all", m_inputs: int | None = None, batch_size: int | None = None,
-             memory_budget: int | str | None = None, process_group=None) -> Values:
+             memory_budget: int | str | None = None, process_group=None,
+             family_params: dict | None = None) -> Values:
     """Exact variance of one draw of ``estimator`` per parameter: {name: tensor of param.shape}.
 
     Scheme "all" (default): the estimator of Σ_m I(θ_i|x_m) over the given inputs, each used once,
@@ -184,22 +186,26 @@ def variance(model: nn.Module, inputs, family: str | ExponentialFamily, estimato
     e = get(estimator)
     e.check_n(n_samples)
     a = analyse(model, inputs, family, [e.name], batch_size=batch_size, memory_budget=memory_budget,
-                process_group=process_group)
+                process_group=process_group, family_params=family_params)
     return a.variance(e.name, n_samples, scheme, m_inputs)
 
 
 def mean(model: nn.Module, inputs, family: str | ExponentialFamily, estimator: str, *, scheme: str = "all",
-         m_inputs: int | None = None, batch_size: int | None = None, process_group=None) -> Values:
+         m_inputs: int | None = None, batch_size: int | None = None, process_group=None,
+         family_params: dict | None = None) -> Values:
     """Exact mean of one draw (scheme as in :func:`variance`; ``process_group`` as in :func:`analyse`)."""
-    a = analyse(model, inputs, family, [get(estimator).name], batch_size=batch_size, process_group=process_group)
+    a = analyse(model, inputs, family, [get(estimator).name], batch_size=batch_size, process_group=process_group,
+                family_params=family_params)
     return a.mean(estimator, scheme, m_inputs)
 
 
 def bias(model: nn.Module, inputs, family: str | ExponentialFamily, estimator: str, *, scheme: str = "all",
-         m_inputs: int | None = None, batch_size: int | None = None, process_group=None) -> Values:
+         m_inputs: int | None = None, batch_size: int | None = None, process_group=None,
+         family_params: dict | None = None) -> Values:
     """Exact bias of one draw: mean − target (0 for the unbiased estimators; scheme as in :func:`variance`;
     ``process_group`` as in :func:`analyse`)."""
-    a = analyse(model, inputs, family, [get(estimator).name], batch_size=batch_size, process_group=process_group)
+    a = analyse(model, inputs, family, [get(estimator).name], batch_size=batch_size, process_group=process_group,
+                family_params=family_params)
     return a.bias(estimator, scheme, m_inputs)
 
 
@@ -217,7 +223,8 @@ def _gather(inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 @guarded
 def sample(model: nn.Module, inputs, family: str | ExponentialFamily, estimator: str, n_samples: int = 1, *,
-           generator: torch.Generator | None = None, memory_budget: int | str | None = None) -> Values:
+           generator: torch.Generator | None = None, memory_budget: int | str | None = None,
+           family_params: dict | None = None) -> Values:
     """One draw of ``estimator`` of Σ_m I(θ_i|x_m) over the given inputs (scheme "all"), computed by
     autograd of log p(y|x;θ) as a user computes it (:mod:`.sampling`): {name: tensor of param.shape}.
     The batched estimators square the gradient of each batch of a list or loader (a tensor or an
@@ -228,7 +235,7 @@ def sample(model: nn.Module, inputs, family: str | ExponentialFamily, estimator:
     """
     e = get(estimator)
     n = e.check_n(n_samples)
-    fam = resolve_family(family, model=model, data=inputs)
+    fam = resolve_family(family, family_params, model=model, data=inputs)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (requires_grad=True)")

@@ -653,7 +653,8 @@ def plan(model: nn.Module, data, family: str | ExponentialFamily, *, target: flo
          budget: float | None = None, groups: Mapping[str, Iterable[str] | str] | None = None,
          estimators: Iterable[str] | str | None = None, quantile: float = 0.5, max_samples: int = 1024,
          max_inputs: int | None = None, batch_size: int = 64, analysis: Analysis | None = None,
-         process_group=None) -> Plan:
+         process_group=None,
+         family_params: dict | None = None) -> Plan:
     """Which estimator, with how many inputs M′ and labels N per input, per parameter group (module
     docstring; THEORY §8, §9, §13).
 
@@ -684,7 +685,7 @@ def plan(model: nn.Module, data, family: str | ExponentialFamily, *, target: flo
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise ValueError("the model has no trainable parameters (requires_grad=True)")
-    fam = resolve_family(family, model=model, data=data)
+    fam = resolve_family(family, family_params, model=model, data=data)
     C = analysis.C if analysis is not None else fam.C
     P = sum(p.numel() for p in params.values())
     # estimators, checked before any pass over the data

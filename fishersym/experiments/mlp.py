@@ -66,6 +66,10 @@ CSV_COLUMNS = (("epoch", "group", "n_params") + GROUP_MEAN_KEYS +
 
 @dataclass
 class MLPSettings:
+    """Settings of the Figure 2 experiment (module docstring): seed, epochs, data, hidden widths, activation,
+    dropout, optimiser (Adam: ``lr``, ``batch_size``), N label samples, analysed inputs per epoch, the optimised
+    bounds switch, the progress bar, and ``choices`` (what the paper leaves open, recorded in settings.json)."""
+
     seed: int = 0
     epochs: int = 20
     data: str | None = None              # None: sklearn digits; else a path to MNIST
@@ -88,6 +92,7 @@ class MLPSettings:
         "epoch 0": "the initialisation, before any training"})
 
     def validate(self) -> None:
+        """Raise ExperimentError naming the first invalid setting (activation, counts, widths, dropout)."""
         names = _act_registry.constructors()
         if self.activation not in names:
             raise ExperimentError(f"unknown activation {self.activation!r}; choose from {', '.join(names)}")
@@ -123,13 +128,15 @@ def build_mlp(d_in: int, widths, n_classes: int, activation: str = "sigmoid", dr
     return nn.Sequential(*mods).to(torch.float32)
 
 
-def linear_groups(model: nn.Sequential) -> dict[str, list[str]]:
+def linear_groups(model: nn.Module) -> dict[str, list[str]]:
     """{layer name: [module name]} for every ``nn.Linear`` in order."""
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     return dict(zip(group_names(len(names)), [[n] for n in names]))
 
 
 def train_epoch(model, x, y, opt, batch_size, generator) -> float:
+    """One epoch of minibatch training on cross-entropy (batches of a ``generator``-seeded permutation);
+    returns the mean training loss over the epoch, Σ_batches loss·|batch| / n."""
     model.train()
     perm = torch.randperm(x.shape[0], generator=generator)
     total = 0.0
@@ -168,27 +175,25 @@ def layer_stats(model: nn.Module, x: torch.Tensor, n_samples: int, optimised: bo
     r = conditional_stats(m64, x.double(), fam, n_samples=n_samples, groups=groups, optimised=optimised,
                           prob_negative=False)
     rows = []
-    for g, members in groups.items():
+    for g in groups:
         d = r.groups[g]
         n = int(d["n_params"])
-        row = {"group": g, "n_params": n}
-        for k in GROUP_MEAN_KEYS:
-            if k in d:
-                row[k] = float(d[k].double().mean()) / n
+        means = {k: float(d[k].double().mean()) / n for k in GROUP_MEAN_KEYS if k in d}
+        row: dict[str, object] = {"group": g, "n_params": n, **means}
         viol = sum(bound_violations(r, params=r.group_members[g], rtol=rel_tol).values())
         row["n_bound_violations"] = viol
         row["bounds_hold"] = viol == 0
-        v1, v2 = row["var1"], row["var2"]
+        v1, v2 = means["var1"], means["var2"]
         row["sqrt_var1"], row["sqrt_var2"] = math.sqrt(max(v1, 0.0)), math.sqrt(max(v2, 0.0))
         for k in ("1", "2"):
-            v = row[f"var{k}"]
+            v = means[f"var{k}"]
             for suf in ("", "_sharp"):
-                ub = row.get(f"var{k}_upper{suf}")
+                ub = means.get(f"var{k}_upper{suf}")
                 ratio = ub / v if (ub is not None and v > 0) else float("nan")
                 if not suf:
                     row[f"ratio_var{k}_upper"] = ratio
                 row[f"ln_ratio_var{k}_upper{suf}"] = math.log(ratio) if ratio == ratio and ratio > 0 else float("nan")
-            row[f"rel_sd{k}"] = float(rel_sd(torch.tensor(v), torch.tensor(row["fisher"])))
+            row[f"rel_sd{k}"] = float(rel_sd(torch.tensor(v), torch.tensor(means["fisher"])))
         row["better_estimator"] = "I2" if v2 < v1 else ("I1" if v1 < v2 else "equal")
         rows.append(row)
     return rows

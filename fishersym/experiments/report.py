@@ -49,6 +49,7 @@ import torch
 from .. import families
 from ..bounds import violated_bounds
 from ..numeric.stats import rel_sd
+from .data import Dataset
 from .io import ExperimentError, atomic_write_text, display_path, output_run, write_csv, write_json, write_settings
 from .mlp import MLPSettings, linear_groups, run_mlp
 
@@ -304,7 +305,7 @@ def run_report(out: str | Path = "out/report", settings: ReportSettings | None =
             "rows": rows, "summary": summary}
 
 
-def demo_mlp(settings: ReportSettings | None = None) -> tuple[torch.nn.Module, object]:
+def demo_mlp(settings: ReportSettings | None = None) -> tuple[torch.nn.Sequential, Dataset]:
     """The report's MLP without the per-epoch analysis: the same data (:func:`~.data.load_dataset`),
     architecture (:func:`~.mlp.build_mlp` with :class:`~.mlp.MLPSettings`' dropout and batch size)
     and training (Adam, ``settings.epochs`` epochs of :func:`~.mlp.train_epoch`, seeded), in float32.

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from .. import families
+from ..families.categorical import Categorical
 from ..families.constants import family_constants
 from .io import atomic_write_text, output_run, write_csv, write_json, write_settings
 
@@ -72,6 +73,7 @@ def numeric_rows(s: TableSettings) -> list[dict]:
         fam = families.get("gaussian", C=2, sigma2=s2)
         h = torch.zeros(1, 2, dtype=torch.float64)
         c = family_constants(fam, h, optimised=True)
+        assert c.M_min_opt is not None and c.M_max_opt is not None and c.K_max_opt is not None  # optimised=True
         rows.append({"family": "gaussian", "C": 2, "point": 0, "sigma2": s2, "restricted": False,
                      "sigma_min": float(c.sigma_min[0]), "sigma_max": float(c.sigma_max[0]),
                      "M_min_opt": float(c.M_min_opt[0]), "M_max_opt": float(c.M_max_opt[0]),
@@ -82,6 +84,7 @@ def numeric_rows(s: TableSettings) -> list[dict]:
     g = torch.Generator().manual_seed(s.seed)
     for C in s.classes:
         fam = families.get("categorical", C=C)
+        assert isinstance(fam, Categorical)  # the registered softmax family (theorem52_m is its m(x))
         h = s.temperature * torch.randn(s.n_points, C, generator=g, dtype=torch.float64)
         m = fam.theorem52_m(h)
         for restricted in (False, True):
@@ -90,6 +93,7 @@ def numeric_rows(s: TableSettings) -> list[dict]:
                                  seed=s.seed)
             if restricted:
                 c.M_min_opt, c.M_max_opt, c.K_max_opt = c.M_min_cert, c.M_max_cert, c.K_max_cert
+            assert c.M_min_opt is not None and c.M_max_opt is not None and c.K_max_opt is not None  # set either way
             for i in range(s.n_points):
                 p = torch.softmax(h[i], -1)
                 rows.append({"family": "categorical", "C": C, "point": i, "restricted": restricted,

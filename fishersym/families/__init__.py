@@ -107,7 +107,7 @@ def resolve(family: str | ExponentialFamily, family_params: dict | None = None,
     Traceback (most recent call last):
     ...
     ValueError: categorical: the model has 3 outputs but the family expects 10 (C=10 given); drop C to take it from the model, or pass families.get('categorical', C=3)
-    """
+    """  # noqa: E501  (a doctest's expected exception message is one line)
     if out_dim is not None and (isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1):
         raise ValueError(f"out_dim must be a positive int (the model's number of outputs), got {out_dim!r}")
     if family_params is not None and not isinstance(family_params, dict):

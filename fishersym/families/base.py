@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import inspect
 import itertools
+from collections.abc import Callable, Sequence
 from functools import cached_property
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import sympy as sp
 import torch
@@ -83,6 +84,7 @@ class Support:
 
     @property
     def prob(self) -> torch.Tensor:
+        """The probabilities exp(logp) (..., S) of the enumerated statistics."""
         return self.logp.exp()
 
 
@@ -121,7 +123,7 @@ class ExponentialFamily:
         return ""
 
     def latex_conclusions(self) -> list[str]:
-        """Extra ``\\item`` lines (LaTeX) for the conclusions of a derived document whose V₂ does not
+        r"""Extra ``\item`` lines (LaTeX) for the conclusions of a derived document whose V₂ does not
         vanish everywhere (e.g. where V₁ vanishes)."""
         return []
 
@@ -237,6 +239,7 @@ class ExponentialFamily:
 
     @cached_property
     def F_sym(self) -> sp.Expr:
+        """F(h_1..h_C): :meth:`log_partition_sym` at the natural parameter symbols."""
         return self.log_partition_sym(self.h_sym)
 
     @cached_property
@@ -291,6 +294,7 @@ class ExponentialFamily:
                         for a, b, c, d in itertools.product(range(C), repeat=4)])
 
     def direction_sym(self, name: str = "u") -> tuple[sp.Symbol, ...]:
+        """Symbols of a direction in ℝ^C: ``name``_1..``name``_C (``name`` alone for C = 1), real."""
         if self.C == 1:
             return (sp.Symbol(name, real=True),)
         return tuple(sp.Symbol(f"{name}_{a + 1}", real=True) for a in range(self.C))
@@ -401,7 +405,8 @@ class ExponentialFamily:
         """Validate raw network outputs: shape (..., out_dim), finite."""
         if not isinstance(o, torch.Tensor) or o.dim() == 0 or o.shape[-1] != self.out_dim:
             shape = tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__
-            raise ValueError(f"{self.name}: the model's output has size {shape[-1] if isinstance(shape, tuple) and shape else shape} "
+            size = shape[-1] if isinstance(shape, tuple) and shape else shape
+            raise ValueError(f"{self.name}: the model's output has size {size} "
                              f"in its last dimension but the family expects {self.out_dim} "
                              f"(output shape {shape}); pass the family by name ({self.name!r}) to take its "
                              "size from the model, or build it with the model's size (families.get(name, C=...))")

@@ -12,11 +12,12 @@ small relative error ((1 − 2p)² = tanh²(h/2) keeps its relative accuracy nea
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import sympy as sp
 import torch
 import torch.nn.functional as Fn
+from typing_extensions import override
 
 from .base import ExponentialFamily, Support, batch_shape
 from .links import Link, get_link
@@ -25,10 +26,19 @@ __all__ = ["Bernoulli"]
 
 
 class Bernoulli(ExponentialFamily):
+    """Bernoulli output (logistic regression / binary classification), THEORY.md §4 row 2.
+
+    F(h) = log(1 + eʰ), C = 1, N·V₁ = p(1−p)(1−2p)²u⁴ (module docstring).
+
+    Args:
+        link: the link from the network's output o to h = logit p (default: the identity, h = o).
+    """
+
     name = "bernoulli"
     discrete = True
     display_probabilities = True
 
+    @override
     def latex_conclusions(self) -> list[str]:
         return ["\\item At $p = \\tfrac12$, $V_1 = 0$ for every parameter (the factor $(1-2p)^2$), so $\\hat I_1$ "
                 "is exact there and wins wherever $w_i \\neq 0$.\n"]
@@ -56,17 +66,21 @@ class Bernoulli(ExponentialFamily):
     def __init__(self, link: str | Link | None = None):
         super().__init__(1, get_link(link, None) if link is not None else None)
 
+    @override
     def log_partition_sym(self, h: Sequence[sp.Expr]) -> sp.Expr:
         return sp.log(1 + sp.exp(h[0]))
 
+    @override
     def mean_params_sym(self) -> dict[sp.Expr, sp.Expr]:
         p = self.p_sym
         return {self.h_sym[0]: sp.log(p / (1 - p))}
 
     # numeric closed forms
+    @override
     def log_partition(self, h: torch.Tensor) -> torch.Tensor:
         return Fn.softplus(h).sum(-1)
 
+    @override
     def mean(self, h: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(h)
 
@@ -75,6 +89,7 @@ class Bernoulli(ExponentialFamily):
         """(s, t) = (p(1−p), 1 − 2p) in stable form: σ(h)σ(−h) and −tanh(h/2)."""
         return torch.sigmoid(h) * torch.sigmoid(-h), -torch.tanh(h / 2)
 
+    @override
     def sigma(self, h: torch.Tensor) -> torch.Tensor:
         return self._s_t(h)[0].unsqueeze(-1)
 
@@ -84,6 +99,7 @@ class Bernoulli(ExponentialFamily):
             s, t = s.unsqueeze(-2), t.unsqueeze(-2)
         return s, t, u
 
+    @override
     def sigma_quad(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         s, _, u = self._s(h, u)
         return (s * u * u).sum(-1).expand(batch_shape(h, u))
@@ -121,6 +137,7 @@ class Bernoulli(ExponentialFamily):
     mquad_cancels = False
     quad_error_factor = 16
 
+    @override
     def sample(self, h: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         h = self.check_h(h)
         p = torch.sigmoid(h).expand(n, *h.shape)
@@ -135,9 +152,11 @@ class Bernoulli(ExponentialFamily):
                              "for labels in {-1, 1} pass (y + 1) / 2")
         return t
 
+    @override
     def log_base_measure(self, t: torch.Tensor) -> torch.Tensor:
         return torch.zeros(t.shape[:-1], dtype=t.dtype, device=t.device)
 
+    @override
     def support(self, h: torch.Tensor, tail: float = 0.0) -> Support:
         t = torch.tensor([[0.0], [1.0]], dtype=h.dtype, device=h.device)
         logp = torch.stack([-Fn.softplus(h[..., 0]), -Fn.softplus(-h[..., 0])], dim=-1)

@@ -13,10 +13,11 @@ everything is invariant to u ↦ u + c𝟙: the sharpened bounds work on 𝟙^�
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import sympy as sp
 import torch
+from typing_extensions import override
 
 from .base import ExponentialFamily, Support, batch_shape
 from .._checks import as_count
@@ -26,15 +27,26 @@ __all__ = ["Categorical"]
 
 
 class Categorical(ExponentialFamily):
+    """Categorical output with softmax logits, THEORY.md §4 row 3.
+
+    F(h) = log Σ_a e^{h_a}, p = softmax(h), Σ = diag(p) − ppᵀ (module docstring).
+
+    Args:
+        C: the number of classes (an integer ≥ 2; one logit for two classes is the Bernoulli).
+        link: the link from the network's outputs o to the logits h (default: the identity, h = o).
+    """
+
     name = "categorical"
     discrete = True
     shift_invariant = True
     display_probabilities = True
 
+    @override
     def latex_constants_note(self) -> str:
-        return (" Theorem 5.2 gives $\\lambda_{\\max}(\\Sigma) \\le m(x)$ and $\\tilde\\lambda_{\\max}(M) \\le 2m(x)$ with "
-                "$m(x) = \\min(\\max_k p_k, 1 - \\|p\\|^2)$; $\\lambda_{\\min}(\\Sigma) = \\tilde\\lambda_{\\min}(M) = 0$ "
-                "along $\\mathbf 1$, so the sharpened bounds below work on $\\mathbf 1^\\perp$ with the projections "
+        return (" Theorem 5.2 gives $\\lambda_{\\max}(\\Sigma) \\le m(x)$ and "
+                "$\\tilde\\lambda_{\\max}(M) \\le 2m(x)$ with $m(x) = \\min(\\max_k p_k, 1 - \\|p\\|^2)$; "
+                "$\\lambda_{\\min}(\\Sigma) = \\tilde\\lambda_{\\min}(M) = 0$ along $\\mathbf 1$, so the "
+                "sharpened bounds below work on $\\mathbf 1^\\perp$ with the projections "
                 "$u^\\perp = u - \\tfrac1C\\mathbf 1\\mathbf 1^\\top u$.")
 
     example_params = {"C": 3}
@@ -106,9 +118,11 @@ class Categorical(ExponentialFamily):
                              "for two classes with one logit use 'bernoulli'") from None
         super().__init__(C, get_link(link, None) if link is not None else None)
 
+    @override
     def log_partition_sym(self, h: Sequence[sp.Expr]) -> sp.Expr:
         return sp.log(sp.Add(*[sp.exp(hi) for hi in h]))
 
+    @override
     def mean_params_sym(self) -> dict[sp.Expr, sp.Expr]:
         # h_a = log p_a (a representative of the shift class); Σ_a p_a = 1 is
         # used by ``display`` to simplify.
@@ -116,6 +130,7 @@ class Categorical(ExponentialFamily):
 
     @property
     def p_sym(self) -> tuple[sp.Symbol, ...]:
+        """The display coordinates p_1..p_C = softmax(h) (positive symbols)."""
         return tuple(sp.Symbol(f"p_{a + 1}", positive=True) for a in range(self.C))
 
     def display(self, expr):
@@ -131,9 +146,11 @@ class Categorical(ExponentialFamily):
         return f(expr)
 
     # numeric closed forms
+    @override
     def log_partition(self, h: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(h, dim=-1)
 
+    @override
     def mean(self, h: torch.Tensor) -> torch.Tensor:
         return torch.softmax(h, dim=-1)
 
@@ -168,8 +185,9 @@ class Categorical(ExponentialFamily):
 
     def quad_forms(self, h: torch.Tensor, u: torch.Tensor, cdim: int = -1, moments: bool = True,
                    error: bool = False):
-        """The one definition of the softmax's directional forms (THEORY §4 row 3): with
-        d = u − ū, ū = Σ_a p_a u_a, s = Σ_a p_a d_a²,
+        """The one definition of the softmax's directional forms uᵀΣu and M(u,u,u,u) = N·V₁ (THEORY §4 row 3).
+
+        With d = u − ū, ū = Σ_a p_a u_a, s = Σ_a p_a d_a²,
 
             uᵀΣu = s,    M(u,u,u,u) = N·V₁ = Σ_a p_a (d_a² − s)²
 
@@ -218,8 +236,9 @@ class Categorical(ExponentialFamily):
 
     def axis_forms(self, h: torch.Tensor, s: torch.Tensor, error: bool = False):
         """:meth:`quad_forms` for the C axis directions u_c = s_c·e_c at once, in O(C) per input (the
-        last Linear layer's u, G^L = diag(s), THEORY §7, needs no (…, C, C) matrix).  With p the
-        softmax and q the stable complement (:meth:`probs_and_complements`), for u = s·e_c:
+        last Linear layer's u, G^L = diag(s), THEORY §7, needs no (…, C, C) matrix).
+
+        With p the softmax and q the stable complement (:meth:`probs_and_complements`), for u = s·e_c:
         ū = s p_c, d = s(e_c − p_c𝟙), so
 
             uᵀΣu = s² p_c q_c,    N·V₁ = M(u,u,u,u) = s⁴ p_c q_c (q_c − p_c)²
@@ -285,9 +304,11 @@ class Categorical(ExponentialFamily):
                                     0.0)
             return err if extra is None else err + extra
 
+    @override
     def sigma_quad(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return self.quad_forms(h, u, moments=False)[0].expand(batch_shape(h, u))
 
+    @override
     def mquad(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return self.quad_forms(h, u)[1].expand(batch_shape(h, u))
 
@@ -324,6 +345,7 @@ class Categorical(ExponentialFamily):
         se = p.sqrt() * eps
         return se - p * se.sum(-1, keepdim=True)
 
+    @override
     def sample(self, h: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         h = self.check_h(h)
         p = torch.softmax(h, dim=-1).reshape(-1, self.C)
@@ -339,17 +361,20 @@ class Categorical(ExponentialFamily):
             raise ValueError(f"categorical labels must be class indices in [0, {self.C}) of shape (batch,)")
         return torch.nn.functional.one_hot(y, self.C).to(dtype)
 
+    @override
     def log_base_measure(self, t: torch.Tensor) -> torch.Tensor:
         return torch.zeros(t.shape[:-1], dtype=t.dtype, device=t.device)
 
+    @override
     def support(self, h: torch.Tensor, tail: float = 0.0) -> Support:
         t = torch.eye(self.C, dtype=h.dtype, device=h.device)
         return Support(t, torch.log_softmax(h, dim=-1), 0.0)
 
     def _gram_pieces(self, h: torch.Tensor):
         """Stable inner products t_yz = r_y·r_z of the centred statistics r_y = e_y − p (..., C, C) and an
-        entrywise bound on their rounding error.  With a* the arg-max, p²' the squares with the a*
-        entry set to 0, n₂ = Σ_{b≠a*} p_b² and P = p_{a*}²:
+        entrywise bound on their rounding error.
+
+        With a* the arg-max, p²' the squares with the a* entry set to 0, n₂ = Σ_{b≠a*} p_b² and P = p_{a*}²:
 
             t_yy = q_y² + Σ_{b≠y} p_b² = q_y² + n₂ + P·[y≠a*] − p²'_y,
             t_yz = −p_y q_y − p_z q_z + Σ_{b∉{y,z}} p_b²,   Σ_{b∉{y,z}} p_b² = n₂ + P·[y,z≠a*] − p²'_y − p²'_z.
@@ -487,6 +512,7 @@ class Categorical(ExponentialFamily):
         zero = torch.zeros_like(mid[..., 0])
         return zero, mid[..., 0], zero, b[..., 0]
 
+    @override
     def closed_form_constants(self, h: torch.Tensor, restricted: bool = False,
                               sigma_max: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         m = self.theorem52_m(h)

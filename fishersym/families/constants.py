@@ -46,6 +46,7 @@ of the *exact* h given, in any input dtype:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -75,9 +76,15 @@ CLOSED_FORM_ROUNDING = 16
 INPUT_ROUNDING = 4
 
 
+def _gram_hook(family: ExponentialFamily) -> Callable[..., tuple[torch.Tensor, torch.Tensor]] | None:
+    """The family's optional ``sym2_extremes(h, tensor, restricted)`` hook, None when it has none."""
+    hook = getattr(family, "sym2_extremes", None)
+    return hook if callable(hook) else None
+
+
 def has_gram_form(family: ExponentialFamily) -> bool:
     """Whether the family certifies its Sym² eigen-extremes without C⁴ tensors (``sym2_extremes``)."""
-    return callable(getattr(family, "sym2_extremes", None))
+    return _gram_hook(family) is not None
 
 
 def default_use_eig(family: ExponentialFamily) -> tuple[bool, str]:
@@ -96,7 +103,8 @@ def default_use_eig(family: ExponentialFamily) -> tuple[bool, str]:
     C = family.C
     if has_gram_form(family):
         if C <= MAX_C_GRAM:
-            return True, f"Sym² eigenvalues of C × C Gram matrices (C = {C} ≤ MAX_C_GRAM = {MAX_C_GRAM}) and closed forms"
+            return True, (f"Sym² eigenvalues of C × C Gram matrices (C = {C} ≤ MAX_C_GRAM = {MAX_C_GRAM}) and "
+                          "closed forms")
         return False, (f"closed forms (C = {C} > MAX_C_GRAM = {MAX_C_GRAM}: the C × C Gram eigenproblem costs "
                        "O(C³) per input)")
     if C <= MAX_C_EIG:
@@ -213,8 +221,9 @@ def restricted_extremes(family: ExponentialFamily, h: torch.Tensor, tensor: str 
     before allocating.
     """
     _basis_check(family, restricted)
-    if has_gram_form(family):
-        return family.sym2_extremes(h, tensor, restricted)
+    gram = _gram_hook(family)
+    if gram is not None:
+        return gram(h, tensor, restricted)
     C = family.C
     if moments is None:
         check_moment_size(family, int(math.prod(h.shape[:-1])))
@@ -399,6 +408,7 @@ class FamilyConstants:
     sources: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, torch.Tensor]:
+        """The fields that are tensors, by name (the ``*_opt`` fields only when computed)."""
         return {k: v for k, v in self.__dict__.items() if isinstance(v, torch.Tensor)}
 
 

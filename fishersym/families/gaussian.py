@@ -38,10 +38,11 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Sequence
+from collections.abc import Sequence
 
 import sympy as sp
 import torch
+from typing_extensions import override
 
 from .base import ExponentialFamily, batch_shape
 from .links import Identity, Link, Scale, get_link, positive_count, require_finite
@@ -50,6 +51,17 @@ __all__ = ["Gaussian"]
 
 
 class Gaussian(ExponentialFamily):
+    """Gaussian output with fixed variance σ² (regression), THEORY.md §4 row 1.
+
+    F(h) = σ²‖h‖²/2, Σ = σ²I, κ₄ = 0 (module docstring).
+
+    Args:
+        C: the output dimension (a positive integer).
+        sigma2: the fixed variance σ² (a finite number > 0).
+        link: ``"mean"`` (the default: the network outputs μ, h = μ/σ²), ``"natural"`` or ``"identity"``
+            (the network outputs h = μ/σ²), or a :class:`~fishersym.families.links.Link` instance.
+    """
+
     name = "gaussian"
     discrete = False
     sigma2: float
@@ -105,18 +117,23 @@ class Gaussian(ExponentialFamily):
 
     @property
     def sym_params(self) -> dict[sp.Symbol, float]:
+        """{σ²: sigma2}: the fixed variance's symbol and value."""
         return {self._s2: self.sigma2}
 
+    @override
     def log_partition_sym(self, h: Sequence[sp.Expr]) -> sp.Expr:
         return self._s2 * sp.Add(*[hi ** 2 for hi in h]) / 2
 
     # numeric closed forms (THEORY §4)
+    @override
     def log_partition(self, h: torch.Tensor) -> torch.Tensor:
         return 0.5 * (math.sqrt(self.sigma2) * h).square().sum(-1)
 
+    @override
     def mean(self, h: torch.Tensor) -> torch.Tensor:
         return self.sigma2 * h
 
+    @override
     def sigma(self, h: torch.Tensor) -> torch.Tensor:
         eye = torch.eye(self.C, dtype=h.dtype, device=h.device)
         return (self.sigma2 * eye).expand(*h.shape[:-1], self.C, self.C).clone()
@@ -125,6 +142,7 @@ class Gaussian(ExponentialFamily):
         """uᵀΣu = Σ_c (σu_c)² (no intermediate u², so no spurious overflow)."""
         return (math.sqrt(self.sigma2) * u).square().sum(-1).expand(batch_shape(h, u))
 
+    @override
     def kappa4(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return torch.zeros(batch_shape(h, u), dtype=h.dtype, device=h.device)
 
@@ -163,11 +181,13 @@ class Gaussian(ExponentialFamily):
         eps = torch.finfo(nv1.dtype).eps
         return fi, nv1, (2 * self.C + 8) * eps * nv1
 
+    @override
     def sample(self, h: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         h = self.check_h(h)
         eps = torch.randn((n, *h.shape), dtype=h.dtype, device=h.device, generator=generator)
         return self.mean(h) + math.sqrt(self.sigma2) * eps
 
+    @override
     def log_base_measure(self, t: torch.Tensor) -> torch.Tensor:
         return -(t * t).sum(-1) / (2 * self.sigma2) - 0.5 * self.C * math.log(2 * math.pi * self.sigma2)
 
@@ -178,6 +198,7 @@ class Gaussian(ExponentialFamily):
         r = t - self.sigma2 * h
         return -(r / math.sqrt(2 * self.sigma2)).square().sum(-1) - 0.5 * self.C * math.log(2 * math.pi * self.sigma2)
 
+    @override
     def closed_form_constants(self, h: torch.Tensor, restricted: bool = False,
                               sigma_max: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if restricted:

@@ -28,10 +28,11 @@ subspace and, without them (``use_eig=False``), by the closed-form bound
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import sympy as sp
 import torch
+from typing_extensions import override
 
 from .base import ExponentialFamily
 from .links import Link, MeanLogVar, get_link, require_finite
@@ -40,16 +41,27 @@ __all__ = ["GaussianMeanVar"]
 
 
 class GaussianMeanVar(ExponentialFamily):
+    """Gaussian output with learned mean and variance, THEORY.md §4 row 5.
+
+    t(y) = (y, y²), h = (μ/σ², −1/(2σ²)), F(h) = −h₁²/(4h₂) − ½log(−2h₂) (module docstring).
+
+    Args:
+        link: the link from the network's outputs o to h (default: :class:`~fishersym.families.links.MeanLogVar`,
+            o = (μ, log σ²)).
+    """
+
     name = "gaussian_meanvar"
     discrete = False
 
     def __init__(self, link: str | Link | None = None):
         super().__init__(2, get_link(link, MeanLogVar()), out_dim=2)
 
+    @override
     def log_partition_sym(self, h: Sequence[sp.Expr]) -> sp.Expr:
         h1, h2 = h
         return -h1 ** 2 / (4 * h2) - sp.log(-2 * h2) / 2
 
+    @override
     def mean_params_sym(self) -> dict[sp.Expr, sp.Expr]:
         mu, s = sp.Symbol("mu", real=True), sp.Symbol("sigma", positive=True)
         return {self.h_sym[0]: mu / s ** 2, self.h_sym[1]: -1 / (2 * s ** 2)}
@@ -99,6 +111,7 @@ class GaussianMeanVar(ExponentialFamily):
         h1, h2 = h[..., 0], h[..., 1]
         return (0.5 * h1 / torch.sqrt(-h2)).square() - 0.5 * (torch.log(-h2) + math.log(2.0))
 
+    @override
     def mean(self, h: torch.Tensor) -> torch.Tensor:
         mu, var = self._mu_var(h)
         return torch.stack([mu, mu.square() + var], dim=-1)
@@ -186,6 +199,7 @@ class GaussianMeanVar(ExponentialFamily):
         y = y.to(dtype).reshape(-1)
         return torch.stack([y, y * y], -1)
 
+    @override
     def sample(self, h: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         h = self.check_h(h)
         mu, var = self._mu_var(h)
@@ -197,8 +211,10 @@ class GaussianMeanVar(ExponentialFamily):
 
     def kappa4_tensor(self, h: torch.Tensor) -> torch.Tensor:
         """κ₄ = ∇⁴F (..., 2, 2, 2, 2) in closed form (issue 13: replaces the base class's nested
-        jacfwd, ~100× slower).  Polarising κ₄(u,u,u,u) = 48b²(a² + b²) (module docstring) gives
-        the symmetric tensor with (0-based indices, σ² = −1/(2h₂), μ = h₁σ²)
+        jacfwd, ~100× slower).
+
+        Polarising κ₄(u,u,u,u) = 48b²(a² + b²) (module docstring) gives the symmetric tensor with
+        (0-based indices, σ² = −1/(2h₂), μ = h₁σ²)
 
             κ₄_0000 = κ₄_0001 = 0,  κ₄_0011 = 8σ⁶,  κ₄_0111 = 48μσ⁶,  κ₄_1111 = 48σ⁶(4μ² + σ²)
 
@@ -291,10 +307,11 @@ class GaussianMeanVar(ExponentialFamily):
     def log_prob(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """log p(y|h) = −(y − μ)²/(2σ²) − ½log(2πσ²) for t = (y, y²): equal to log π + tᵀh − F(h)
         on valid statistics, without the cancellation of terms of size y²/σ² when y ≈ μ is large.
-        (μ, σ² are functions of h, so autograd in h gives the same score and Hessian.)"""
+        μ, σ² are functions of h, so autograd in h gives the same score and Hessian."""
         mu, var = self._mu_var(h)
         y = t[..., 0]
         return -(y - mu).square() / (2 * var) - 0.5 * (torch.log(var) + math.log(2 * math.pi))
 
+    @override
     def log_base_measure(self, t: torch.Tensor) -> torch.Tensor:
         return torch.full(t.shape[:-1], -0.5 * math.log(2 * math.pi), dtype=t.dtype, device=t.device)

@@ -12,10 +12,11 @@ A link that mixes outputs (``MeanLogVar``) is handled by the generic engine.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import sympy as sp
 import torch
+from typing_extensions import override
 
 from .._checks import as_count
 
@@ -35,9 +36,11 @@ class Link:
     elementwise: bool = True
 
     def __call__(self, o: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """h = link(o): raw outputs (..., out_dim) → natural parameters (..., C)."""
         raise NotImplementedError
 
     def sym(self, o: Sequence[sp.Expr]) -> list[sp.Expr]:  # pragma: no cover - abstract
+        """The same map in SymPy: the C natural parameters as expressions of the output symbols ``o``."""
         raise NotImplementedError
 
     def g1(self, o: torch.Tensor) -> torch.Tensor:
@@ -57,15 +60,19 @@ class Identity(Link):
 
     name = "identity"
 
+    @override
     def __call__(self, o: torch.Tensor) -> torch.Tensor:
         return o
 
+    @override
     def sym(self, o: Sequence[sp.Expr]) -> list[sp.Expr]:
         return list(o)
 
+    @override
     def g1(self, o: torch.Tensor) -> torch.Tensor:
         return torch.ones_like(o)
 
+    @override
     def g2(self, o: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(o)
 
@@ -81,15 +88,19 @@ class Scale(Link):
         self.c = float(c)
         self.c_sym = sp.nsimplify(c) if c_sym is None else c_sym
 
+    @override
     def __call__(self, o: torch.Tensor) -> torch.Tensor:
         return self.c * o
 
+    @override
     def sym(self, o: Sequence[sp.Expr]) -> list[sp.Expr]:
         return [self.c_sym * oi for oi in o]
 
+    @override
     def g1(self, o: torch.Tensor) -> torch.Tensor:
         return torch.full_like(o, self.c)
 
+    @override
     def g2(self, o: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(o)
 
@@ -132,6 +143,7 @@ class MeanLogVar(Link):
                              f"|μ| = {float(mu.abs().max()):.3g}); rescale the targets or compute in float64")
         return torch.stack([h1, -0.5 * prec], dim=-1)
 
+    @override
     def sym(self, o: Sequence[sp.Expr]) -> list[sp.Expr]:
         mu, s = o
         return [mu * sp.exp(-s), -sp.exp(-s) / 2]

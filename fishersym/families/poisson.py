@@ -22,10 +22,11 @@ before allocating them.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import sympy as sp
 import torch
+from typing_extensions import override
 
 from .base import ExponentialFamily, Support, batch_shape
 from .links import Link, get_link, positive_count, require_finite
@@ -96,6 +97,15 @@ def _rate_hint(h: torch.Tensor) -> str:
 
 
 class Poisson(ExponentialFamily):
+    """Poisson output with log link, one independent Poisson per output; THEORY.md §4 row 4.
+
+    h = log λ, F(h) = Σ_c e^{h_c}, Σ = diag(λ) (module docstring).
+
+    Args:
+        C: the number of outputs (a positive integer).
+        link: the link from the network's outputs o to h = log λ (default: the identity, h = o).
+    """
+
     name = "poisson"
     discrete = True
 
@@ -109,9 +119,11 @@ class Poisson(ExponentialFamily):
         C = positive_count(C, "C", "poisson")
         super().__init__(C, get_link(link, None) if link is not None else None)
 
+    @override
     def log_partition_sym(self, h: Sequence[sp.Expr]) -> sp.Expr:
         return sp.Add(*[sp.exp(hi) for hi in h])
 
+    @override
     def mean_params_sym(self) -> dict[sp.Expr, sp.Expr]:
         if self.C == 1:
             return {self.h_sym[0]: sp.log(sp.Symbol("lambda", positive=True))}
@@ -123,12 +135,15 @@ class Poisson(ExponentialFamily):
         return require_finite(torch.exp(h), "the rate λ = e^h", self.name,
                               lambda: _rate_hint(h))
 
+    @override
     def log_partition(self, h: torch.Tensor) -> torch.Tensor:
         return torch.exp(h).sum(-1)
 
+    @override
     def mean(self, h: torch.Tensor) -> torch.Tensor:
         return self.rate(h)
 
+    @override
     def sigma(self, h: torch.Tensor) -> torch.Tensor:
         return torch.diag_embed(self.rate(h))
 
@@ -144,9 +159,11 @@ class Poisson(ExponentialFamily):
         """κ₄(u,u,u,u) = Σ_c (e^{h_c/4}u_c)⁴."""
         return (torch.exp(0.25 * self._h(h, u)) * u).square().square().sum(-1).expand(batch_shape(h, u))
 
+    @override
     def m4(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return self.kappa4(h, u) + 3 * self.sigma_quad(h, u).square()
 
+    @override
     def mquad(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return self.kappa4(h, u) + 2 * self.sigma_quad(h, u).square()
 
@@ -174,6 +191,7 @@ class Poisson(ExponentialFamily):
             return fi, nv1
         return fi, nv1, (2 * self.C + 16) * torch.finfo(nv1.dtype).eps * nv1
 
+    @override
     def sample(self, h: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         h = self.check_h(h)
         lam = self.rate(h)
@@ -191,12 +209,15 @@ class Poisson(ExponentialFamily):
                              f"{t[bad].reshape(-1)[:3].tolist()}")
         return t
 
+    @override
     def log_base_measure(self, t: torch.Tensor) -> torch.Tensor:
         return -torch.lgamma(t + 1).sum(-1)
 
     def log_prob(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """log p(y|h) = Σ_c [y_c h_c − λ_c − log y_c!] in Loader's saddle-point form (the form of
-        R's dpois): for y ≥ 1,
+        R's dpois).
+
+        For y ≥ 1,
 
             log p = −λφ(δ) − stirlerr(y) − ½log(2πy),   δ = (y − λ)/λ,     log p(0) = −λ,
 
@@ -285,6 +306,7 @@ class Poisson(ExponentialFamily):
         k4[..., idx, idx, idx, idx] = lam
         return k4
 
+    @override
     def closed_form_constants(self, h: torch.Tensor, restricted: bool = False,
                               sigma_max: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if restricted:

@@ -32,6 +32,6 @@ from .guard import MemoryBudgetError, check_budget, preserve_user_state, state_f
 from .offdiag import offdiag_stats
 from .stats import StatsResult
 
-__all__ = ["conditional_stats", "dataset_stats", "cost_estimate", "CostEstimate", "estimate", "offdiag_stats", "StatsResult", "GENERIC_MAX_PARAMS",
-           "iter_data", "CentredMoments", "preserve_user_state", "state_fingerprint", "check_budget",
-           "MemoryBudgetError", "distributed", "shard", "init_from_env"]
+__all__ = ["conditional_stats", "dataset_stats", "cost_estimate", "CostEstimate", "estimate", "offdiag_stats",
+           "StatsResult", "GENERIC_MAX_PARAMS", "iter_data", "CentredMoments", "preserve_user_state",
+           "state_fingerprint", "check_budget", "MemoryBudgetError", "distributed", "shard", "init_from_env"]

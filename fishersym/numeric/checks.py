@@ -76,7 +76,7 @@ def all_finite(t: torch.Tensor) -> torch.Tensor:
 
 def check_params(model: nn.Module) -> dict[str, torch.Tensor]:
     """The parameters analysed (those with requires_grad), checked to be finite floating tensors."""
-    params = {}
+    params: dict[str, torch.Tensor] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue

@@ -11,8 +11,9 @@ the family constants of THEORY §5 (certified always; optimised λ̃ only with
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -26,7 +27,7 @@ from .checks import GENERIC_MAX_PARAMS, check_count, check_deterministic, check_
 from .core import BASE_KEYS, EngineOutput
 from .generic import generic_engine
 from .guard import check_budget, guarded
-from .layers.engine import layer_engine, plan_layers
+from .layers.engine import LayerPlan, layer_engine, plan_layers
 from .parts import Part
 from .precision import check_inputs_count, measured_v1_error
 from .proofs import prove_w_zero
@@ -37,6 +38,9 @@ from .stats import (DEFAULT_LEVEL, StatsResult, add_derived, apply_sampling, bas
                     check_keys, conditional_group_sums, per_input_keys, resolve_groups)
 from .cost import V2_MODES, sample_size
 from .._checks import as_count
+
+if TYPE_CHECKING:
+    from .mlp import MLPPlan
 
 __all__ = ["conditional_stats", "AnalysisOptions", "BatchAnalysis", "analyse_batch", "resolve_family", "Engine",
            "check_v2"]
@@ -112,10 +116,13 @@ def resolve_family(family: str | ExponentialFamily, family_params: dict | None =
     consume it).  Explicit ``family_params`` win, and a size that differs from the model's is refused
     naming both sizes and the fix.  A family object is returned unchanged (the engines check its size)."""
     out_dim = None
+    explicit_size = isinstance(family_params, dict) and "C" in family_params
     if isinstance(family, str) and model is not None and data is not None and _families.takes_size(family):
         from .dataset import peek_input
         check_deterministic(model)      # the engines' refusal of batch-coupled / random layers, before any forward pass
         x1 = peek_input(data)
+        if x1 is None and explicit_size:    # a one-shot iterator: the engines check the size on the way
+            return _families.resolve(family, family_params)
         if x1 is None:
             raise ValueError(f"the family {family!r} by name takes its size C from the model's outputs, read on the "
                              "first input, but the data is a one-shot iterator that peeking would consume: pass "
@@ -187,7 +194,8 @@ class Engine:
     """The chosen exact path for a model and family."""
 
     path: str
-    plan: object | None
+    #: the fast path's plan (:func:`.layers.engine.plan_layers`); None on the generic and reverse paths
+    plan: LayerPlan | None
     reason: str
     params: dict[str, torch.Tensor]
     #: how the reverse path obtains w (:func:`check_v2`); the fast and generic paths compute every w
@@ -196,10 +204,13 @@ class Engine:
     seed: int = 0
 
     @property
-    def mlp_plan(self):
+    def mlp_plan(self) -> MLPPlan | None:
         """The MLP plan (THEORY §7's factored recursion: inputs (batch, features), a Linear first) when
         the fast path runs a Linear/elementwise MLP, else None (a graph of per-layer rules)."""
-        return self.plan.mlp if self.path == "fast" else None
+        if self.path != "fast":
+            return None
+        assert self.plan is not None            # select_engine gives the fast path its plan
+        return self.plan.mlp
 
     def run(self, model, x, family, options: AnalysisOptions | None = None, *, pneg_samples: int | None = None,
             base_keys=None, **changes) -> EngineOutput:
@@ -210,6 +221,7 @@ class Engine:
         opts = _options(options, changes)
         grams, chunk_size, max_params, progress = opts.grams, opts.chunk_size, opts.max_params, opts.progress
         if self.path == "fast":
+            assert self.plan is not None        # select_engine gives the fast path its plan
             eng = layer_engine(model, x, family, self.plan, self.params, grams=grams, pneg_samples=pneg_samples,
                                base_keys=base_keys)
         elif self.path == "reverse":
@@ -264,11 +276,15 @@ def check_reverse_w_cost(model: nn.Module, x: torch.Tensor, family: ExponentialF
     with math_attention():
         proofs = prove_w_zero(lambda: fn.batch(values, x[:1]), values)
     todo = {k: values[k].numel() for k, p in proofs.items() if not p.proved}
-    need = todo if v2 == "exact" else {k: sample_size(n, v2_sample) for k, n in todo.items()}
+    if v2 == "exact":
+        need = todo
+    else:
+        assert v2_sample is not None            # check_v2: v2="sample" has its size (run() passes no other mode)
+        need = {k: sample_size(n, v2_sample) for k, n in todo.items()}
     n = sum(need.values())
     if n > max_params:
         from .cost import cost_estimate
-        worst = sorted(todo, key=todo.get, reverse=True)[:3]
+        worst = sorted(todo, key=todo.__getitem__, reverse=True)[:3]
         why = "; ".join(f"{k} ({todo[k]} entries): {proofs[k].reason}" for k in worst)
         try:
             est = cost_estimate(model, x, family, path="reverse", v2=v2, v2_sample=v2_sample,
@@ -300,21 +316,21 @@ def select_engine(model: nn.Module, family: ExponentialFamily, path: str = "auto
     at most ``max_params`` entries) or "reverse" (:mod:`.reverse`: u from C backward passes per input
     whatever P; w ≡ 0 proved per tensor from the executed ops, w elsewhere as ``v2`` says).  "auto"
     takes the fast path when it applies (per-layer rules, :mod:`.layers`), else the generic path up to
-    ``max_params`` parameters unless the model has attention modules, else the reverse path.  ``v2`` other than "exact" (:func:`check_v2`) applies to the reverse path: with
-    "auto" it replaces the generic path (which computes every w), the fast path stays (its w is exact
-    for every entry at no extra cost); with path="fast" or "generic" it is refused."""
+    ``max_params`` parameters unless the model has attention modules, else the reverse path.  ``v2``
+    other than "exact" (:func:`check_v2`) applies to the reverse path: with "auto" it replaces the
+    generic path (which computes every w), the fast path stays (its w is exact for every entry at no
+    extra cost); with path="fast" or "generic" it is refused."""
     if path not in ("auto", "fast", "generic", "reverse"):
         raise ValueError(f"path must be 'auto', 'fast', 'generic' or 'reverse', got {path!r}")
     check_deterministic(model)
     params = check_params(model)
-    opts = {"v2": v2, "v2_sample": v2_sample, "seed": seed}
     if v2 != "exact" and path in ("fast", "generic"):
         raise ValueError(f"v2={v2!r} applies to the reverse path (path='reverse' or 'auto'); the {path} path "
                          "computes w exactly for every entry. Pass v2='exact' or path='reverse'.")
     if path == "generic":
         return Engine("generic", None, "forced by path='generic'", params)
     if path == "reverse":
-        return Engine("reverse", None, "forced by path='reverse'", params, **opts)
+        return Engine("reverse", None, "forced by path='reverse'", params, v2=v2, v2_sample=v2_sample, seed=seed)
     plan, reason = plan_layers(model, family)
     if plan is None:
         if path == "fast":
@@ -323,7 +339,7 @@ def select_engine(model: nn.Module, family: ExponentialFamily, path: str = "auto
         if v2 != "exact":
             return Engine("reverse", None, f"fast path unsupported: {reason}; v2={v2!r} selects the reverse path "
                           "(u from C backward passes per input, V₂ ≡ 0 proved per tensor where it holds)",
-                          params, **opts)
+                          params, v2=v2, v2_sample=v2_sample, seed=seed)
         if total > max_params:
             return Engine("reverse", None, f"fast path unsupported: {reason}; {total} parameters exceed the "
                           f"generic path's limit of {max_params}, so u comes from reverse mode (C backward "
@@ -358,7 +374,7 @@ def sampling_description(engine: Engine) -> str:
 
 def v2_info(engine: Engine, eng: EngineOutput) -> dict:
     """``result.info["v2"]``: the mode and, per tensor, how its w was obtained."""
-    out = {"mode": engine.v2 if engine.path == "reverse" else f"exact ({engine.path} path)"}
+    out: dict[str, Any] = {"mode": engine.v2 if engine.path == "reverse" else f"exact ({engine.path} path)"}
     if engine.path == "reverse":
         out["w_exact"] = list(eng.info.get("w_exact", []))
         out["w_proved_zero"] = list(eng.info.get("var2_zero_reason", {}))
@@ -405,7 +421,9 @@ def probe_outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def check_fast_inputs(engine: Engine, x: torch.Tensor) -> None:
     """Inputs (batch, features) for the fast path: floating point with the first Linear's in_features."""
-    lin = engine.mlp_plan.linears[0][1]
+    plan = engine.mlp_plan
+    assert plan is not None                     # called for an MLP plan only (analyse_batch, estimators)
+    lin = plan.linears[0][1]
     if not x.is_floating_point():
         raise TypeError(f"the inputs are {x.dtype}, but the model starts with a Linear layer: pass floating-point "
                         "inputs (x.to(torch.float64) or the parameters' dtype)")
@@ -505,15 +523,18 @@ def group_trace_bounds(ba: BatchAnalysis, family: ExponentialFamily, members: li
                        optimised: bool) -> dict[str, torch.Tensor]:
     """Theorem D.1 and Corollary 4.6 for one group, per input (B,) (THEORY §5)."""
     eng, h = ba.eng, ba.eng.h
-    frob = sum(eng.parts[n]["u2"].entry_sum() for n in members)
-    w2 = sum(eng.parts[n]["w2"].entry_sum() for n in members)
-    P = sum(int(eng.parts[n]["u2"].materialize()[0].numel()) if eng.parts[n]["u2"].a is None
-            else eng.parts[n]["u2"].f.shape[1] * eng.parts[n]["u2"].a.shape[1] for n in members)
+    # a group has members (resolve_groups refuses an empty one): each sum() is a tensor, never sum()'s 0
+    frob = cast(torch.Tensor, sum(eng.parts[n]["u2"].entry_sum() for n in members))
+    w2 = cast(torch.Tensor, sum(eng.parts[n]["w2"].entry_sum() for n in members))
+    P = 0
+    for n in members:
+        u2 = eng.parts[n]["u2"]
+        P += int(u2.materialize()[0].numel()) if u2.a is None else u2.f.shape[1] * u2.a.shape[1]
     out = corollary46(frob, w2, P, ba.consts, n_samples, opt=optimised)
     if eng.grams is not None:
-        JJ = sum(eng.grams[n]["JJ"] for n in members)
-        UU = sum(eng.grams[n]["UU"] for n in members)
-        WW = sum(eng.grams[n]["WW"] for n in members)
+        JJ = cast(torch.Tensor, sum(eng.grams[n]["JJ"] for n in members))
+        UU = cast(torch.Tensor, sum(eng.grams[n]["UU"] for n in members))
+        WW = cast(torch.Tensor, sum(eng.grams[n]["WW"] for n in members))
         mbar = family.mbar(h) if family.C <= MAX_C_EIG else None
         out.update(theorem_d1(JJ, UU, WW, family.sigma(h), mbar, n_samples, n_terms=P))
     return out
@@ -528,7 +549,8 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
                       sharpened: bool = True, memory_budget: int | str | None = None,
                       precision_check: int | None = None, v2: str = "exact", v2_sample: int | float | None = None,
                       seed: int | None = None, keys: Iterable[str] | None = None,
-                      progress: bool | None = None) -> StatsResult:
+                      progress: bool | None = None,
+                      family_params: dict | None = None) -> StatsResult:
     """Exact I(θ_i|x), V₁, V₂ and the bounds of THEORY §5 for every parameter and input.
 
     Returns a :class:`StatsResult` whose mappings (``fisher``, ``var1``, ``var2``,
@@ -539,11 +561,11 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
     ``result.info["path_reason"]`` why.  ``use_eig=False`` certifies the
     constants by closed forms only (Theorem 5.2 for the softmax: faster, looser;
     default: the tightest available, which adds a batched C(C+1)/2-dimensional
-    eigendecomposition per input; see :func:`dataset_stats` for the measured trade-off).  ``group_bounds=True`` adds Theorem D.1
-    and Corollary 4.6 per group (``result.groups``; ``"corollary46"``: Corollary 4.6 only, without
-    the (B, C², C²) matrices of Theorem D.1, whose size is checked against ``memory_budget``, default
-    2 GiB or ``$FISHERSYM_MEMORY_BUDGET``).  Use float64 to verify:
-    ``result.precision_lost`` flags V₁'s cancellation (THEORY §3).
+    eigendecomposition per input; see :func:`dataset_stats` for the measured trade-off).
+    ``group_bounds=True`` adds Theorem D.1 and Corollary 4.6 per group (``result.groups``;
+    ``"corollary46"``: Corollary 4.6 only, without the (B, C², C²) matrices of Theorem D.1, whose
+    size is checked against ``memory_budget``, default 2 GiB or ``$FISHERSYM_MEMORY_BUDGET``).  Use
+    float64 to verify: ``result.precision_lost`` flags V₁'s cancellation (THEORY §3).
 
     ``inputs``: a tensor (batch, features...) (detached; float32 or float64).  The model, its
     parameters, modes and hooks, torch's global flags and RNG are left unchanged
@@ -578,7 +600,7 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
     >>> lo, hi = r.ci()["0"]["var2"]; bool((lo <= r.groups["0"]["var2"]).all() and (r.groups["0"]["var2"] <= hi).all())
     True
     """
-    family = resolve_family(family, model=model, data=inputs)
+    family = resolve_family(family, family_params, model=model, data=inputs)
     n_samples = _check_n(n_samples)
     chunk_size, max_params = check_sizes(chunk_size, max_params)
     group_bounds, grams = check_group_bounds(group_bounds)
@@ -630,9 +652,9 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
         gsum = {g: {k: v for k, v in d.items() if k in want or k == "n_params"} for g, d in gsum.items()}
         if sampling is not None:
             for per in (sampling.groups, sampling.tensors):
-                for d in per.values():
-                    for k in [k for k in d if k not in want]:
-                        del d[k]
+                for ests in per.values():
+                    for k in [k for k in ests if k not in want]:
+                        del ests[k]
         if not has_v1:
             info["v1_precision"] = "not computed: var1 is not among keys= (v1_rel_error is then ε, not a measurement)"
     return StatsResult(values, kind="conditional", path=ba.eng.path, n_samples=n_samples, dtype=dtype,

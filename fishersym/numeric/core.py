@@ -20,8 +20,8 @@ import torch
 from ..families.base import ExponentialFamily
 from .parts import Part
 
-__all__ = ["EngineOutput", "BASE_POWER", "BASE_KEYS", "base_quantities", "base_quantities_chunked", "prob_negative", "mquad_cancels",
-           "MAX_PNEG_OUTCOMES"]
+__all__ = ["EngineOutput", "BASE_POWER", "BASE_KEYS", "base_quantities", "base_quantities_chunked", "prob_negative",
+           "mquad_cancels", "MAX_PNEG_OUTCOMES"]
 
 #: power of the input factor a_k in each base quantity of a weight (THEORY §7)
 BASE_POWER = {"fisher": 2, "nv1": 4, "nv1_err": 4, "nv2": 4, "u2": 2, "w2": 4, "u2s": 2, "w2s": 4, "m4": 4}

@@ -203,7 +203,8 @@ def _calibrate_w(model, x1, family, name: str, numel: int) -> float:
 def cost_estimate(model: nn.Module, inputs: torch.Tensor, family: str | ExponentialFamily, *,
                   path: str = "auto", v2: str = "exact", v2_sample: int | float | None = None,
                   max_params: int = GENERIC_MAX_PARAMS, max_bytes: int | None = None,
-                  calibrate: bool = True) -> CostEstimate:
+                  calibrate: bool = True,
+                  family_params: dict | None = None) -> CostEstimate:
     """Which path each parameter tensor takes, the passes per input, and the estimated bytes and time
     of :func:`~fishersym.numeric.conditional_stats` on ``inputs`` (module docstring), without running it.
 
@@ -216,7 +217,7 @@ def cost_estimate(model: nn.Module, inputs: torch.Tensor, family: str | Exponent
     from .reverse import DEFAULT_MAX_BYTES, _Fn, estimate_bytes
     from .proofs import trace_taints, _verdicts
 
-    family = resolve_family(family, model=model, data=inputs)
+    family = resolve_family(family, family_params, model=model, data=inputs)
     v2, v2_sample = check_v2(v2, v2_sample, None)[:2]
     engine = select_engine(model, family, path, max_params, v2=v2)
     params = check_params(model)
@@ -260,9 +261,8 @@ def cost_estimate(model: nn.Module, inputs: torch.Tensor, family: str | Exponent
     fast_zero: dict[str, str] = {}
     fast_mlp = False
     if engine.path == "fast":
-        from .layers.engine import LayerPlan
         from .layers.graph import proved_zero
-        assert isinstance(engine.plan, LayerPlan)          # the fast path's plan
+        assert engine.plan is not None                     # select_engine gives the fast path its plan
         fast_zero = proved_zero(engine.plan.graph)
         fast_mlp = engine.plan.mlp is not None
     if engine.path == "reverse":

@@ -28,8 +28,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Mapping as _MappingABC
-from typing import Iterable, Iterator, Mapping
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -39,8 +40,9 @@ from tqdm.auto import tqdm
 from ..families.base import ExponentialFamily
 from ..families.constants import certificate_policy
 from .checks import GENERIC_MAX_PARAMS, check_count, check_inputs
-from .conditional import (AnalysisOptions, _check_n, analyse_batch, check_group_bounds, check_sampled_grams,
-                          check_sizes, check_v2, group_trace_bounds, resolve_family, sampling_description, select_engine, v2_info)
+from .conditional import (AnalysisOptions, Engine, _check_n, analyse_batch, check_group_bounds, check_sampled_grams,
+                          check_sizes, check_v2, group_trace_bounds, resolve_family, sampling_description,
+                          select_engine, v2_info)
 from .core import mquad_cancels
 from .distributed import (DistributedMismatchError, _short, agree, all_reduce_flat, family_signature,
                           gather_outcome, parameter_signature, rank_world, resolve_group)
@@ -157,11 +159,12 @@ def iter_data(data, batch_size: int | str = 256, *, per_input_bytes: int | None 
                                      "For inputs and labels pass a tuple (x, y)")
             yield x, y
 
+    n_items: int | None
     try:
-        n = len(data)
+        n_items = len(data)
     except TypeError:
-        n = None
-    return gen(), n
+        n_items = None
+    return gen(), n_items
 
 
 def iter_batches(data, batch_size: int = 256) -> Iterator[torch.Tensor]:
@@ -195,15 +198,17 @@ class CentredMoments:
         if self.n == 0:
             self.n, self.mean, self.m2 = n, mean.clone(), m2.clone()
             return
+        assert self.mean is not None and self.m2 is not None     # set by the first merge (self.n > 0)
         tot = self.n + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / tot)
         self.m2 = self.m2 + m2 + delta.square() * (self.n * n / tot)
         self.n = tot
 
-    def merge(self, other: "CentredMoments") -> None:
+    def merge(self, other: CentredMoments) -> None:
         """Merge another accumulator (e.g. another worker's shard of the data)."""
         if other.n:
+            assert other.mean is not None and other.m2 is not None   # other.n > 0: it has merged values
             self.merge_stats(other.n, other.mean, other.m2)
 
     def add(self, values: torch.Tensor) -> None:
@@ -258,6 +263,7 @@ class CentredMoments:
         """The population variance M₂/n (Var_q over the n values seen)."""
         if self.n == 0:
             raise ValueError("no values were added")
+        assert self.m2 is not None                                # self.n > 0: values were merged
         return self.m2 / self.n
 
 
@@ -435,7 +441,7 @@ def _stats_batch_size(batch_size, model: nn.Module, data, family: ExponentialFam
 
 # ------------------------------------------------------------------------------ the accumulators
 class DatasetAccumulator:
-    """Everything one :func:`dataset_stats` pass accumulates, batch by batch (THEORY §8), in one place:
+    """Everything one :func:`dataset_stats` pass accumulates, batch by batch (THEORY §8), in one place.
 
     * ``sums[key][name]``: Σ_m of every per-input key (one stacked matrix product per layer and input
       power on the fast path, :func:`.stats.dataset_batch_sums`), plus Lemma 4.8's ``input_var_upper``
@@ -450,7 +456,7 @@ class DatasetAccumulator:
     (:meth:`merge_ranks`): sums by addition, maxima by max, the centred moments exactly
     (M₂ = Σ_r [M₂,r + n_r(mean_r − mean)²], mean = Σ_r n_r mean_r / n)."""
 
-    def __init__(self, engine, model: nn.Module, family: ExponentialFamily, n_samples: int, *, optimised: bool,
+    def __init__(self, engine: Engine, model: nn.Module, family: ExponentialFamily, n_samples: int, *, optimised: bool,
                  group_bounds: bool, groups, n_check: int, max_params: int) -> None:
         self.engine, self.model, self.family, self.n_samples = engine, model, family, n_samples
         self.optimised, self.group_bounds, self.groups = optimised, group_bounds, groups
@@ -514,9 +520,12 @@ class DatasetAccumulator:
         self.busy = False
 
     def add_fingerprint(self, x: torch.Tensor) -> None:
+        """Add the batch ``x`` to the input fingerprint (count, Σx, Σx² in float64; :func:`add_input_print`)."""
         self.fp = add_input_print(self.fp, x)
 
     def group_members(self) -> dict[str, list[str]]:
+        """group → its parameter names (:func:`.stats.resolve_groups` of ``groups`` over the parameters
+        seen), resolved once."""
         if self.members is None:
             self.members = resolve_groups(self.model, self.names or [], self.groups)
         return self.members
@@ -531,6 +540,7 @@ class DatasetAccumulator:
                 "fp": list(self.fp)}
 
     def load_state_dict(self, st: dict) -> None:
+        """Restore a state saved by :meth:`state_dict` (a checkpoint's); the groups are resolved again."""
         self.M, self.batches, self.canc, self.measured = st["M"], st["batches"], st["canc"], st["measured"]
         self.zero_reasons, self.index, self.v2_record = dict(st["zero_reasons"]), st["index"], st["v2_record"]
         self.names, self.sums, self.gsums, self.fp = st["names"], st["sums"], st["gsums"], list(st["fp"])
@@ -598,7 +608,11 @@ class DatasetAccumulator:
                 layout.append(("gsums", g, k))
         for n, spec in ref["ivar"].items():
             a = self.ivar.get(n) if mine else None
-            tensors.append((a.mean * a.n).to(device) if a is not None else local(None, n, spec))
+            if a is not None:
+                assert a.mean is not None                # every accumulator in ivar holds a batch (add_part)
+                tensors.append((a.mean * a.n).to(device))
+            else:
+                tensors.append(local(None, n, spec))
             layout.append(("nmean", n, None))
         red = all_reduce_flat(tensors, group)
         M = sum(m["M"] for m in metas)
@@ -612,12 +626,15 @@ class DatasetAccumulator:
                 gsums.setdefault(a, {})[b] = t
             else:
                 gmean[a] = t / M
-        m2 = []
+        m2_parts = []
         for n, spec in ref["ivar"].items():
             a = self.ivar.get(n) if mine else None
-            m2.append((a.m2 + (a.mean - gmean[n].to(a.mean.device)).square() * a.n).to(device) if a is not None
-                      else local(None, n, spec))
-        m2 = all_reduce_flat(m2, group)
+            if a is not None:
+                assert a.mean is not None and a.m2 is not None   # every accumulator in ivar holds a batch
+                m2_parts.append((a.m2 + (a.mean - gmean[n].to(a.mean.device)).square() * a.n).to(device))
+            else:
+                m2_parts.append(local(None, n, spec))
+        m2 = all_reduce_flat(m2_parts, group)
         self.ivar = {}
         for (n, _), v in zip(ref["ivar"].items(), m2):
             acc = CentredMoments()
@@ -701,7 +718,8 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
                   memory_budget: int | str | None = None, precision_check: int | None = None,
                   v2: str = "exact", v2_sample: int | float | None = None, seed: int | None = None,
                   process_group=None, checkpoint: str | os.PathLike | None = None,
-                  checkpoint_every: int = 10) -> StatsResult:
+                  checkpoint_every: int = 10,
+                  family_params: dict | None = None) -> StatsResult:
     """Many-input I(θ_i), Var Î₁, Var Î₂ and bounds per parameter (shape param.shape), THEORY §8.
 
     ``data`` (one meaning in every entry point, :func:`iter_data`): a tensor of inputs; a tuple
@@ -780,44 +798,46 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
                 raise ValueError("m_inputs applies to scheme='iid' (M inputs drawn from the data); "
                                  "scheme='all' uses every input of the data")
             m_inputs = check_count(m_inputs, "m_inputs")
-        family = resolve_family(family, model=model, data=data)
+        fam = resolve_family(family, family_params, model=model, data=data)
         n_samples = _check_n(n_samples)
         chunk_size, max_params = check_sizes(chunk_size, max_params)
-        group_bounds, grams = check_group_bounds(group_bounds)
+        with_group_bounds, grams = check_group_bounds(group_bounds)
         checkpoint_every = check_count(checkpoint_every, "checkpoint_every")
         if groups is not None and isinstance(groups, _MappingABC):   # read a generator selector once
             groups = {k: v if isinstance(v, str) else list(v) for k, v in groups.items()}
         v2, v2_sample, seed = check_v2(v2, v2_sample, seed)
-        engine = select_engine(model, family, path, max_params, v2=v2, v2_sample=v2_sample, seed=seed)
+        engine = select_engine(model, fam, path, max_params, v2=v2, v2_sample=v2_sample, seed=seed)
         check_sampled_grams(engine, grams)
         n_check = check_inputs_count(precision_check, 8)
         settings = {"n_samples": n_samples, "path": path, "optimised": optimised, "use_eig": use_eig,
-                    "sharpened": sharpened, "group_bounds": group_bounds, "v2": v2, "v2_sample": v2_sample,
+                    "sharpened": sharpened, "group_bounds": with_group_bounds, "v2": v2, "v2_sample": v2_sample,
                     "seed": seed, "groups": _plain(groups), "precision_check": n_check, "max_params": max_params}
         # the values' hash (a host copy of every parameter) only where it is compared: across ranks, or
         # against a checkpoint
         fields = {**parameter_signature(model, values=group is not None or checkpoint is not None),
-                  "family": family_signature(family), **settings,
+                  "family": family_signature(fam), **settings,
                   "engine path": engine.path, "scheme": (scheme, m_inputs)}
     except Exception as exc:  # noqa: BLE001 - re-raised on every rank by agree()
         err = exc
     agree(fields, group, "dataset_stats", {"parameter values": "broadcast the model's state_dict from rank 0, or "
                                            "load the same weights on every rank"}, error=err)
+    assert engine is not None and fields is not None     # agree() re-raised any failure of the preparation
     device = next(iter(engine.params.values())).device
     ckpt = None if checkpoint is None else (f"{os.fspath(checkpoint)}.rank{rank}" if world > 1
                                             else os.fspath(checkpoint))
-    acc = DatasetAccumulator(engine, model, family, n_samples, optimised=optimised, group_bounds=group_bounds,
+    acc = DatasetAccumulator(engine, model, fam, n_samples, optimised=optimised, group_bounds=with_group_bounds,
                              groups=groups, n_check=n_check, max_params=max_params)
     resumed, err, auto_info = None, None, None
     try:
         if batch_size == "auto" and ckpt is not None and os.path.exists(ckpt):
             batch_size = _saved_batch_size(ckpt, device) or batch_size     # resume with the saved choice
-        batch_size, auto_info = _stats_batch_size(batch_size, model, data, family, engine, path=path, v2=v2,
+        batch_size, auto_info = _stats_batch_size(batch_size, model, data, fam, engine, path=path, v2=v2,
                                                   v2_sample=v2_sample, max_params=max_params, grams=grams,
                                                   use_eig=use_eig, chunk_size=chunk_size,
                                                   memory_budget=memory_budget)
         n_all = _n_inputs(data)
-        if auto_info is not None and device.type in PROBE_DEVICE_TYPES and ckpt is None and n_all and batch_size < n_all:
+        if (auto_info is not None and device.type in PROBE_DEVICE_TYPES and ckpt is None and n_all
+                and batch_size < n_all):
             # measured, not estimated: the estimate of cost_estimate is the conditional_stats working set
             # (dense per-input outputs), far above this pass's (issue 12 item 2; bench_gpu.py)
             x_all, y_all = data if isinstance(data, tuple) else (data, None)
@@ -835,11 +855,11 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
             ck = _load_checkpoint(ckpt, fingerprint, device)
             acc.load_state_dict(ck["state"])
             resumed = {"checkpoint": ckpt, "batches": acc.batches, "inputs": acc.M, "finished": bool(ck["finished"])}
-        _run_pass(acc, batches, n_batches, engine, model, family, n_samples, progress, ckpt, checkpoint_every,
+        _run_pass(acc, batches, n_batches, engine, model, fam, n_samples, progress, ckpt, checkpoint_every,
                   fingerprint, resumed, group is not None,
                   AnalysisOptions(optimised=optimised, use_eig=use_eig, grams=grams, chunk_size=chunk_size,
                                   max_params=max_params, sharpened=sharpened, memory_budget=memory_budget))
-    except Exception as exc:  # noqa: BLE001 - raised below, on every rank
+    except Exception as exc:  # raised below, on every rank
         if group is None:
             raise
         err = exc
@@ -849,13 +869,13 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
     if auto_info is not None and "first_batch" in auto_info:
         batch_size = auto_info.get("batch_size", batch_size)
     info_extra = {"batch_size": batch_size, **({"batch_size_auto": auto_info} if auto_info else {}),
-                  "certificates": certificate_policy(family, use_eig)[1]}
+                  "certificates": certificate_policy(fam, use_eig)[1]}
     if group is not None:
         info_extra["distributed"] = {"world_size": world, "inputs_per_rank": [m["M"] for m in metas],
                                      "backend": str(dist.get_backend(group))}
     if resumed is not None:
         info_extra["resumed_from"] = resumed
-    return _finish(acc, engine, scheme, m_inputs, n_samples, v2, group_bounds, info_extra)
+    return _finish(acc, engine, scheme, m_inputs, n_samples, v2, with_group_bounds, info_extra)
 
 
 def _saved_batch_size(ckpt: str, device) -> int | None:
@@ -955,7 +975,8 @@ def _finish(acc: DatasetAccumulator, engine, scheme: str, m_inputs: int | None, 
         d = {"n_params": torch.tensor(sum(values["fisher"][n].numel() for n in names))}
         for k, per in values.items():
             if not k.startswith(("rel_sd", "prob_neg")):
-                d[k] = sum(per[n].sum() for n in names)
+                # a group has members (resolve_groups refuses an empty one): a tensor, never sum()'s 0
+                d[k] = cast(torch.Tensor, sum(per[n].sum() for n in names))
         d["rel_sd1"], d["rel_sd2"] = rel_sd(d["var1"], d["fisher"]), rel_sd(d["var2"], d["fisher"])
         if group_bounds:
             tv = acc.gsums[g]

@@ -100,7 +100,8 @@ def estimate(model: nn.Module, data, family: str | ExponentialFamily, estimator:
              n_samples: int = 1, generator: torch.Generator | None = None, *, path: str = "auto",
              per_input: bool = False, batch_size: int = 256, progress: bool | None = None,
              chunk_size: int | None = None, max_params: int = GENERIC_MAX_PARAMS,
-             memory_budget: int | str | None = None) -> Estimate:
+             memory_budget: int | str | None = None,
+             family_params: dict | None = None) -> Estimate:
     """Monte Carlo estimate of the Fisher diagonal per parameter (THEORY §2, §9).
 
     ``estimator``: "I1" (squared score) or "I2" (negative Hessian) with N =
@@ -114,7 +115,7 @@ def estimate(model: nn.Module, data, family: str | ExponentialFamily, estimator:
     """
     if not isinstance(estimator, str) or estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    family = resolve_family(family, model=model, data=data)
+    family = resolve_family(family, family_params, model=model, data=data)
     if estimator == "empirical" and not (not isinstance(n_samples, bool) and n_samples == 1):
         raise ValueError("the empirical Fisher uses the one observed label per input; n_samples must be 1 "
                          f"(got {n_samples!r}); use estimator='I1' or 'I2' for sampled labels")

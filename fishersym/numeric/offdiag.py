@@ -98,7 +98,8 @@ def check_pairs(pairs, params: dict[str, torch.Tensor]) -> list[tuple[FullIndex,
 @guarded
 def offdiag_stats(model: nn.Module, inputs: torch.Tensor, family: str | ExponentialFamily,
                   pairs: Sequence[tuple[Index, Index]], n_samples: int = 1, *,
-                  memory_budget: int | str | None = None) -> dict[str, torch.Tensor]:
+                  memory_budget: int | str | None = None,
+                  family_params: dict | None = None) -> dict[str, torch.Tensor]:
     """For each pair ((name_i, index_i), (name_j, index_j)): tensors (n_pairs, batch) of
     ``fisher_ij``, ``var1_ij``, ``var2_ij`` and the certified ``offdiag_var1_upper`` (Theorem C.1,
     sup M(a,b,a,b) ≤ λ_max(M̄)) and ``offdiag_var2_upper`` (Corollary C.3).
@@ -106,7 +107,7 @@ def offdiag_stats(model: nn.Module, inputs: torch.Tensor, family: str | Exponent
     Each index is a full index: a tuple with one int per dimension of the parameter (an int
     is accepted for a 1-D parameter); at least one pair.  The C⁴ tensors are sized against
     ``memory_budget`` (:func:`.guard.check_budget`)."""
-    family = resolve_family(family, model=model, data=inputs)
+    family = resolve_family(family, family_params, model=model, data=inputs)
     N = _check_n(n_samples)
     check_deterministic(model)
     params = {k: v.detach() for k, v in check_params(model).items()}

@@ -14,10 +14,11 @@ Keys of a result (shared names of :mod:`fishersym.bounds.theorem41`):
 """
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -141,7 +142,7 @@ def per_input_keys(eng: EngineOutput, consts: FamilyConstants, sharp: FamilyCons
     from ..bounds.theorem41 import BOUND_CONSTANTS, bound_name
     N = float(n_samples)
     need = needed_keys(keys)
-    want = (lambda k: True) if need is None else need.__contains__  # noqa: E731
+    want = (lambda k: True) if need is None else need.__contains__
     zero, zero_s = zero_constants(consts, sharp)
     bound_keys = [k for k in BOUND_CONSTANTS if want(k)]
     sharp_keys = [k for k in BOUND_CONSTANTS if want(bound_name(k, "_sharp"))]
@@ -185,7 +186,7 @@ def dataset_batch_sums(eng: EngineOutput, keys: dict[str, dict[str, Part]], cons
                        input_var_upper: bool = True, fisher_sq: bool = True) -> dict[str, dict[str, torch.Tensor]]:
     """parameter → key → Σ_b over one batch of every per-input key of ``keys`` (:func:`per_input_keys`),
     all parameters' products at once (:func:`.parts.batch_sums_many`: one matrix product per layer and
-    input power, the biases' sums from the same stacked factors), plus (THEORY §8)
+    input power, the biases' sums from the same stacked factors), plus two sums of THEORY §8.
 
     * ``input_var_upper``: Σ_b ‖u‖⁴·λ̄_max(Σ)² (Lemma 4.8; ‖u‖⁴ = (‖u‖²)², λ̄_max = ``sigma_max_cert``);
     * ``fisher_sq`` (:data:`FISHER_SQ`): Σ_b I(θ_i|x_b)², which with Σ_b I (``fisher``) gives the centred
@@ -408,7 +409,7 @@ class Estimate:
     n_sampled: int
     population: int
     level: float = DEFAULT_LEVEL
-    base: "Estimate | None" = None
+    base: Estimate | None = None
     transform: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     normal_ok: bool = True
     #: the estimated quantity is a sum of non-negative entries: the interval's lower end is clamped at 0
@@ -418,6 +419,7 @@ class Estimate:
         """(lower, upper) of the normal confidence interval at ``level`` (default ``self.level``)."""
         level = self.level if level is None else level
         if self.base is not None:
+            assert self.transform is not None       # a derived estimate has its map (apply_sampling)
             lo, hi = self.base.interval(level)
             return self.transform(lo), self.transform(hi)
         z = normal_quantile(level)
@@ -428,14 +430,16 @@ class Estimate:
 
     @property
     def lower(self) -> torch.Tensor:
+        """The lower end of :meth:`interval` at ``self.level``."""
         return self.interval()[0]
 
     @property
     def upper(self) -> torch.Tensor:
+        """The upper end of :meth:`interval` at ``self.level``."""
         return self.interval()[1]
 
     @property
-    def mean(self) -> "Estimate":
+    def mean(self) -> Estimate:
         """The mean over the ``population`` entries (total / population), with its standard error."""
         if self.base is not None:
             raise ValueError("the mean over entries is defined for estimated totals, not derived ratios")
@@ -482,9 +486,12 @@ def estimate_total(parts: list[tuple[torch.Tensor, torch.Tensor | None]], level:
     index None means every entry is exact (summed exactly, no error); otherwise the values are read at
     the flat entries ``index`` (a simple random sample, drawn independently per tensor) and the
     tensor's total is estimated by :func:`srs_estimate`.  Independent samples: the variances add."""
-    total, var = None, None
+    total: torch.Tensor | None = None
+    var: torch.Tensor | None = None
     n, pop = 0, 0
-    k2 = k3 = 0.0
+    # the estimator's cumulants, summed over the sampled tensors (0.0 while no tensor is sampled)
+    k2: torch.Tensor | float = 0.0
+    k3: torch.Tensor | float = 0.0
     small = False
     for vals, idx in parts:
         P = vals.shape[1]
@@ -507,7 +514,9 @@ def estimate_total(parts: list[tuple[torch.Tensor, torch.Tensor | None]], level:
             n += idx.numel()
         total = t if total is None else total + t
         var = v if var is None else var + v
-    ok = True if isinstance(k2, float) else (skew_ok(k2, k3) and not small)
+    # k2 and k3 are updated together: both floats (nothing sampled) or both tensors
+    ok = True if isinstance(k2, float) or isinstance(k3, float) else (skew_ok(k2, k3) and not small)
+    assert total is not None and var is not None    # parts is non-empty (one tensor, or a group's members)
     return Estimate(total, var.sqrt(), n, pop, level, normal_ok=ok)
 
 
@@ -542,6 +551,11 @@ def _unrow(t: torch.Tensor, kind: str) -> torch.Tensor:
 def _rescale(e: Estimate, kind: str) -> Estimate:
     return Estimate(_unrow(e.value, kind), _unrow(e.stderr, kind), e.n_sampled, e.population, e.level,
                     normal_ok=e.normal_ok, nonnegative=True)   # V₂ and its bounds: sums of entries ≥ 0
+
+
+def _rel_sd_of_total(t: torch.Tensor, fis: torch.Tensor) -> torch.Tensor:
+    """``rel_sd2`` = √V₂/I of a V₂ group total ``t`` (read as ≥ 0) and the exact Fisher total ``fis``."""
+    return rel_sd(t.clamp_min(0), fis)
 
 
 def apply_sampling(values: dict[str, dict[str, torch.Tensor]], groups: dict[str, dict[str, torch.Tensor]],
@@ -593,10 +607,10 @@ def apply_sampling(values: dict[str, dict[str, torch.Tensor]], groups: dict[str,
                     f"estimated sum over the group's {e.population} entries from {e.n_sampled} exact ones "
                     f"(simple random sample per tensor, expansion estimator); s.e. in "
                     f"result.standard_errors[{g!r}][{k!r}], {z_desc}: result.ci()[{g!r}][{k!r}]"
-                    + ("" if e.normal_ok else f"; normal interval not trusted (a tensor with fewer than {MIN_SAMPLE_FOR_NORMAL} "
-                                              "sampled entries or no spread, or estimated skewness of the estimator "
-                                              "> 1/5, Cochran's rule): "
-                       "the interval may cover less often than stated (sample more entries)"))
+                    + ("" if e.normal_ok else
+                       f"; normal interval not trusted (a tensor with fewer than {MIN_SAMPLE_FOR_NORMAL} "
+                       "sampled entries or no spread, or estimated skewness of the estimator > 1/5, Cochran's "
+                       "rule): the interval may cover less often than stated (sample more entries)"))
         if "var2" in ge and "rel_sd2" in d:
             fis = d["fisher"]
             base = ge["var2"]
@@ -606,7 +620,7 @@ def apply_sampling(values: dict[str, dict[str, torch.Tensor]], groups: dict[str,
             se = torch.where(pos, base.stderr / (2 * v.clamp_min(0).sqrt() * fis).where(pos, torch.ones_like(v)),
                              torch.full_like(v, math.nan))
             ge["rel_sd2"] = Estimate(val, se, base.n_sampled, base.population, level, base=base,
-                                     transform=lambda t, fis=fis: rel_sd(t.clamp_min(0), fis),
+                                     transform=functools.partial(_rel_sd_of_total, fis=fis),
                                      normal_ok=base.normal_ok)
             d["rel_sd2"] = val
             estimated[f"groups[{g!r}].rel_sd2"] = (
@@ -623,7 +637,7 @@ def apply_sampling(values: dict[str, dict[str, torch.Tensor]], groups: dict[str,
 
 
 class StatsResult(Mapping):
-    """Per-parameter results: ``result.fisher[name]``, ``result["var1"][name]``, …
+    """Per-parameter results: ``result.fisher[name]``, ``result["var1"][name]``, … (a mapping of keys).
 
     ``kind`` is "conditional" (tensors (batch, *param.shape)) or "dataset"
     (tensors param.shape).  ``groups`` maps group name → key → per-group sum
@@ -646,8 +660,8 @@ class StatsResult(Mapping):
     and they dominate (measured on a trained digits MLP: `benchmarks/precision_flag.py`).  Float32
     results therefore also carry ``v1_rel_error_measured``: the largest relative V₁ error of a
     float64 re-analysis of some inputs (``precision_check=``; all inputs up to 64 in
-    :func:`conditional_stats` (⌈B/16⌉ on its reverse path), 8 per batch in :func:`dataset_stats`), and ``precision_lost`` is True
-    when either number exceeds 1e-3.  It is None in float64 or with ``precision_check=0``.
+    :func:`conditional_stats` (⌈B/16⌉ on its reverse path), 8 per batch in :func:`dataset_stats`), and
+    ``precision_lost`` is True when either number exceeds 1e-3.  It is None in float64 or with ``precision_check=0``.
 
     **Sampled V₂** (``v2="sample"`` on the reverse path, issue 9 item 2c).  ``sampling`` is a
     :class:`SampledV2` (None when every number is exact).  Then the per-entry keys of :data:`W_KEYS`
@@ -746,6 +760,7 @@ class StatsResult(Mapping):
 
     @property
     def parameters(self) -> list[str]:
+        """The analysed parameters' names (those of ``fisher``, in the model's order)."""
         return list(self._values["fisher"])
 
     def rows(self, keys: Iterable[str] = ("fisher", "var1", "var2"), by: str = "parameter",
@@ -769,7 +784,9 @@ class StatsResult(Mapping):
                             row[f"{k}_se"] = self._group_row_se(g, k, est)
                 rows.append(row)
             return rows
-        red = {"mean": torch.mean, "sum": torch.sum, "max": torch.amax}[reduce]
+        reducers: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"mean": torch.mean, "sum": torch.sum,
+                                                                        "max": torch.amax}
+        red = reducers[reduce]
         for n in self.parameters:
             row = {"name": n, "shape": tuple(self._values["fisher"][n].shape[1 if self.kind == "conditional" else 0:])}
             for k in keys:
@@ -790,6 +807,7 @@ class StatsResult(Mapping):
             return float(est.stderr.reshape(-1)[0])
         if k not in SAMPLED_TOTAL_KEYS:
             return math.nan
+        assert self.sampling is not None            # est is one of group_estimates: the result is sampled
         parts = [(self._values[k][n].double().mean(0).reshape(1, -1), self.sampling.index.get(n))
                  for n in self.group_members[g]]
         return float(estimate_total(parts).stderr[0])

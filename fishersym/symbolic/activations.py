@@ -29,9 +29,10 @@ thresholds below torch's default 20 are refused.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import sympy as sp
 import torch.nn as nn

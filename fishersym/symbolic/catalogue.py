@@ -11,13 +11,14 @@ deterministic, so tests compare the committed files with fresh output.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import sympy as sp
 
 from ..families import get as get_family
-from .derive import derive
+from .derive import Derivation, derive
 from .network import mlp
 
 __all__ = ["CASES", "Case", "build_case", "render_case", "write_catalogue", "index_entry",
@@ -26,10 +27,14 @@ __all__ = ["CASES", "Case", "build_case", "render_case", "write_catalogue", "ind
 
 @dataclass(frozen=True)
 class Case:
+    """One catalogue case: the MLP ``mlp(widths, activation)`` with output family ``family``
+    (built with ``family_params``), written to ``<name>.tex`` under ``title``; ``note`` (if any)
+    is the document's description."""
+
     name: str
     title: str
     widths: tuple
-    activation: object
+    activation: str | Sequence[str]
     family: str
     family_params: dict = field(default_factory=dict)
     note: str = ""
@@ -92,13 +97,15 @@ def estimator_index_entry(ec: EstimatorCase, D) -> str:
         "; ".join(estimator_facts(D)) + "."
 
 
-def build_case(case: Case):
+def build_case(case: Case) -> Derivation:
+    """The derivation (THEORY §6) of the case's network and family: ``derive(mlp(widths, activation), family)``."""
     fam = get_family(case.family, **case.family_params)
     net = mlp(case.widths, case.activation)
     return derive(net, fam)
 
 
 def render_case(case: Case) -> tuple[str, object]:
+    """The .tex of a case and the derivation it was rendered from."""
     D = build_case(case)
     desc = case.note or None
     return D.to_latex(title=case.title, description=desc), D

@@ -69,6 +69,7 @@ class ParamDerivation:
 
     @property
     def symbol(self) -> sp.Symbol:
+        """The parameter's SymPy symbol θ_i."""
         return self.entry.symbol
 
     @property
@@ -122,6 +123,7 @@ class Derivation:
 
     @property
     def names(self) -> list[str]:
+        """The names of the derived parameters' symbols, in derivation order."""
         return [p.symbol.name for p in self.params.values()]
 
     # ------------------------------------------------------------------ definitions
@@ -148,7 +150,7 @@ class Derivation:
         xi = sp.numbered_symbols("xi_", real=True, start=1)
         repl, red = sp.cse(exprs, symbols=xi, optimizations=None, order="canonical")
         out: dict = {}
-        for (s, nm, c), e in zip(index, red):
+        for (s, nm, _c), e in zip(index, red):
             out.setdefault(s, {}).setdefault(nm, []).append(e)
         return repl, out
 
@@ -201,7 +203,11 @@ def _tangents(net: Network, p: ParamEntry) -> tuple[list, list]:
     l = p.layer
     n_l = net.widths[l]
     dz = [sp.Integer(0)] * n_l
-    dz[p.row] = net.a[l - 1][p.col] if p.kind == "weight" else sp.Integer(1)
+    if p.kind == "weight":
+        assert p.col is not None, "a weight's ParamEntry always carries its column k"
+        dz[p.row] = net.a[l - 1][p.col]
+    else:
+        dz[p.row] = sp.Integer(1)
     d2z = [sp.Integer(0)] * n_l
     for m in range(l + 1, net.L + 1):
         act = net.activations[m - 2]

@@ -25,9 +25,9 @@ verdict (an exact zero difference or an exact limit), never a numeric spot check
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Callable, Sequence
+from functools import cache
 
 import sympy as sp
 
@@ -37,7 +37,8 @@ __all__ = [
     "param_hutchinson_variance_one_input", "estimator_variances", "estimators_latex", "estimator_facts",
     "derive_batched_variance", "prove_batched_variance", "prove_batched_variance_all_M",
     "prove_batched_sqrt2_limit", "prove_batched_sqrt2_bounded", "prove_gaussian_hutchinson",
-    "prove_rademacher_hutchinson", "prove_softmax_factor", "prove_softmax_rademacher_vs_squared_score", "prove_param_hutchinson", "catalogue_proofs",
+    "prove_rademacher_hutchinson", "prove_softmax_factor", "prove_softmax_rademacher_vs_squared_score",
+    "prove_param_hutchinson", "catalogue_proofs",
 ]
 
 
@@ -60,7 +61,7 @@ class Proof:
 
 
 # ---------------------------------------------------------------------------- moments
-@lru_cache(maxsize=None)
+@cache
 def gaussian_moment(k: int) -> sp.Integer:
     """E ε^k for ε ~ N(0, 1), by explicit integration against the standard normal density.
 
@@ -119,9 +120,9 @@ def _check_M(M) -> None:
 
 # ---------------------------------------------------------------------------- closed forms
 def batched_variance(M: int, I: Sequence[sp.Expr] | None = None, v: Sequence[sp.Expr] | None = None) -> sp.Expr:
-    """Variance of one draw of the batched squared gradient (Σ_m s_m)² over M inputs (THEORY §13):
+    """Variance of one draw of the batched squared gradient (Σ_m s_m)² over M inputs (THEORY §13).
 
-        Σ_m v_m + 2[(Σ_m I_m)² − Σ_m I_m²].
+        Var (Σ_m s_m)² = Σ_m v_m + 2[(Σ_m I_m)² − Σ_m I_m²].
 
     ``I``, ``v`` default to the symbols of :func:`score_symbols`; pass expressions (e.g. per-input
     output-space Hutchinson variances as ``v``) to get the batched Hutchinson variance.
@@ -184,7 +185,7 @@ def output_factor(family_or_sigma) -> sp.Matrix:
 
 def output_hutchinson_variance(family_or_sigma, kind: str = "gaussian",
                                u: Sequence[sp.Expr] | None = None) -> sp.Expr:
-    """Variance of one output-space Hutchinson draw (uᵀLε)², LLᵀ = Σ (THEORY §13):
+    """Variance of one output-space Hutchinson draw (uᵀLε)² with LLᵀ = Σ (THEORY §13).
 
         Gaussian ε:   2 (uᵀΣu)²
         Rademacher ε: 2 (uᵀΣu)² − 2‖Lᵀu‖₄⁴   (L from :func:`output_factor`)
@@ -222,9 +223,9 @@ def output_hutchinson_variance(family_or_sigma, kind: str = "gaussian",
 
 
 def param_hutchinson_variance(F: sp.Matrix, i: int) -> sp.Expr:
-    """Variance of one parameter-space Hutchinson draw z_i (Fz)_i, Rademacher z (THEORY §13):
+    """Variance of one parameter-space Hutchinson draw z_i (Fz)_i with Rademacher z (THEORY §13).
 
-        Σ_{j≠i} F_ij² = (F²)_ii − F_ii².
+        Var z_i (Fz)_i = Σ_{j≠i} F_ij² = (F²)_ii − F_ii².
 
     >>> F = sp.Matrix([[1, 2], [2, 5]])
     >>> param_hutchinson_variance(F, 0)
@@ -237,7 +238,9 @@ def param_hutchinson_variance(F: sp.Matrix, i: int) -> sp.Expr:
 
 
 def param_hutchinson_variance_one_input(J: sp.Matrix, Sigma: sp.Matrix, i: int) -> sp.Expr:
-    """One input (F = JᵀΣJ, J the C × P Jacobian ∂h/∂θ, u_i its column i; THEORY §13):
+    """Variance of one parameter-space Hutchinson draw for one input, F = JᵀΣJ (THEORY §13).
+
+    With J the C × P Jacobian ∂h/∂θ and u_i its column i,
 
         Var z_i (Fz)_i = u_iᵀ Σ (J Jᵀ) Σ u_i − I_i²,  I_i = u_iᵀΣu_i;
 
@@ -319,7 +322,9 @@ def prove_batched_sqrt2_limit() -> Proof:
 
 
 def prove_batched_sqrt2_bounded() -> Proof:
-    """General statement (THEORY §13): if 0 ≤ v_m ≤ V̄ and c ≤ I_m ≤ Ī with c > 0 for every m, then
+    """Prove Var/(Σ_m I_m)² of the batched squared gradient → 2 at rate O(1/M), with a bound (THEORY §13).
+
+    General statement: if 0 ≤ v_m ≤ V̄ and c ≤ I_m ≤ Ī with c > 0 for every m, then
 
         |Var/(Σ_m I_m)² − 2| ≤ (V̄ + 2Ī²)/(M c²),
 
@@ -419,7 +424,9 @@ def prove_softmax_factor(C: int) -> Proof:
 
 
 def prove_softmax_rademacher_vs_squared_score(C: int) -> Proof:
-    """Softmax, one input, one label or one probe (THEORY §13): with d_a = u_a − ū,
+    """Prove when Rademacher output-space Hutchinson beats Î₁ for the softmax (THEORY §13).
+
+    One input, one label or one probe; with d_a = u_a − ū,
 
         v − Var_Rad = Σ_a p_a(1 + 2p_a) d_a⁴ − 3I²,
 
@@ -513,7 +520,7 @@ def estimator_variances(D, u: dict | None = None) -> dict[sp.Symbol, dict[str, s
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def catalogue_proofs() -> dict[str, tuple[Proof, ...]]:
     """Every proof of this module, as the catalogue documents cite them (THEORY §13); computed once
     per process (seconds on one core).  Keys: batched (M = 2, 3, 4 and every M), limit, bounded,
@@ -540,7 +547,7 @@ def estimators_latex(D, title: str, derivation_file: str | None = None) -> str:
     from .latex import _eq, _Printer, _vec, document_head, tex_escape
 
     P = _Printer(D)
-    fam, F, net = D.family, D.forms, D.network
+    fam, F = D.family, D.forms
     C = fam.C
     out: list[str] = []
     w = out.append
@@ -591,14 +598,16 @@ def estimators_latex(D, title: str, derivation_file: str | None = None) -> str:
       "$LL^\\top = \\operatorname{diag}(p) - pp^\\top$ and $\\|L^\\top u\\|_4^4 = \\sum_a p_a^2 (u_a - \\bar u)^4$, "
       f"$\\bar u = \\sum_a p_a u_a$ ($C = 2, 3$; {'proved' if all(psm) else 'NOT PROVED'}). "
       "Batched over inputs, $(\\sum_m u_m^\\top L_m\\varepsilon_m)^2$ has the per-input variances plus the "
-      "same cross term $2[(\\sum_m I_m)^2 - \\sum_m I_m^2]$ (the batched result with $s_m = u_m^\\top L_m\\varepsilon_m$). "
+      "same cross term $2[(\\sum_m I_m)^2 - \\sum_m I_m^2]$ (the batched result with "
+      "$s_m = u_m^\\top L_m\\varepsilon_m$). "
       "For the softmax, with $d_a = u_a - \\bar u$, Rademacher probes beat $\\hat I_1$ with one label iff "
       "$\\sum_a p_a(1 + 2p_a) d_a^4 > 3 I^2$ (the difference of the variances; proved for $C = 2, 3$).\n\n")
     (ph,) = proofs["param"]
     w("\\paragraph{Parameter-space Hutchinson $z_i (F z)_i$, Rademacher $z$} (AdaHessian, curvlinops). "
       f"Unbiased, with ({'proved' if ph else 'NOT PROVED'} for $P = 3$)\n")
     w(_eq(r"\operatorname{Var} z_i (Fz)_i", r"\sum_{j \ne i} F_{ij}^2 = (F^2)_{ii} - F_{ii}^2"))
-    w("For one input $F = J^\\top\\Sigma J$, so $\\operatorname{Var} = u_i^\\top\\Sigma (JJ^\\top)\\Sigma u_i - I_i^2$: "
+    w("For one input $F = J^\\top\\Sigma J$, so "
+      "$\\operatorname{Var} = u_i^\\top\\Sigma (JJ^\\top)\\Sigma u_i - I_i^2$: "
       "only the $C\\times C$ Gram $JJ^\\top = \\sum_j u_j u_j^\\top$ is needed.\n\n")
 
     # ------------------------------------------------------------ family level

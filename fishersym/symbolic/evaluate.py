@@ -33,7 +33,9 @@ def _erf(x):
         return np.vectorize(math.erf, otypes=[float])(x)
 
 
-def numeric_modules():
+def numeric_modules() -> list:
+    """The ``modules`` argument of ``sp.lambdify`` for the derivation's expressions: NumPy, with
+    ``erf`` from SciPy (elementwise ``math.erf`` without SciPy)."""
     return [{"erf": _erf}, "numpy"]
 
 
@@ -122,8 +124,9 @@ def check_architecture(net, model: nn.Module) -> None:
                                  f"derivation is {_describe_linear(n_in, n_out, net.bias)}; {fix}")
             has_bias = m.bias is not None
             if (m.in_features, m.out_features, has_bias) != (n_in, n_out, net.bias):
-                raise ValueError(f"module {key!r} of the model is {_describe_linear(m.in_features, m.out_features, has_bias)}"
-                                 f" but layer {l} of the derivation is {_describe_linear(n_in, n_out, net.bias)}; {fix}")
+                raise ValueError(f"module {key!r} of the model is "
+                                 f"{_describe_linear(m.in_features, m.out_features, has_bias)} but layer {l} of "
+                                 f"the derivation is {_describe_linear(n_in, n_out, net.bias)}; {fix}")
             if id(m) in seen:
                 raise ValueError(f"modules {seen[id(m)]!r} and {key!r} of the model are the same nn.Linear "
                                  "instance (shared layer): its parameters enter two layers, which the derivation "
@@ -232,7 +235,7 @@ def evaluate(D, model: nn.Module, x: torch.Tensor, n_samples: int | None = None,
     shapes = {n: tuple(t.shape) for n, t in model.named_parameters()}
     C = fam.C
     keys = names + ["u", "w"] + (["up_sq", "wp_sq"] if fam.shift_invariant else [])
-    out = {k: {} for k in keys}
+    out: dict[str, dict[str, torch.Tensor]] = {k: {} for k in keys}
     for pname in dict.fromkeys(pd.entry.torch_name for pd in pds):
         for k in keys:
             tail = (C,) if k in ("u", "w") else ()
@@ -286,8 +289,8 @@ def evaluate(D, model: nn.Module, x: torch.Tensor, n_samples: int | None = None,
                                                      torch.zeros((B, *shapes[pd.entry.torch_name]),
                                                                  dtype=torch.float64))
                     sym[k][pd.entry.torch_name][(slice(None), *pd.entry.index)] = torch.from_numpy(np.array(ev(e)))
-            for k, v in sym.items():
-                values[f"sym_{k}"] = v
+            for k, sv in sym.items():
+                values[f"sym_{k}"] = sv
     info = {"path_reason": "symbolic: the SymPy closed forms of the derivation, compiled by lambdify and "
                            "evaluated in float64 (NumPy)",
             "h": h, "constants": consts, "constants_sharp": cr, "certificates": certificates,

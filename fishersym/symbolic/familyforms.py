@@ -45,6 +45,11 @@ def _positivity_subs(fam, coords) -> dict:
 
 @dataclass
 class FamilyForms:
+    """The forms of one family along generic directions u = ∂h/∂θ_i and w = ∂²h/∂θ_i² (THEORY §3, §4):
+    I = uᵀΣu, N·V₁ = M(u,u,u,u), N·V₂ = wᵀΣw, κ₄ and M₄ contracted with u, Σ and η, in the family's
+    display coordinates, with the trade-off condition V₂ ≤ V₁ (§6.7) and the Theorem 4.1 constants
+    (§5).  Built and cached by :func:`family_forms`."""
+
     fam: object
     U: tuple
     Wd: tuple
@@ -67,6 +72,7 @@ class FamilyForms:
     lam_named: bool = False
 
     def display(self, e):
+        """``e`` rewritten in the family's display coordinates (simplified in h where it has none)."""
         return self.fam.display(e) if self.coords else sp.simplify(e)
 
 
@@ -141,7 +147,7 @@ def cancel_common(lhs: sp.Expr, rhs: sp.Expr, pos_subs: dict, finish=None
     return L, R, caveats
 
 
-def _lambda_constants(fam, F: "FamilyForms") -> tuple[dict, bool]:
+def _lambda_constants(fam, F: FamilyForms) -> tuple[dict, bool]:
     """Symbolic constants of Theorem 4.1 (THEORY §5): exact where SymPy finds them
     (C = 1; Σ a multiple of the identity with M(v) = c‖v‖⁴), named symbols otherwise."""
     C = fam.C

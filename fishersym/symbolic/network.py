@@ -16,8 +16,8 @@ never shift.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import sympy as sp
 import torch
@@ -86,7 +86,7 @@ class Network:
         for l in range(1, self.L + 1):
             n_in, n_out = self.widths[l - 1], self.widths[l]
             tname = f"{2 * (l - 1)}"
-            Wl = sp.Matrix(n_out, n_in, lambda j, k: self._sym(
+            Wl = sp.Matrix(n_out, n_in, lambda j, k, l=l: self._sym(
                 f"W{l}_{j + 1}_{k + 1}", f"W^{{({l})}}_{{{j + 1},{k + 1}}}", real=True))
             self.W.append(Wl)
             for j in range(n_out):
@@ -117,10 +117,12 @@ class Network:
     # ------------------------------------------------------------------ structure
     @property
     def n_params(self) -> int:
+        """The number P of parameters (weights and biases of every layer)."""
         return len(self.params)
 
     @property
     def param_symbols(self) -> list[sp.Symbol]:
+        """The parameter symbols θ_1..θ_P, layer by layer (each layer's weights row by row, then its biases)."""
         return [p.symbol for p in self.params]
 
     def param(self, key) -> ParamEntry:
@@ -207,11 +209,13 @@ class Network:
         return out
 
     def describe(self) -> str:
+        """One line: the widths, the hidden activations and the number of parameters."""
         acts = ", ".join(a.name for a in self.activations) or "none"
         return f"MLP widths {list(self.widths)}, hidden activations [{acts}], {self.n_params} parameters"
 
     def __repr__(self) -> str:
-        return f"Network(widths={list(self.widths)}, activations={[a.name for a in self.activations]}, bias={self.bias})"
+        return (f"Network(widths={list(self.widths)}, activations={[a.name for a in self.activations]}, "
+                f"bias={self.bias})")
 
 
 def mlp(widths: Sequence[int], activation="tanh", bias: bool = True, family=None) -> Network:

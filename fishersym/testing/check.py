@@ -15,8 +15,8 @@ import numbers
 import os
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
@@ -69,6 +69,9 @@ PROFILES = {"full": Profile("full", {}, None),
 
 @dataclass
 class PropertyResult:
+    """One property's outcome in a :class:`Report`: status, examples run, seconds, the counterexample
+    (``message``, or why it does not apply) and up to 3 non-failure reports."""
+
     name: str
     status: str  # "passed" | "failed" | "not applicable"
     examples: int = 0
@@ -91,13 +94,16 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        """True when no property failed (passed or not applicable)."""
         return all(r.status != "failed" for r in self.results)
 
     @property
     def failed(self) -> list[PropertyResult]:
+        """The results whose status is "failed"."""
         return [r for r in self.results if r.status == "failed"]
 
     def raise_on_failure(self) -> None:
+        """Raise AssertionError with the printed report when a property failed."""
         if not self.ok:
             raise AssertionError(str(self))
 
@@ -343,12 +349,11 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
     too_big = sum(p.numel() for p in model.parameters() if p.requires_grad) > BRUTE_MAX_PARAMS
     results = []
     bar = progress_bar(names, progress, desc="fishersym check", unit="property")
-    for name in bar:
-        fn = PROPERTIES[name]
-        count = {"n": 0}
-        reports: list[str] = []
-        n_ex = int(min(max_examples, DEFAULT_EXAMPLES.get(name, max_examples), prof.cap or max_examples))
-        overrides = prof.options.get(name, {})
+
+    def property_run(name: str, fn, count: dict[str, int], reports: list[str], n_ex: int, overrides: dict):
+        """The hypothesis test of property ``name`` (calling it runs the examples), built here so that
+        it binds this property's values, not the loop's variables (its source, and with it hypothesis'
+        derandomised seed, is the same as when it was defined in the loop)."""
 
         @settings(max_examples=n_ex, derandomize=True, database=None, deadline=None, print_blob=False,
                   phases=[Phase.explicit, Phase.generate, Phase.shrink],
@@ -372,7 +377,16 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
             out = fn(m, family, x, n_samples=n_samples, **kw) if name != "n_scaling" else fn(m, family, x)
             if isinstance(out, list):
                 reports.extend(out)
+        return run
 
+    for name in bar:
+        fn = PROPERTIES[name]
+        count = {"n": 0}
+        reports: list[str] = []
+        n_ex = int(min(max_examples, DEFAULT_EXAMPLES.get(name, max_examples), prof.cap or max_examples))
+        overrides = prof.options.get(name, {})
+
+        run = property_run(name, fn, count, reports, n_ex, overrides)
         t0 = time.time()
         try:
             run()

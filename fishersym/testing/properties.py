@@ -19,10 +19,9 @@ moment, for sample variances) and z from a stated false-alarm probability
 """
 from __future__ import annotations
 
-import copy
 import math
+from collections.abc import Callable, Mapping
 from statistics import NormalDist
-from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -208,6 +207,7 @@ def check_monte_carlo(model: nn.Module, family: ExponentialFamily, x: torch.Tens
     xs = x1.expand(R, *x1.shape[1:]).contiguous()
     g = torch.Generator().manual_seed(seed)
     for k, (est, mu4) in enumerate((("I1", bf.mu4_1), ("I2", bf.mu4_2)), start=1):
+        assert mu4 is not None  # brute_force always fills mu4_1 and mu4_2
         draws = estimate(model, xs, family, est, n_samples=N, generator=g, per_input=True, progress=False)
         for name, d in draws.items():
             if est == "I1" and bool((d < 0).any()):
@@ -308,7 +308,8 @@ def check_structural(model: nn.Module, family: ExponentialFamily, x: torch.Tenso
     else:
         why = "last layer (Remark 4.4)"
     if not names:
-        raise NotApplicable("no parameter on which h is affine was identified (needs an nn.Sequential ending in Linear)")
+        raise NotApplicable("no parameter on which h is affine was identified "
+                            "(needs an nn.Sequential ending in Linear)")
     r = result or _stats(model, x, family, n_samples)
     for name in names:
         v2, v1 = r["var2"][name], r["var1"][name]
@@ -442,8 +443,8 @@ def symbolic_spec(model: nn.Module) -> tuple[list[int], list] | None:
                 return None
             widths.append(m.out_features)
         else:
-            ms = _act.module_spec(m)
-            if ms is None or type(m) in _act.lookup(m).eval_types:
+            ms, entry = _act.module_spec(m), _act.lookup(m)
+            if ms is None or entry is None or type(m) in entry.eval_types:
                 return None
             name, params = ms
             spec = _act.get(name)

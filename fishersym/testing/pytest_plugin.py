@@ -1,6 +1,6 @@
-"""pytest plugin: run the property suite against your own model from the command line.
+r"""pytest plugin: run the property suite against your own model from the command line.
 
-    pytest --fishersym-model mypkg.models:make_net --fishersym-family categorical \\
+    pytest --fishersym-model mypkg.models:make_net --fishersym-family categorical \
            --fishersym-family-param C=10 --fishersym-input-shape 784
 
 adds one test item per property of :data:`fishersym.testing.PROPERTIES` for
@@ -13,7 +13,10 @@ the options).
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pytest
+from typing_extensions import override
 
 from .. import families as _families
 
@@ -21,6 +24,7 @@ __all__ = ["pytest_addoption", "pytest_collection_modifyitems", "FishersymItem",
 
 
 def pytest_addoption(parser) -> None:
+    """pytest hook: the ``--fishersym-*`` command-line options, in a group of their own."""
     g = parser.getgroup("fishersym", "fishersym: the Fisher-estimator property suite on your own model")
     g.addoption("--fishersym-model", action="append", default=[], metavar="MODULE:FACTORY",
                 help="model factory to check (repeatable), e.g. mypkg.models:make_net")
@@ -35,9 +39,9 @@ def pytest_addoption(parser) -> None:
                 help="hypothesis examples per property (default 5)")
 
 
-def parse_params(items: list[str]) -> dict:
-    """['C=10', 'sigma2=0.5'] → {'C': 10, 'sigma2': 0.5}."""
-    out = {}
+def parse_params(items: Iterable[str]) -> dict[str, int | float | str]:
+    """['C=10', 'sigma2=0.5'] → {'C': 10, 'sigma2': 0.5}: each value an int, else a float, else the string."""
+    out: dict[str, int | float | str] = {}
     for it in items:
         if "=" not in it:
             raise pytest.UsageError(f"family parameter {it!r} must look like KEY=VALUE (e.g. C=10)")
@@ -82,10 +86,11 @@ class FishersymItem(pytest.Item):
                     n_samples=cfg.getoption("fishersym_n_samples"),
                     max_examples=cfg.getoption("fishersym_examples"),
                     family_params=parse_params(cfg.getoption("fishersym_family_param")))
-            except Exception as exc:  # bad input: every item reports it
+            except Exception as exc:  # noqa: BLE001 - not swallowed: stored, and every item's runtest re-raises it
                 FishersymItem._reports[key] = exc
         return FishersymItem._reports[key]
 
+    @override
     def runtest(self) -> None:
         rep = self._report()
         if isinstance(rep, Exception):
@@ -96,16 +101,19 @@ class FishersymItem(pytest.Item):
         if res.status == "failed":
             raise AssertionError(res.message)
 
+    @override
     def repr_failure(self, excinfo):
         if isinstance(excinfo.value, AssertionError):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
 
+    @override
     def reportinfo(self):
         return self.spec, None, f"fishersym {self.prop} [{self.spec}]"
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
+    """pytest hook: append one :class:`FishersymItem` per (``--fishersym-model`` spec, property)."""
     specs = config.getoption("fishersym_model")
     if not specs:
         return

@@ -18,8 +18,8 @@ numerical, not mathematical, reasons.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -63,6 +63,7 @@ def families(names: Sequence[str] | None = None, max_classes: int = 5) -> st.Sea
 
 
 def activations(names: Sequence[str] | None = None) -> st.SearchStrategy[str]:
+    """Activation names of :data:`EXAMPLE_ACTIVATIONS` (all of them, or ``names`` after checking each is known)."""
     names = list(names) if names is not None else list(EXAMPLE_ACTIVATIONS)
     unknown = set(names) - set(EXAMPLE_ACTIVATIONS)
     if unknown:
@@ -81,10 +82,13 @@ class Architecture:
 
     @property
     def n_params(self) -> int:
+        """Parameter count Σ_i (d_i·d_{i+1} + d_{i+1}) over the dims (in_dim, *widths, out_dim)."""
         dims = (self.in_dim, *self.widths, self.out_dim)
         return sum(dims[i] * dims[i + 1] + dims[i + 1] for i in range(len(dims) - 1))
 
     def shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, shape) of every parameter as ``nn.Sequential`` names them: ``{2i}.weight`` of shape
+        (d_{i+1}, d_i) and ``{2i}.bias`` of shape (d_{i+1},)."""
         dims = (self.in_dim, *self.widths, self.out_dim)
         out = []
         for i in range(len(dims) - 1):
@@ -93,14 +97,18 @@ class Architecture:
         return out
 
 
-def architectures(in_dim: int | st.SearchStrategy[int] = st.integers(1, 4), out_dim: int = 1,
+#: the default input width of :func:`architectures` (one strategy object, shared by every call)
+_IN_DIMS = st.integers(1, 4)
+
+
+def architectures(in_dim: int | st.SearchStrategy[int] = _IN_DIMS, out_dim: int = 1,
                   depth: tuple[int, int] = (1, 4), widths: tuple[int, int] = (1, 6),
                   activation_names: Sequence[str] | None = None) -> st.SearchStrategy[Architecture]:
     """MLPs with ``depth`` Linear layers (depth − 1 hidden layers), per-layer activations."""
     in_s = in_dim if isinstance(in_dim, st.SearchStrategy) else st.just(in_dim)
 
     @st.composite
-    def build(draw):
+    def build(draw: st.DrawFn) -> Architecture:
         d = draw(st.integers(*depth))
         ws = tuple(draw(st.lists(st.integers(*widths), min_size=d - 1, max_size=d - 1)))
         acts = tuple(draw(st.lists(activations(activation_names), min_size=d - 1, max_size=d - 1)))
@@ -141,7 +149,8 @@ def parameter_values(arch: Architecture, bound: float = 2.0) -> st.SearchStrateg
     return st.fixed_dictionaries({n: arrays(np.float64, s, elements=elems) for n, s in arch.shapes()})
 
 
-def inputs(shape: Sequence[int], bound: float = 2.0, batch: tuple[int, int] = (1, 3)) -> st.SearchStrategy[torch.Tensor]:
+def inputs(shape: Sequence[int], bound: float = 2.0,
+           batch: tuple[int, int] = (1, 3)) -> st.SearchStrategy[torch.Tensor]:
     """A batch of bounded finite inputs of per-input ``shape``."""
     elems = elements(bound)
     return st.integers(*batch).flatmap(
@@ -176,7 +185,7 @@ def cases(family_names: Sequence[str] | None = None, depth: tuple[int, int] = (1
     """Family + MLP architecture + parameter values + inputs + N, consistent with each other."""
 
     @st.composite
-    def build(draw):
+    def build(draw: st.DrawFn) -> ModelCase:
         fam = draw(families(family_names, max_classes))
         arch = draw(architectures(st.integers(1, 3), fam.out_dim, depth, widths, activation_names))
         vals = draw(parameter_values(arch, bound))
@@ -271,7 +280,7 @@ def shared_module_mlps(out_dim: int, in_dim: tuple[int, int] = (1, 4), widths: t
         raise ValueError(f"unknown structures {sorted(unknown)}; available: {STRUCTURES}")
 
     @st.composite
-    def build(draw):
+    def build(draw: st.DrawFn) -> FuzzModel:
         kind = draw(st.sampled_from(structures))
         act = lambda: EXAMPLE_ACTIVATIONS[draw(activations(activation_names))]()  # noqa: E731
         if kind == "plain":
