@@ -7,6 +7,6 @@ from .theorem41 import (BOUND_KEYS, OPT_KEYS, SHARP_KEYS, STAT_KEYS, bound_viola
                         theorem41_bound, theorem41_bounds, theorem41_expressions, violated_bounds)
 from .trace import TRACE_KEYS, corollary46, ruhe_bounds, theorem_d1
 
-__all__ = ["STAT_KEYS", "BOUND_KEYS", "OPT_KEYS", "SHARP_KEYS", "theorem41_bound", "theorem41_bounds", "theorem41_expressions",
-           "bound_violated", "bound_violations", "violated_bounds",
+__all__ = ["STAT_KEYS", "BOUND_KEYS", "OPT_KEYS", "SHARP_KEYS", "theorem41_bound", "theorem41_bounds",
+           "theorem41_expressions", "bound_violated", "bound_violations", "violated_bounds",
            "TRACE_KEYS", "theorem_d1", "corollary46", "ruhe_bounds", "offdiag_bounds", "lemma48_bound"]
