@@ -378,6 +378,17 @@ def _spacing_ok(prev) -> bool:
     return not (prev.kind == "tok" and prev.text in ("(", "[", ",", "{}", "&", r"\{"))
 
 
+
+def _split_nodes(nodes: list[_Node], sep: str) -> list[list[_Node]]:
+    """The runs of ``nodes`` between the separator tokens ``sep`` (rows at a line break, cells at ``&``)."""
+    parts: list[list[_Node]] = [[]]
+    for c in nodes:
+        if c.kind == "tok" and c.text == sep:
+            parts.append([])
+        else:
+            parts[-1].append(c)
+    return parts
+
 def _node_width(nd, scale, prev=None) -> float:
     k = nd.kind
     if k == "tok":
@@ -421,27 +432,9 @@ def _node_width(nd, scale, prev=None) -> float:
         sub = _node_width(nd.sub, s) if nd.sub is not None else 0.0
         return base + max(sup, sub) + 0.6
     if k == "env":
-        rows: list[list[_Node]] = []
-        cur: list[_Node] = []
-        for c in nd.kids:
-            if c.kind == "tok" and c.text == "\\\\":
-                rows.append(cur)
-                cur = []
-            else:
-                cur.append(c)
-        rows.append(cur)
         cols: list[float] = []
-        for r in rows:
-            cells: list[list[_Node]] = []
-            cell: list[_Node] = []
-            for c in r:
-                if c.kind == "tok" and c.text == "&":
-                    cells.append(cell)
-                    cell = []
-                else:
-                    cell.append(c)
-            cells.append(cell)
-            for j, cell in enumerate(cells):
+        for r in _split_nodes(nd.kids, "\\\\"):
+            for j, cell in enumerate(_split_nodes(r, "&")):
                 if j >= len(cols):
                     cols.append(0.0)
                 cols[j] = max(cols[j], _width(cell, scale))
