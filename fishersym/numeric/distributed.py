@@ -163,25 +163,35 @@ def comm_device(group: Any, device: torch.device) -> torch.device:
     return device
 
 
+def _flat_buffers(tensors: Sequence[torch.Tensor], group: Any):
+    """Per dtype: (indices of those tensors, their concatenation on the collective's device
+    (:func:`comm_device`), the tensors' own device)."""
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_dtype.setdefault(t.dtype, []).append(i)
+    for idx in by_dtype.values():
+        home = tensors[idx[0]].device
+        yield idx, torch.cat([tensors[i].reshape(-1) for i in idx]).to(comm_device(group, home)), home
+
+
+def _unflatten(buf: torch.Tensor, idx: list[int], tensors: Sequence[torch.Tensor], out: list) -> None:
+    """Views of ``buf`` shaped as ``tensors[i]`` for i in ``idx``, written into ``out[i]``."""
+    k = 0
+    for i in idx:
+        n = tensors[i].numel()
+        out[i] = buf[k:k + n].reshape(tensors[i].shape)
+        k += n
+
+
 def all_reduce_flat(tensors: Sequence[torch.Tensor], group: Any, op: Any = None) -> list[torch.Tensor]:
     """``all_reduce`` a list of tensors in as few collectives as possible (one flat buffer per dtype, on
     the tensors' device): returns new tensors of the same shapes holding the reduction (default SUM).
     Every rank must pass tensors of the same shapes, dtypes and order."""
     op = dist.ReduceOp.SUM if op is None else op
     out: list[torch.Tensor | None] = [None] * len(tensors)
-    by_dtype: dict[torch.dtype, list[int]] = {}
-    for i, t in enumerate(tensors):
-        by_dtype.setdefault(t.dtype, []).append(i)
-    for idx in by_dtype.values():
-        home = tensors[idx[0]].device
-        buf = torch.cat([tensors[i].reshape(-1) for i in idx]).to(comm_device(group, home))
+    for idx, buf, home in _flat_buffers(tensors, group):
         dist.all_reduce(buf, op=op, group=group)
-        buf = buf.to(home)
-        k = 0
-        for i in idx:
-            n = tensors[i].numel()
-            out[i] = buf[k:k + n].reshape(tensors[i].shape)
-            k += n
+        _unflatten(buf.to(home), idx, tensors, out)
     return out  # type: ignore[return-value]
 
 
@@ -190,21 +200,11 @@ def all_gather_flat(tensors: Sequence[torch.Tensor], group: Any) -> list[list[to
     rank r's i-th tensor.  Every rank must pass tensors of the same shapes, dtypes and order."""
     _, world = rank_world(group)
     out: list[list[torch.Tensor | None]] = [[None] * len(tensors) for _ in range(world)]
-    by_dtype: dict[torch.dtype, list[int]] = {}
-    for i, t in enumerate(tensors):
-        by_dtype.setdefault(t.dtype, []).append(i)
-    for idx in by_dtype.values():
-        home = tensors[idx[0]].device
-        buf = torch.cat([tensors[i].reshape(-1) for i in idx]).to(comm_device(group, home))
+    for idx, buf, home in _flat_buffers(tensors, group):
         bufs = [torch.empty_like(buf) for _ in range(world)]
         dist.all_gather(bufs, buf, group=group)
-        bufs = [b.to(home) for b in bufs]
         for r in range(world):
-            k = 0
-            for i in idx:
-                n = tensors[i].numel()
-                out[r][i] = bufs[r][k:k + n].reshape(tensors[i].shape)
-                k += n
+            _unflatten(bufs[r].to(home), idx, tensors, out[r])
     return out  # type: ignore[return-value]
 
 
