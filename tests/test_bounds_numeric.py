@@ -128,3 +128,22 @@ def test_one_bound_checker_counts_locates_and_flags_nan():
     assert violated_bounds(r) == []
     r["var2_lower"]["0.bias"] = torch.full_like(r["var2"]["0.bias"], float("nan"))
     assert violated_bounds(r) == ["var2_lower"] and violated_bounds(r, nan_ok=True) == []
+
+
+def test_corollary46_refuses_half_optimised_constants():
+    """Optimised constants come in pairs (family_constants sets both); a hand-built set with only one
+    is an error, not a silent skip of the optimised trace bounds."""
+    import dataclasses
+
+    from fishersym import families
+    from fishersym.bounds import corollary46
+    from fishersym.families.constants import family_constants
+    fam = families.get("categorical", C=3)
+    h = torch.tensor([[0.3, -0.2, 0.1]], dtype=torch.float64)
+    c = family_constants(fam, h, optimised=True)
+    u2, w2 = torch.tensor([2.0], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64)
+    full = corollary46(u2, w2, 4, c, 1, opt=True)
+    assert "trace_var1_upper_c46_opt" in full
+    half = dataclasses.replace(c, M_min_opt=None)
+    with pytest.raises(ValueError, match="only one of M_min_opt and M_max_opt"):
+        corollary46(u2, w2, 4, half, 1, opt=True)

@@ -144,7 +144,10 @@ def corollary46(frob_u2: torch.Tensor, sum_w2: torch.Tensor, n_params: int, cons
     put("trace_fisher_@_c46", consts.sigma_min_cert * frob_u2, consts.sigma_max_cert * frob_u2, r1)
     put("trace_var1_@_c46", consts.M_min_cert * frob_u2 ** 2 / P / N, consts.M_max_cert * frob_u2 ** 2 / N, r2)
     put("trace_var2_@_c46", consts.sigma_min_cert * sum_w2 / N, consts.sigma_max_cert * sum_w2 / N, r1)
-    if opt and consts.M_min_opt is not None and consts.M_max_opt is not None:  # family_constants sets both
+    if opt and (consts.M_min_opt is None) != (consts.M_max_opt is None):
+        raise ValueError("corollary46(opt=True): the constants carry only one of M_min_opt and M_max_opt; compute "
+                         "both with family_constants(..., optimised=True), or pass opt=False")
+    if opt and consts.M_min_opt is not None and consts.M_max_opt is not None:
         # optimised constants are estimates, not certificates: not widened
         out["trace_var1_lower_c46_opt"] = consts.M_min_opt * frob_u2 ** 2 / P / N
         out["trace_var1_upper_c46_opt"] = consts.M_max_opt * frob_u2 ** 2 / N
