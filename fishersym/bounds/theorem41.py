@@ -50,20 +50,48 @@ BOUND_CONSTANTS = {"fisher_lower": "sigma_min_cert", "fisher_upper": "sigma_max_
 
 
 def theorem41_bound(key: str, u_sq, w_sq, c, n_samples=1, u4=None):
-    """Bound ``key`` (a :data:`BOUND_CONSTANTS` name) of Theorem 4.1 from the squared norms and its
-    constant ``c``: the one written form of (7)–(9) (THEORY §5).
+    r"""Bound ``key`` of Theorem 4.1 from the squared norms and its constant ``c`` (THEORY §5).
+
+    The one written form of (7)–(9): with u_i = ∂h/∂θ_i, w_i = ∂²h/∂θ_i² and N label samples,
 
     * ``fisher_*``: ‖u_i‖²·c;
     * ``var1_*``: ‖u_i‖⁴·c / N;
     * ``var2_*``: ‖w_i‖²·c / N
 
-    (no division for N = 1: x/1 = x exactly).  Arithmetic only, so the same definition serves torch
-    tensors (:func:`theorem41_bounds`, the numeric engines), SymPy expressions
-    (:func:`theorem41_expressions`, the symbolic derivation) and plain numbers.  ``u4``: ‖u_i‖⁴
-    when the caller already has it (shared by the two V₁ bounds).
+    (no division for N = 1: x/1 = x exactly), where c is the key's constant
+    (:data:`BOUND_CONSTANTS`: a certified λ_min/λ_max of Σ, or λ̃_min/λ̃_max of M), so that
 
-    >>> theorem41_bound("var1_upper", 2.0, 5.0, 0.25, n_samples=4)      # 2²·0.25/4
-    0.25
+    .. math::
+
+        \|u_i\|^2 \lambda_{\min}(\Sigma) \le I(\theta_i \mid x) \le \|u_i\|^2 \lambda_{\max}(\Sigma), \qquad
+        \|u_i\|^4 \tilde\lambda_{\min}(M) \le N V_1(\theta_i \mid x) \le \|u_i\|^4 \tilde\lambda_{\max}(M),
+
+        \|w_i\|^2 \lambda_{\min}(\Sigma) \le N V_2(\theta_i \mid x) \le \|w_i\|^2 \lambda_{\max}(\Sigma).
+
+    Arithmetic only, so the same definition serves torch tensors (:func:`theorem41_bounds`, the
+    numeric engines), SymPy expressions (:func:`theorem41_expressions`, the symbolic derivation) and
+    plain numbers.
+
+    Args:
+        key: a :data:`BOUND_CONSTANTS` name (``fisher_lower``, ``var1_upper_opt``, …); only the part
+            before the first ``_`` selects the formula.
+        u_sq: ‖u_i‖² (a tensor, SymPy expression or number).
+        w_sq: ‖w_i‖² (used by the ``var2_*`` keys).
+        c: the bound's constant.
+        n_samples: N, the number of label samples (default 1).
+        u4: ‖u_i‖⁴ when the caller already has it (shared by the two V₁ bounds; None: u_sq·u_sq).
+
+    Returns:
+        The bound, of the type of the arguments' arithmetic (tensor, SymPy expression or number).
+
+    Raises:
+        KeyError: when ``key`` is no Theorem 4.1 bound (listing the bounds).
+
+    Examples:
+        >>> theorem41_bound("var1_upper", 2.0, 5.0, 0.25, n_samples=4)      # 2²·0.25/4
+        0.25
+        >>> theorem41_bound("var2_lower", 2.0, 5.0, 0.5)                      # 5·0.5
+        2.5
     """
     q = key.split("_", 1)[0]
     if q == "fisher":
@@ -191,11 +219,35 @@ def bound_violations(values: Mapping, params=None, rtol: float = 1e-9, atol: flo
 
 def violated_bounds(values: Mapping, params=None, rtol: float = 1e-9, atol: float = 0.0,
                     suffixes: tuple[str, ...] = ("", "_sharp"), nan_ok: bool = False) -> list[str]:
-    """Names of the bounds of ``suffixes`` that fail somewhere in a result mapping (empty when all hold);
-    the arguments are those of :func:`bound_violations`.
+    r"""Names of the bounds of ``suffixes`` that fail somewhere in a result mapping (empty when all hold).
 
-    >>> violated_bounds({"fisher": torch.tensor([1.0]), "fisher_lower": torch.tensor([0.5]),
-    ...                  "fisher_upper": torch.tensor([0.9])})
-    ['fisher_upper']
+    The arguments are those of :func:`bound_violations`, which counts the failing entries with
+    :func:`bound_violated`: the lower bound b of a value v fails where b − v > tol and the upper
+    bound where v − b > tol (THEORY §5), with
+
+    .. math::
+
+        \mathrm{tol} = \mathrm{rtol} \cdot \max(|v|, |b|) + \mathrm{atol}.
+
+    Args:
+        values: a result mapping, either key → tensor (one parameter) or key → {parameter name →
+            tensor} (``conditional_stats``, ``dataset_stats``, ``Derivation.evaluate``).  Bounds absent
+            from ``values`` are not checked.
+        params: restricts a mapping per parameter to these parameter names (default all).
+        rtol: the relative tolerance (default 1e-9).
+        atol: the absolute tolerance (default 0).
+        suffixes: which bounds: ``""`` (the certified bounds), ``"_sharp"`` (certified, 𝟙^⊥),
+            ``"_opt"`` / ``"_sharp_opt"`` (optimised λ̃, which a local optimum may understate).
+        nan_ok: whether a NaN (an entry not computed, such as an unsampled entry of a sampled V₂) is
+            accepted; by default it counts as a violation.
+
+    Returns:
+        list[str]: the bound keys that fail for at least one entry, in the order of
+        :func:`bound_pairs`.
+
+    Examples:
+        >>> violated_bounds({"fisher": torch.tensor([1.0]), "fisher_lower": torch.tensor([0.5]),
+        ...                  "fisher_upper": torch.tensor([0.9])})
+        ['fisher_upper']
     """
     return [k for k, n in bound_violations(values, params, rtol, atol, suffixes, nan_ok).items() if n]

@@ -134,22 +134,54 @@ def analyse(model: nn.Module, data, family: str | ExponentialFamily, estimators:
             *, batch_size: int | None = None, memory_budget: int | str | None = None,
             progress: bool | None = None, process_group=None,
             family_params: dict | None = None) -> Analysis:
-    """One pass over ``data`` computing the moments every estimator in ``estimators`` (default: the
-    whole catalogue) needs; see :class:`Analysis`.  ``data`` takes every form of
-    :data:`fishersym.numeric.dataset.DATA_FORMS`; the empirical estimators need labels.
-    ``process_group``: under ``torch.distributed`` every rank passes its own shard and gets the
-    analysis of the concatenated shards (:func:`~.moments.data_moments`; None: the WORLD group when
-    initialised, False: local).
+    r"""One pass over ``data`` computing the exact moments every estimator in ``estimators`` needs.
 
-    >>> import torch, fishersym.estimators as fe
-    >>> g = torch.Generator().manual_seed(0)
-    >>> net = torch.nn.Linear(3, 4).double()
-    >>> x = torch.randn(5, 3, dtype=torch.float64, generator=g)
-    >>> a = fe.analyse(net, x, fe.families.get("categorical", C=4), ["squared_score", "exact_over_labels"])
-    >>> float(a.variance("exact_over_labels")["weight"].abs().max())
-    0.0
-    >>> bool((a.variance("squared_score")["weight"] > 0).all())
-    True
+    The default is the whole catalogue; see :class:`Analysis`, which answers both schemes
+    (THEORY §8, §13).  Every estimator targets the sum over the inputs of the conditional Fisher
+    diagonal, I_m = u_mᵀ Σ_m u_m; for example the per-sample squares of the score s_m = u_mᵀ r_m
+    (N labels per input, v₁ = N·V₁) have
+
+    .. math::
+
+        T(\theta_i) = \sum_{m=1}^{M} I(\theta_i \mid x_m), \qquad
+        \Var\Bigl[\frac{1}{N} \sum_{m=1}^{M} \sum_{k=1}^{N} s_{mk}^2\Bigr]
+        = \frac{1}{N} \sum_{m=1}^{M} v_1(\theta_i \mid x_m).
+
+    Args:
+        model: the network; its output h (batch, C) is the family's natural parameter.
+        data: every form of :data:`fishersym.numeric.dataset.DATA_FORMS`; the empirical estimators
+            need labels.
+        family: a family name or :class:`~fishersym.families.ExponentialFamily` (by name, a free size
+            C is taken from the model's outputs).
+        estimators: names from the catalogue, one name, or None (default: the whole catalogue).
+        batch_size: inputs per batch for tensor or (x, y) data (None: the largest batch ≤ 64 whose
+            Jacobians fit the memory budget, :func:`~.moments.data_moments`).
+        memory_budget: bytes (or "2GiB") that the moment tensors may take.
+        progress: a tqdm bar on stderr (None: when stderr is a terminal).
+        process_group: under ``torch.distributed`` every rank passes its own shard and gets the
+            analysis of the concatenated shards (:func:`~.moments.data_moments`; None: the WORLD
+            group when initialised, False: local).
+        family_params: parameters of a family given by name (e.g. ``{"C": 10}``).
+
+    Returns:
+        Analysis: the exact moments, with the exact mean, bias, variance, relative s.e. and cost of
+        each analysed estimator per parameter (no sampling).
+
+    Raises:
+        ValueError: for an unknown estimator name (listing the catalogue), an empty list of
+            estimators, the empirical estimators without observed labels, empty data, or a model
+            without trainable parameters.
+
+    Examples:
+        >>> import torch, fishersym.estimators as fe
+        >>> g = torch.Generator().manual_seed(0)
+        >>> net = torch.nn.Linear(3, 4).double()
+        >>> x = torch.randn(5, 3, dtype=torch.float64, generator=g)
+        >>> a = fe.analyse(net, x, fe.families.get("categorical", C=4), ["squared_score", "exact_over_labels"])
+        >>> float(a.variance("exact_over_labels")["weight"].abs().max())
+        0.0
+        >>> bool((a.variance("squared_score")["weight"] > 0).all())
+        True
     """
     fam = resolve_family(family, family_params, model=model, data=data)
     ests = _estimators(estimators)
@@ -177,11 +209,49 @@ def variance(model: nn.Module, inputs, family: str | ExponentialFamily, estimato
              scheme: str = "all", m_inputs: int | None = None, batch_size: int | None = None,
              memory_budget: int | str | None = None, process_group=None,
              family_params: dict | None = None) -> Values:
-    """Exact variance of one draw of ``estimator`` per parameter: {name: tensor of param.shape}.
+    r"""Exact variance of one draw of ``estimator`` per parameter: {name: tensor of param.shape}.
 
     Scheme "all" (default): the estimator of Σ_m I(θ_i|x_m) over the given inputs, each used once,
     with ``n_samples`` labels (or probes) per input (THEORY §13's table).  Scheme "iid": the estimator
     (1/M')·draw of Ī(θ_i) from M' = ``m_inputs`` inputs drawn i.i.d. from the given ones (THEORY §8).
+    For the squared score, with v₁ = N·V₁ (:func:`fishersym.numeric.conditional_stats`):
+
+    .. math::
+
+        \Var_{\text{all}} = \frac{1}{N} \sum_{m=1}^{M} v_1(\theta_i \mid x_m), \qquad
+        \Var_{\text{iid}} = \frac{1}{M'} \Bigl[\Var_q I(\theta_i \mid x)
+        + \frac{1}{N}\, \mathbb{E}_q\, v_1(\theta_i \mid x)\Bigr].
+
+    Args:
+        model: the network; its output h (batch, C) is the family's natural parameter.
+        inputs: the data, in any form :func:`analyse` takes.
+        family: a family name or :class:`~fishersym.families.ExponentialFamily`.
+        estimator: a name from the catalogue (:func:`fishersym.estimators.names`).
+        n_samples: N, labels (or probes) per input (default 1; must be 1 for the estimators without
+            sampled labels).
+        scheme: "all" (default) or "iid".
+        m_inputs: M' of scheme "iid" (default: the number of given inputs); refused with "all".
+        batch_size: inputs per batch, as in :func:`analyse`.
+        memory_budget: as in :func:`analyse`.
+        process_group: as in :func:`analyse`.
+        family_params: parameters of a family given by name.
+
+    Returns:
+        dict[str, torch.Tensor]: parameter name → exact variance, a tensor of the parameter's shape.
+
+    Raises:
+        ValueError: for an unknown estimator, an invalid ``n_samples``, ``scheme`` or ``m_inputs``, or
+            the errors of :func:`analyse`.
+
+    Examples:
+        >>> import torch, fishersym.estimators as fe
+        >>> from fishersym.numeric import conditional_stats
+        >>> net = torch.nn.Linear(3, 2).double()
+        >>> x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> fam = fe.families.get("categorical", C=2)
+        >>> v = fe.variance(net, x, fam, "squared_score", n_samples=2)
+        >>> torch.allclose(v["weight"], conditional_stats(net, x, fam, n_samples=2)["var1"]["weight"].sum(0))
+        True
     """
     e = get(estimator)
     e.check_n(n_samples)

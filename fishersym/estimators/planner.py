@@ -655,21 +655,71 @@ def plan(model: nn.Module, data, family: str | ExponentialFamily, *, target: flo
          max_inputs: int | None = None, batch_size: int = 64, analysis: Analysis | None = None,
          process_group=None,
          family_params: dict | None = None) -> Plan:
-    """Which estimator, with how many inputs M′ and labels N per input, per parameter group (module
-    docstring; THEORY §8, §9, §13).
+    r"""Which estimator, with how many inputs M′ and labels N per input, per parameter group.
 
-    ``target``: the relative standard error wanted per group (a float for all groups, or {group:
-    float}); ``budget``: backward passes (then the smallest relative s.e. within it).  Exactly one of
-    the two.  ``groups``: {name: [parameter names or module-name prefixes]} (default: one group per
-    module with parameters, e.g. a layer's weight and bias together).  ``estimators``: names from the
-    catalogue (default: all, except ``param_hutchinson`` where its P × P cost is large and the
-    empirical ones without labels; both listed in ``Plan.not_evaluated`` with how to include them).
-    ``quantile``: which order statistic of the group's entries must meet the target (0.5: half of
-    them; 1: all).  ``max_samples``: largest N (powers of two from 1).  ``max_inputs``: largest M′
-    (None: unbounded for the monotone estimators; the non-monotone ones are scanned up to
-    max(M, 1024)).  ``analysis``: a precomputed :class:`Analysis` of these data (then ``data`` is not read).
-    ``process_group``: under ``torch.distributed`` every rank passes its own shard and gets the plan of
-    the concatenated shards (:func:`~.api.analyse`; None: the WORLD group when initialised, False: local).
+    See the module docstring (THEORY §8, §9, §13).  An option (estimator e, scheme, M′, N) costs
+    M′·c_e(N) backward passes; its relative s.e. per entry is the relative root-mean-square error
+    against the target T (Σ_m I(θ_i|x_m) in scheme "all", Ī(θ_i) in scheme "iid"), and over a group's
+    n entries the ``quantile`` q picks the k-th smallest, k = ⌈q·n⌉.  With a target ρ
+    the plan is the cheapest option meeting it; with a budget B, the smallest group relative s.e.
+    costing at most B:
+
+    .. math::
+
+        \mathrm{rel}_i = \frac{\sqrt{\Var \hat I(\theta_i) + \mathrm{bias}_i^2}}{T(\theta_i)}, \qquad
+        \min_{e, M', N} \; M' c_e(N) \;\; \text{s.t.} \;\; \mathrm{rel}_{(\lceil q n \rceil)} \le \rho
+        \qquad \text{or} \qquad
+        \min_{e, M', N} \; \mathrm{rel}_{(\lceil q n \rceil)} \;\; \text{s.t.} \;\; M' c_e(N) \le B.
+
+    Every number is exact, computed from the exact moments of the data (:func:`~.api.analyse`).
+
+    Args:
+        model: the network; its output h (batch, C) is the family's natural parameter.
+        data: the data, in any form :func:`~.api.analyse` takes (not read when ``analysis`` is given).
+        family: a family name or :class:`~fishersym.families.ExponentialFamily`.
+        target: the relative standard error wanted per group (a float for all groups, or {group:
+            float}).  Exactly one of ``target`` and ``budget``.
+        budget: backward passes (then the smallest relative s.e. within it); at least the cost of one
+            input of the cheapest option.
+        groups: {name: [parameter names or module-name prefixes]} (default: one group per module with
+            parameters, e.g. a layer's weight and bias together).
+        estimators: names from the catalogue (default: all, except ``param_hutchinson`` where its
+            P × P cost is large and the empirical ones without labels; both listed in
+            ``Plan.not_evaluated`` with how to include them).
+        quantile: which order statistic of the group's entries must meet the target (0.5: half of
+            them; 1: all); in (0, 1].
+        max_samples: largest N (powers of two from 1; default 1024).
+        max_inputs: largest M′ (None: unbounded for the monotone estimators; the non-monotone ones are
+            scanned up to max(M, 1024)).
+        batch_size: inputs per batch of the analysis (:func:`~.api.analyse`; default 64).
+        analysis: a precomputed :class:`Analysis` of these data (then ``data`` is not read).
+        process_group: under ``torch.distributed`` every rank passes its own shard and gets the plan of
+            the concatenated shards (:func:`~.api.analyse`; None: the WORLD group when initialised,
+            False: local).
+        family_params: parameters of a family given by name.
+
+    Returns:
+        Plan: per group (``Plan.groups``) a :class:`GroupPlan` with the ``recommended`` option (None
+        when no option meets the target), each estimator's best, the candidates, the cost ladder and
+        the input term; ``not_evaluated`` and the ``analysis`` every number comes from.
+
+    Raises:
+        ValueError: when neither or both of ``target`` and ``budget`` are given, for an invalid
+            ``target`` (also one naming unknown groups or missing some), ``budget`` (not finite, or
+            below one input of the cheapest option), ``quantile``, ``max_samples``, ``max_inputs`` or
+            ``groups``, an empty list of estimators, an ``analysis`` lacking an estimator or a
+            parameter, or a model without trainable parameters.
+        TypeError: when ``model`` is not an ``nn.Module`` or ``analysis`` not an :class:`Analysis`.
+
+    Examples:
+        >>> import torch, fishersym.estimators as fe
+        >>> g = torch.Generator().manual_seed(0)
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3)).double()
+        >>> x = torch.randn(20, 3, dtype=torch.float64, generator=g)
+        >>> p = plan(net, x, fe.families.get("categorical", C=3), budget=100, estimators=["squared_score"])
+        >>> r = p.groups["2"].recommended
+        >>> r.cost <= 100 and r.meets and r.estimator
+        'squared_score'
     """
     if (target is None) == (budget is None):
         raise ValueError("give exactly one of target= (a relative standard error per group, e.g. 0.1) and budget= "

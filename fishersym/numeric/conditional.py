@@ -551,25 +551,29 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
                       seed: int | None = None, keys: Iterable[str] | None = None,
                       progress: bool | None = None,
                       family_params: dict | None = None) -> StatsResult:
-    """Exact I(θ_i|x), V₁, V₂ and the bounds of THEORY §5 for every parameter and input.
+    r"""Exact I(θ_i|x), V₁, V₂ and the bounds of THEORY §5 for every parameter and input.
 
-    Returns a :class:`StatsResult` whose mappings (``fisher``, ``var1``, ``var2``,
-    the certified bounds ``*_lower``/``*_upper``, ``*_sharp`` for the softmax,
-    ``*_opt`` with ``optimised=True``, ``rel_sd1``/``rel_sd2``, ``prob_neg2``
-    (exact, discrete families), ``prob_neg2_upper``) hold tensors of shape
-    ``(batch, *param.shape)``.  ``result.path`` says which exact path ran and
-    ``result.info["path_reason"]`` why.  ``use_eig=False`` certifies the
-    constants by closed forms only (Theorem 5.2 for the softmax: faster, looser;
-    default: the tightest available, which adds a batched C(C+1)/2-dimensional
-    eigendecomposition per input; see :func:`dataset_stats` for the measured trade-off).
-    ``group_bounds=True`` adds Theorem D.1 and Corollary 4.6 per group (``result.groups``;
-    ``"corollary46"``: Corollary 4.6 only, without the (B, C², C²) matrices of Theorem D.1, whose
-    size is checked against ``memory_budget``, default 2 GiB or ``$FISHERSYM_MEMORY_BUDGET``).  Use
-    float64 to verify: ``result.precision_lost`` flags V₁'s cancellation (THEORY §3).
+    For one input x and parameter θ_i, with u_i = ∂h/∂θ_i, w_i = ∂²h/∂θ_i², Σ the covariance and
+    M₄ the fourth moment of the family's sufficient statistic and N = ``n_samples`` labels, the
+    Fisher diagonal, the variances of the squared-score estimator Î₁ and of the negative-Hessian
+    estimator Î₂ (THEORY §3) and the certified Theorem 4.1 bounds (THEORY §5) are
 
-    ``inputs``: a tensor (batch, features...) (detached; float32 or float64).  The model, its
-    parameters, modes and hooks, torch's global flags and RNG are left unchanged
-    (:func:`.guard.preserve_user_state`).
+    .. math::
+
+        I(\theta_i \mid x) = u_i^\top \Sigma u_i, \qquad
+        V_1(\theta_i \mid x) = \frac{1}{N}\bigl[M_4(u_i, u_i, u_i, u_i) - (u_i^\top \Sigma u_i)^2\bigr], \qquad
+        V_2(\theta_i \mid x) = \frac{1}{N}\, w_i^\top \Sigma w_i,
+
+        \|u_i\|^2 \lambda_{\min}(\Sigma) \le I(\theta_i \mid x) \le \|u_i\|^2 \lambda_{\max}(\Sigma), \qquad
+        \|u_i\|^4 \tilde\lambda_{\min}(M) \le N V_1(\theta_i \mid x) \le \|u_i\|^4 \tilde\lambda_{\max}(M).
+
+    The result's mappings (``fisher``, ``var1``, ``var2``, the certified bounds
+    ``*_lower``/``*_upper``, ``*_sharp`` for the softmax, ``*_opt`` with ``optimised=True``,
+    ``rel_sd1``/``rel_sd2``, ``prob_neg2`` (exact, discrete families), ``prob_neg2_upper``) hold
+    tensors of shape ``(batch, *param.shape)``.  ``result.path`` says which exact path ran and
+    ``result.info["path_reason"]`` why.  Use float64 to verify: ``result.precision_lost`` flags V₁'s
+    cancellation (THEORY §3).  The model, its parameters, modes and hooks, torch's global flags and
+    RNG are left unchanged (:func:`.guard.preserve_user_state`).
 
     **V₂ on the reverse path** (issue 9 item 2; :func:`check_v2`): ``v2="exact"`` (default) computes
     w for every entry where V₂ ≡ 0 is not proved (refused above ``max_params`` such entries, with the
@@ -583,22 +587,69 @@ def conditional_stats(model: nn.Module, inputs: torch.Tensor, family: str | Expo
     key.  Every input shares the same sampled entries, so per-input estimates are correlated across
     inputs.  ``cost_estimate`` (:mod:`.cost`) gives the route and cost per tensor without running.
 
-    ``keys`` (default: all of :data:`.stats.RESULT_KEYS`) restricts the result to those keys (plus
-    ``fisher``); on the reverse path only the base quantities they need are computed, which saves
-    time and memory on large models (e.g. ``keys=("fisher", "var1", "var2")``).  Without ``var1``
-    there is nothing for the precision flag to bound (``v1_rel_error`` = ε, nothing measured).  ``progress``: a tqdm
-    bar on stderr for the reverse path (None: when stderr is a terminal).
+    Args:
+        model: the network; its output h (batch, C) is the family's natural parameter.
+        inputs: a tensor (batch, features...) (detached; float32 or float64).
+        family: a family name or :class:`~fishersym.families.ExponentialFamily`; by name, a size C
+            that is a free parameter is taken from the model's outputs (:func:`resolve_family`).
+        n_samples: N, the number of label samples per input of the estimators (default 1).
+        path: the exact path (:func:`select_engine`): "auto" (default), "fast", "generic" or "reverse".
+        optimised: also the ``*_opt`` bounds with the optimised λ̃ (SS-HOPM, THEORY §5).
+        use_eig: False certifies the constants by closed forms only (Theorem 5.2 for the softmax:
+            faster, looser); the default (None) uses the tightest available, which adds a batched
+            C(C+1)/2-dimensional eigendecomposition per input; see :func:`dataset_stats` for the
+            measured trade-off.
+        groups: user parameter groups {name: [parameter names or module-name prefixes]} (or one such
+            string), summed in ``result.groups`` besides every module with parameters.
+        group_bounds: True adds Theorem D.1 and Corollary 4.6 per group (``result.groups``);
+            ``"corollary46"``: Corollary 4.6 only, without the (B, C², C²) matrices of Theorem D.1,
+            whose size is checked against ``memory_budget``.
+        prob_negative: also the exact P(Î₂ < 0) of discrete families (``prob_neg2``).
+        chunk_size: parameter entries per chunk on the generic and reverse paths (None: the engine's default).
+        max_params: the size limit of the generic path, and of the entries whose w the reverse path
+            computes with ``v2="exact"``.
+        sharpened: the 𝟙^⊥ ``*_sharp`` bounds of shift-invariant families (THEORY §5).
+        memory_budget: bytes (or "2GiB") that the Gram and moment tensors may take (default 2 GiB or
+            ``$FISHERSYM_MEMORY_BUDGET``).
+        precision_check: inputs re-analysed in float64 to measure the float32 precision of V₁ (None:
+            the default count, :func:`reverse_precision_inputs` on the reverse path; 0 turns it off).
+        v2: "exact", "prove" or "sample": how the reverse path obtains w (above).
+        v2_sample: with ``v2="sample"``, the entries sampled per tensor (an int >= 2, or a fraction
+            in (0, 1]).
+        seed: with ``v2="sample"``, the seed of the private generator (default 0).
+        keys: the result keys wanted (default: all of :data:`.stats.RESULT_KEYS`), plus ``fisher``;
+            on the reverse path only the base quantities they need are computed, which saves time
+            and memory on large models (e.g. ``keys=("fisher", "var1", "var2")``).  Without ``var1``
+            there is nothing for the precision flag to bound (``v1_rel_error`` = ε, nothing measured).
+        progress: a tqdm bar on stderr for the reverse path (None: when stderr is a terminal).
+        family_params: parameters of a family given by name (e.g. ``{"C": 10}``); they win over the
+            size read from the model, and a size that differs from the model's is refused.
 
-    >>> import torch
-    >>> from torch import nn
-    >>> m = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
-    >>> from fishersym import families
-    >>> r = conditional_stats(m, torch.randn(2, 3, dtype=torch.float64), families.get("categorical", C=2),
-    ...                       path="reverse", v2="sample", v2_sample=4, seed=1)
-    >>> int(r.v2_mask["0.weight"].sum()), r.v2_mask["2.weight"].all().item()   # 4 of 12 exact; head: all
-    (4, True)
-    >>> lo, hi = r.ci()["0"]["var2"]; bool((lo <= r.groups["0"]["var2"]).all() and (r.groups["0"]["var2"] <= hi).all())
-    True
+    Returns:
+        StatsResult: per key, {parameter name: tensor ``(batch, *param.shape)``}, with ``groups``,
+        ``path``, ``info``, ``precision_lost`` and, for a sampled V₂, ``v2_mask``,
+        ``standard_errors`` and ``ci()``.
+
+    Raises:
+        ValueError: for an invalid option (``path``, ``v2`` and its ``v2_sample``/``seed``,
+            ``n_samples``, ``chunk_size``, ``max_params``, ``precision_check``, ``group_bounds``), a key
+            no option produces, ``keys=`` together with ``group_bounds=``, a model the chosen path
+            cannot analyse, a family size that differs from the model's, or a sampled V₂ with the
+            Gram matrices of Theorem D.1; each message names the fix.
+        TypeError: ``v2_sample`` that is neither an int nor a float.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> m = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+        >>> from fishersym import families
+        >>> r = conditional_stats(m, torch.randn(2, 3, dtype=torch.float64), families.get("categorical", C=2),
+        ...                       path="reverse", v2="sample", v2_sample=4, seed=1)
+        >>> int(r.v2_mask["0.weight"].sum()), r.v2_mask["2.weight"].all().item()   # 4 of 12 exact; head: all
+        (4, True)
+        >>> lo, hi = r.ci()["0"]["var2"]; g = r.groups["0"]["var2"]
+        >>> bool((lo <= g).all() and (g <= hi).all())
+        True
     """
     family = resolve_family(family, family_params, model=model, data=inputs)
     n_samples = _check_n(n_samples)

@@ -720,20 +720,28 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
                   process_group=None, checkpoint: str | os.PathLike | None = None,
                   checkpoint_every: int = 10,
                   family_params: dict | None = None) -> StatsResult:
-    """Many-input I(θ_i), Var Î₁, Var Î₂ and bounds per parameter (shape param.shape), THEORY §8.
+    r"""Many-input I(θ_i), Var Î₁, Var Î₂ and bounds per parameter (shape param.shape), THEORY §8.
 
-    ``data`` (one meaning in every entry point, :func:`iter_data`): a tensor of inputs; a tuple
-    (x, y) of inputs and labels (labels unused here); a list or other iterable (a DataLoader) of
-    batches, each a tensor or an (x, y, ...) tuple; streamed with a tqdm bar (``progress``).
-    Keys as in :func:`conditional_stats` (no exact ``prob_neg2``; Cantelli's
-    ``prob_neg2_upper`` is given) plus ``input_var`` and ``input_var_upper``
-    (``input_var`` = Var_q I accumulated in centred form, :class:`CentredMoments`: never negative,
-    and 0 for repeated inputs up to the rounding of the mean).
-    ``result.groups`` sums every key over each module's parameters and over
-    user ``groups``; ``group_bounds=True`` adds Theorem D.1 / Corollary 4.6;
-    ``sharpened=False`` skips the 𝟙^⊥ keys (THEORY §5 [beyond]).
+    With I(θ_i) = E_q I(θ_i|x) over the data distribution q (the empirical distribution of M inputs)
+    and v_k(θ_i|x) = N·V_k(θ_i|x) (:func:`conditional_stats`), the variance of the estimator Î_k
+    (k = 1: squared score, k = 2: negative Hessian) with N = ``n_samples`` labels per input is, in
+    scheme ``"all"`` (every input once) and scheme ``"iid"`` (M′ inputs drawn i.i.d. from q):
 
-    Certification cost (``use_eig``): the default (None, :func:`..families.constants.default_use_eig`)
+    .. math::
+
+        I(\theta_i) = \frac{1}{M} \sum_{m=1}^{M} I(\theta_i \mid x_m), \qquad
+        \Var \hat I_k(\theta_i) = \frac{1}{M^2} \sum_{m=1}^{M} \frac{v_k(\theta_i \mid x_m)}{N}
+        \quad \text{(all)},
+
+        \Var \hat I_k(\theta_i) = \frac{1}{M'} \Bigl[\Var_q I(\theta_i \mid x)
+        + \frac{1}{N}\, \mathbb{E}_q\, v_k(\theta_i \mid x)\Bigr] \quad \text{(iid)}.
+
+    Keys as in :func:`conditional_stats` (no exact ``prob_neg2``; Cantelli's ``prob_neg2_upper`` is
+    given) plus ``input_var`` and ``input_var_upper`` (``input_var`` = Var_q I accumulated in centred
+    form, :class:`CentredMoments`: never negative, and 0 for repeated inputs up to the rounding of the
+    mean).  ``result.groups`` sums every key over each module's parameters and over user ``groups``.
+
+    **Certification cost** (``use_eig``): the default (None, :func:`..families.constants.default_use_eig`)
     also certifies λ̃(M), λ̃(K) by their extreme eigenvalues on Sym²(ℝ^C) — for the softmax and the
     Bernoulli from a C × C Gram matrix per input (THEORY §14), up to ``MAX_C_GRAM`` = 24 classes;
     for other families from the C(C+1)/2-dimensional moment matrices up to ``MAX_C_EIG`` — and by
@@ -746,22 +754,20 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
     keeps its batches).  ``"auto"``: on CUDA as many as half the free device memory holds, measured
     on the first batch, whose size the conservative per-input estimate of :func:`.cost.cost_estimate`
     sets (:func:`probed_batches`; with a ``checkpoint``, whose batches must be reproducible, that
-    estimate alone); on the
-    CPU at most 256 within the memory budget (:func:`auto_batch_size`); the choice is
-    ``result.info["batch_size"]`` / ``["batch_size_auto"]``.
+    estimate alone); on the CPU at most 256 within the memory budget (:func:`auto_batch_size`); the
+    choice is ``result.info["batch_size"]`` / ``["batch_size_auto"]``.
 
     **Across processes** (``process_group``, THEORY §8): under an initialised ``torch.distributed``
     every rank calls ``dataset_stats(model, its_shard, family, ...)`` with its own shard
     (:func:`.distributed.shard`, or a ``DistributedSampler``; shards may be uneven or empty) and gets
-    the *global* result, the one of the concatenated shards, identical on every rank.  None: the WORLD
-    group when initialised, else a local pass; False: local even under torchrun; or a ProcessGroup.
-    The ranks first agree on the model (parameter names, shapes, dtypes and values), the family and
-    the settings, and raise on every rank, naming the rank and the field, when they differ.  The
-    accumulators (:class:`DatasetAccumulator`) are then merged: sums by ``all_reduce(SUM)``, maxima by
-    max, and the centred moments of I exactly, mean = Σ_r n_r·mean_r / n and
-    M₂ = Σ_r [M₂,r + n_r(mean_r − mean)²] (Chan et al. for all ranks at once; never negative).
-    Passing the same full data on every rank is refused (equal input counts, sums and sums of squares
-    on all ranks).  Collectives run on the model's device (gloo: CPU; NCCL: CUDA).
+    the *global* result, the one of the concatenated shards, identical on every rank.  The ranks first
+    agree on the model (parameter names, shapes, dtypes and values), the family and the settings, and
+    raise on every rank, naming the rank and the field, when they differ.  The accumulators
+    (:class:`DatasetAccumulator`) are then merged: sums by ``all_reduce(SUM)``, maxima by max, and the
+    centred moments of I exactly, mean = Σ_r n_r·mean_r / n and M₂ = Σ_r [M₂,r + n_r(mean_r − mean)²]
+    (Chan et al. for all ranks at once; never negative).  Passing the same full data on every rank is
+    refused (equal input counts, sums and sums of squares on all ranks).  Collectives run on the
+    model's device (gloo: CPU; NCCL: CUDA).
 
     **Checkpoints** (``checkpoint=path``, ``checkpoint_every=k``): the accumulator state is saved
     atomically (a temporary file, then ``os.replace``) every k batches, at the end, and when the pass
@@ -784,6 +790,65 @@ def dataset_stats(model: nn.Module, data: torch.Tensor | tuple | Iterable, famil
     scheme), with s.e. P·√((1 − n/P)s_z²/n) computed from the z_i themselves.  This is the right
     s.e. for the data-set value: per-input errors share the sample, so they must not be combined as
     if independent.  NaN at the entries not sampled; ``result.v2_mask`` marks the exact ones.
+
+    Args:
+        model: the network; its output h (batch, C) is the family's natural parameter.
+        data: one meaning in every entry point (:func:`iter_data`): a tensor of inputs; a tuple
+            (x, y) of inputs and labels (labels unused here); a list or other iterable (a DataLoader)
+            of batches, each a tensor or an (x, y, ...) tuple; streamed with a tqdm bar (``progress``).
+        family: a family name or :class:`~fishersym.families.ExponentialFamily` (by name, a free size
+            C is taken from the model's outputs).
+        n_samples: N, the number of label samples per input of the estimators (default 1).
+        scheme: ``"all"`` (default: every input once) or ``"iid"`` (M′ inputs drawn i.i.d.).
+        m_inputs: M′ of scheme ``"iid"`` (default M, the number of inputs); refused with ``"all"``.
+        path: the exact path, as in :func:`conditional_stats` ("auto", "fast", "generic", "reverse").
+        optimised: also the ``*_opt`` bounds with the optimised λ̃ (THEORY §5).
+        use_eig: the certification of the constants (above; None: the default).
+        groups: user parameter groups {name: [parameter names or module-name prefixes]}.
+        group_bounds: True adds Theorem D.1 / Corollary 4.6 per group (``"corollary46"``: Corollary
+            4.6 only), as in :func:`conditional_stats`.
+        batch_size: inputs per engine call (default 256), or ``"auto"`` (above).
+        progress: a tqdm bar on stderr (None: when stderr is a terminal).
+        chunk_size: parameter entries per chunk on the generic and reverse paths (None: the engine's
+            default).
+        max_params: the size limit of the generic path and of the reverse path's exact w.
+        sharpened: False skips the 𝟙^⊥ keys (THEORY §5 [beyond]).
+        memory_budget: bytes (or "2GiB") that the Gram and moment tensors, and ``batch_size="auto"``,
+            may use.
+        precision_check: inputs re-analysed in float64 to measure V₁'s float32 precision (None: the
+            default count; 0 turns it off).
+        v2: "exact", "prove" or "sample", as in :func:`conditional_stats`.
+        v2_sample: with ``v2="sample"``, the entries sampled per tensor (an int >= 2, or a fraction).
+        seed: with ``v2="sample"``, the seed of the sampled entries (default 0).
+        process_group: None (the WORLD group when ``torch.distributed`` is initialised, else a local
+            pass), False (local even under torchrun) or a ProcessGroup (above).
+        checkpoint: a file to save the accumulator state to and resume from (above; None: none).
+        checkpoint_every: batches between checkpoint saves (default 10).
+        family_params: parameters of a family given by name (e.g. ``{"C": 10}``); they win over the
+            size read from the model.
+
+    Returns:
+        StatsResult: per key, {parameter name: tensor of param.shape}, with ``groups``, ``info``
+        (``batch_size``, ``certificates``, ``scheme``, ``n_inputs``, ``resumed_from``, ...) and, for a
+        sampled V₂, ``v2_mask`` and the standard errors of the group estimates.
+
+    Raises:
+        ValueError: for an invalid option (``scheme``, ``m_inputs`` with scheme ``"all"``, or an option
+            :func:`conditional_stats` refuses), a checkpoint of another model, family or settings
+            (naming the field), skipped batches that differ from the checkpoint's, the same full
+            data on every rank, or ranks that disagree on the model, family or settings (raised on
+            every rank, naming the rank and the field).
+
+    Examples:
+        >>> import torch
+        >>> from fishersym import families
+        >>> from fishersym.numeric import conditional_stats
+        >>> net = torch.nn.Linear(3, 2).double()
+        >>> x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> fam = families.get("categorical", C=2)
+        >>> r, c = dataset_stats(net, x, fam, batch_size=3), conditional_stats(net, x, fam)
+        >>> torch.allclose(r["var1"]["weight"], c["var1"]["weight"].sum(0) / 4 ** 2)    # scheme "all"
+        True
     """
     group = resolve_group(process_group)
     rank, world = rank_world(group)

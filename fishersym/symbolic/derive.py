@@ -261,13 +261,46 @@ def _check_size(net: Network, force: bool) -> None:
 
 
 def derive(network: Network, family=None, n_samples=None, params=None, force: bool = False) -> Derivation:
-    """Derive u_i, w_i, I, V₁ (moment and cumulant forms), V₂, the Theorem 4.1 bounds and the
-    trade-off condition for every parameter of ``network`` (or those named in ``params``).
+    r"""Derive u_i, w_i, I, V₁, V₂, the Theorem 4.1 bounds and the trade-off condition symbolically.
 
-    ``family``: a name or :class:`~fishersym.families.ExponentialFamily` (defaults to the
-    network's); ``n_samples``: the number of label samples N (an int, or None for a symbol N).
-    Raises :class:`SizeError` for networks whose expressions would blow up (``force=True``
-    overrides), KeyError for unknown parameter names.
+    For every parameter of ``network`` (or those named in ``params``): u_i = ∂h/∂θ_i and
+    w_i = ∂²h/∂θ_i² by forward-mode tangents through the network and the link (module docstring),
+    then I, V₁ (moment and cumulant forms), V₂ (THEORY §3), the Theorem 4.1 bounds (THEORY §5, and
+    the 𝟙^⊥ ``_sharp`` bounds for shift-invariant families) and the trade-off condition
+    V₂ ≤ V₁ (THEORY §6):
+
+    .. math::
+
+        I(\theta_i \mid x) = u_i^\top \Sigma u_i, \qquad
+        V_1 = \frac{1}{N}\bigl[M_4(u_i, u_i, u_i, u_i) - (u_i^\top \Sigma u_i)^2\bigr]
+            = \frac{1}{N}\bigl[\kappa_4(u_i, u_i, u_i, u_i) + 2 (u_i^\top \Sigma u_i)^2\bigr],
+
+        V_2 = \frac{1}{N}\, w_i^\top \Sigma w_i, \qquad
+        V_2 \le V_1 \iff w_i^\top \Sigma w_i \le M_4(u_i, u_i, u_i, u_i) - (u_i^\top \Sigma u_i)^2.
+
+    Args:
+        network: the symbolic network (:func:`~fishersym.symbolic.mlp`).
+        family: a name or :class:`~fishersym.families.ExponentialFamily` (defaults to the
+            network's); its output size must match the network's.
+        n_samples: the number of label samples N (an int, or None for a symbol N).
+        params: the parameter names (symbols such as ``"W1_1_1"``) to derive (None: all).
+        force: derive even a network whose expressions would blow up (``--force``).
+
+    Returns:
+        Derivation: a :class:`ParamDerivation` per parameter symbol (``u``, ``w``, ``fisher``,
+        ``var1`` and its moment and cumulant forms, ``var2``, the bounds, ``trade_condition``).
+
+    Raises:
+        SizeError: for networks whose expressions would blow up (``force=True`` overrides).
+        KeyError: for unknown parameter names (listing the available ones).
+        ValueError: without a family, for a family whose size differs from the network's outputs, or
+            for ``n_samples`` that is not a positive integer.
+
+    Examples:
+        >>> from fishersym.symbolic import mlp
+        >>> d = derive(mlp([1, 1], activation="sigmoid", family="bernoulli"))   # logistic regression
+        >>> d["b1_1"].fisher, d["b1_1"].var2
+        (-p*(p - 1), 0)
     """
     from ..families import ExponentialFamily, get as get_family
     if family is None:

@@ -280,27 +280,67 @@ def check_model(model: nn.Module | str, family: str | ExponentialFamily | None =
                 properties: Iterable[str] | None = None, groups=None, seed: int = 0,
                 family_params: dict | None = None, path: str = "auto",
                 progress: bool | None = None, profile: str = "full") -> Report:
-    """Run the applicable properties of :mod:`fishersym.testing.properties` on ``model``.
+    r"""Run the applicable properties of :mod:`fishersym.testing.properties` on ``model``.
 
-    ``model`` is an ``nn.Module`` or a 'package.module:factory' string.
-    ``inputs`` (batch, …) or ``input_shape`` (per input) fix where the model
-    is checked; hypothesis perturbs parameters (relative scale ``perturb``)
-    and inputs around them.  The model is analysed in float64 (a copy).
-    ``path`` is the exact path of the baseline ``conditional_stats`` call (the V₂/V₁ ratios;
-    "auto", "fast", "generic", "reverse", …).  ``progress``: a tqdm bar on stderr over the
-    properties, with the current example count (None: when stderr is a terminal; False: never);
-    True also prints one line per finished property (name, status, examples, seconds) to stderr
-    when stderr is not a terminal (logs, CI).  ``profile``: "full" or "quick" (:class:`Profile`:
-    certified constants only and at most 2 examples per property; every property's time is in the
-    report either way).  ``family`` by name takes its size C from the model's outputs where C is a
-    free parameter (:func:`fishersym.families.resolve`); ``family_params`` given explicitly win.
+    Hypothesis perturbs the parameters (relative scale ``perturb``) and the inputs around the given
+    ones, and each property compares the exact results of :func:`fishersym.numeric.conditional_stats`
+    with an independent computation: for example the closed forms and unbiasedness against label
+    enumeration or quadrature (THEORY §2, §3), the certified bounds of THEORY §5, and agreement across
+    exact paths.  The model is analysed in float64 (a copy, in eval mode).  The report also gives, per
+    group g, the ratio of the baseline call's mean V₂ to its mean V₁:
 
-    >>> from torch import nn
-    >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
-    >>> rep = check_model(net, "categorical", family_params={"C": 2}, input_shape=(3,), profile="quick",
-    ...                   properties=["closed_forms", "bounds"], progress=False)
-    >>> rep.ok, [r.examples <= 2 for r in rep.results]
-    (True, [True, True])
+    .. math::
+
+        \mathbb{E}_y\bigl[\hat I_1(\theta_i \mid x)\bigr] = \mathbb{E}_y\bigl[\hat I_2(\theta_i \mid x)\bigr]
+        = u_i^\top \Sigma u_i, \qquad
+        \Var_y \hat I_2(\theta_i \mid x) = \frac{1}{N}\, w_i^\top \Sigma w_i, \qquad
+        \rho_g = \frac{\operatorname{mean}_{i \in g} V_2(\theta_i \mid x)}
+                      {\operatorname{mean}_{i \in g} V_1(\theta_i \mid x)}.
+
+    Args:
+        model: an ``nn.Module`` or a 'package.module:factory' string (the factory may also return the
+            inputs and the family).
+        family: a name or :class:`~fishersym.families.ExponentialFamily`; by name it takes its size C
+            from the model's outputs where C is a free parameter (:func:`fishersym.families.resolve`).
+        inputs: a tensor (batch, …) fixing where the model is checked.
+        input_shape: the shape of one input (without the batch dimension), used when ``inputs`` is
+            None: two seeded random inputs (default: inferred, :func:`infer_input_shape`).
+        n_samples: N, the number of label samples (default 1).
+        max_examples: hypothesis examples per property (default 5; :data:`DEFAULT_EXAMPLES` per
+            property where smaller).
+        perturb: the largest relative perturbation of the parameters and inputs (drawn from
+            [0, perturb]; 0 checks the model as given).
+        properties: the names of the properties to run (default: all of :data:`PROPERTIES`).
+        groups: user parameter groups, as in :func:`~fishersym.numeric.conditional_stats`.
+        seed: the seed of the random inputs drawn from ``input_shape`` (default 0; hypothesis itself is
+            derandomised).
+        family_params: parameters of a family given by name; given explicitly, they win.
+        path: the exact path of the baseline ``conditional_stats`` call (the V₂/V₁ ratios; "auto",
+            "fast", "generic", "reverse", …).
+        progress: a tqdm bar on stderr over the properties, with the current example count (None: when
+            stderr is a terminal; False: never); True also prints one line per finished property
+            (name, status, examples, seconds) to stderr when stderr is not a terminal (logs, CI).
+        profile: "full" or "quick" (:class:`Profile`: certified constants only and at most 2 examples
+            per property; every property's time is in the report either way).
+
+    Returns:
+        Report: the outcome of each property (status, examples run, seconds, the counterexample),
+        the V₂/V₁ ratios per group and notes; ``report.ok`` is True when no property failed, and
+        ``str(report)`` is the printable report.
+
+    Raises:
+        ValueError: without a family, for an unknown ``profile`` or property name, ``inputs`` without a
+            batch dimension, a ``max_examples`` below 1 or a negative or infinite ``perturb``.
+        TypeError: when ``model`` is not an ``nn.Module`` (nor a factory string returning one), or
+            ``max_examples`` or ``perturb`` is not a number.
+
+    Examples:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+        >>> rep = check_model(net, "categorical", family_params={"C": 2}, input_shape=(3,), profile="quick",
+        ...                   properties=["closed_forms", "bounds"], progress=False)
+        >>> rep.ok, [r.examples <= 2 for r in rep.results]
+        (True, [True, True])
     """
     _check_run_settings(max_examples, perturb)
     if profile not in PROFILES:
