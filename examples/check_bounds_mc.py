@@ -4,7 +4,7 @@ Copy this file, replace ``make_model`` / ``make_inputs`` / ``FAMILY`` with your 
 
     python examples/check_bounds_mc.py
 
-For every parameter tensor it compares the exact V₁, V₂ (THEORY.md §3,
+For every parameter tensor it compares the exact V₁, V₂ (THEORY §3,
 ``fishersym.numeric.conditional_stats``) with the empirical variance of many
 independent Monte Carlo estimates Î₁, Î₂ (``fishersym.numeric.estimate``, §2),
 and checks lower ≤ V ≤ upper for the certified Theorem 4.1 bounds (§5).

@@ -1,4 +1,4 @@
-"""Dataset-level Fisher and estimator variances for *your* model and data loader (THEORY.md §8).
+"""Dataset-level Fisher and estimator variances for *your* model and data loader (THEORY §8).
 
 Copy, replace ``make_model`` / ``make_loader`` / ``FAMILY``, and run:
 

@@ -4,7 +4,7 @@
 
 Change ``WIDTHS``, ``ACTIVATION`` and ``FAMILY`` to your network (keep it small:
 the expressions grow quickly; ``fishersym.symbolic`` refuses networks that are
-too large).  THEORY.md §1–§7.
+too large).  THEORY §1–§7.
 """
 import sys
 

@@ -1,4 +1,4 @@
-"""Bounds of THEORY.md §5: Theorem 4.1 per parameter (one definition used by both engines),
+"""Bounds of THEORY §5: Theorem 4.1 per parameter (one definition used by both engines),
 group-level trace bounds (Theorem D.1, Corollary 4.6), off-diagonal bounds (Theorem C.1,
 Corollary C.3) and Lemma 4.8."""
 from .lemma48 import lemma48_bound

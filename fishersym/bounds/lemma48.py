@@ -1,4 +1,4 @@
-"""Lemma 4.8 (THEORY.md §5, §8): the input-randomness term of the many-input variance.
+"""Lemma 4.8 (THEORY §5, §8): the input-randomness term of the many-input variance.
 
     Var_q I(θ_i|x) ≤ E_q[I(θ_i|x)²] ≤ E_q[‖u_i‖⁴ λ_max(Σ(x))²],
 

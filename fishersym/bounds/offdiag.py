@@ -1,4 +1,4 @@
-"""Off-diagonal bounds (THEORY.md §5: Theorem C.1, Corollary C.3).
+"""Off-diagonal bounds (THEORY §5: Theorem C.1, Corollary C.3).
 
 For two parameters θ_i, θ_j and one input, the off-diagonal entries of the
 estimators are Î₁_ij = (1/N)Σ_k (u_iᵀr_k)(u_jᵀr_k) and

@@ -1,4 +1,4 @@
-"""Per-parameter bounds of Theorem 4.1 (THEORY.md §5), one definition for both engines.
+"""Per-parameter bounds of Theorem 4.1 (THEORY §5), one definition for both engines.
 
 For one input x, parameter θ_i with u_i = ∂h/∂θ_i and w_i = ∂²h/∂θ_i², and N
 label samples:

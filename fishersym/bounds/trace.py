@@ -1,4 +1,4 @@
-"""Trace-variance bounds per parameter group (THEORY.md §5: Theorem D.1, Corollary 4.6).
+"""Trace-variance bounds per parameter group (THEORY §5: Theorem D.1, Corollary 4.6).
 
 For a group of parameters with Jacobian J = ∂h/∂θ (C × P), columns u_i, and
 diagonal second derivatives w_i:

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         elif run.replacing is not None:
             print(f"fishersym demo: --force: replacing the `fishersym {run.replacing}` output in {out}/ "
                   "(at the end of the run)")
-        print("fishersym demo, part 1: the output families of THEORY.md §4, derived live by SymPy\n")
+        print("fishersym demo, part 1: the output families of THEORY §4, derived live by SymPy\n")
         for name in available():
             print(family_report(name, DEFAULT_PARAMS.get(name, {})))
             print()

@@ -3,7 +3,7 @@
     fishersym derive --widths 2 2 1 --activation tanh --family bernoulli --out x.tex
     fishersym derive --catalogue derivations
 
-THEORY.md §1–§7; see :mod:`fishersym.symbolic`.
+THEORY §1–§7; see :mod:`fishersym.symbolic`.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``fishersym experiment``: the paper's experiments (THEORY.md §11).
+"""``fishersym experiment``: the paper's experiments (THEORY §11).
 
 Subcommands:
 
@@ -151,7 +151,7 @@ def register(sub) -> None:
     esub.required = True
 
     t = esub.add_parser("toy-ngd", help="Figure 1: NGD with Î₁ vs Î₂ on linear/logistic regression",
-                        description="Figure 1 of the paper (THEORY.md §11): natural gradient descent with the "
+                        description="Figure 1 of the paper (THEORY §11): natural gradient descent with the "
                                     "diagonal Fisher estimated by Î₁ or Î₂ (one sampled label per input) on a 2-D "
                                     "toy set; Î₂ is exact for these linear models (THEORY §6.2).")
     _common(t, "toy-ngd", 256, "NGD epochs (default: 256, the paper's)")
@@ -172,7 +172,7 @@ def register(sub) -> None:
     t.set_defaults(func=run_toy, _parser=t)
 
     m = esub.add_parser("mlp", help="Figure 2: per-layer Fisher, V₁, V₂ and bounds while training an MLP",
-                        description="Figure 2 of the paper (THEORY.md §11): an MLP of four dense layers trained on "
+                        description="Figure 2 of the paper (THEORY §11): an MLP of four dense layers trained on "
                                     "digit images; after each epoch the exact per-layer Fisher, V₁, V₂ (N label "
                                     "samples) and the Theorem 4.1 bounds (paper-style and sharpened) at random test "
                                     "input(s). Writes mlp.csv (one row per epoch and layer), mlp_figure2.png, "
@@ -201,7 +201,7 @@ def register(sub) -> None:
     m.set_defaults(func=run_mlp_cmd, _parser=m)
 
     b = esub.add_parser("table", help="Table 1: the family constants of THEORY §5, printed and as LaTeX",
-                        description="The family constants of Theorem 4.1 (THEORY.md §5, the paper's Table 1) for "
+                        description="The family constants of Theorem 4.1 (THEORY §5, the paper's Table 1) for "
                                     "Gaussian and categorical outputs, symbolically and evaluated numerically at "
                                     "seeded random points; writes table.tex, table_standalone.tex, table.csv/json.")
     _common(b, "table", None, "accepted for a uniform interface; the table involves no training (no effect)",
@@ -214,7 +214,7 @@ def register(sub) -> None:
 
     e = esub.add_parser("estimators", help="the Fisher estimators practitioners use: accuracy against cost, "
                                            "checked by Monte Carlo; the EWC ordering",
-                        description="The diagonal Fisher estimators of fishersym.estimators (THEORY.md §13) on the "
+                        description="The diagonal Fisher estimators of fishersym.estimators (THEORY §13) on the "
                                     "report's MLP and LeNet-5 on digit images: the exact predicted relative s.e. of "
                                     "every estimator against cost in backward passes (M' inputs drawn i.i.d. and N "
                                     "labels or probes per input, or every analysed input once), checked against "

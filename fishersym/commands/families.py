@@ -1,4 +1,4 @@
-"""``fishersym families``: the family table of THEORY.md §4, derived live by SymPy."""
+"""``fishersym families``: the family table of THEORY §4, derived live by SymPy."""
 from __future__ import annotations
 
 import argparse

@@ -4,7 +4,7 @@ Without --model: trains a small sigmoid MLP briefly on scikit-learn's 8×8 digit
 (or MNIST from ``--data``), and reports per layer the Fisher, V₁, V₂, the
 Theorem 4.1 bounds and which estimator (Î₁ or Î₂) with how many label samples N
 reaches a 10 % relative standard deviation; the paper's Figure 2 on this model;
-the family constants; and the LaTeX derivation of a small network (THEORY.md §3–§11).
+the family constants; and the LaTeX derivation of a small network (THEORY §3–§11).
 
 With ``--model MODULE:FACTORY``: the same per-tensor analysis on your own trained
 model as given (no training), on inputs from ``--data FILE`` (.npz with arrays x

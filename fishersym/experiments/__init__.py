@@ -1,4 +1,4 @@
-"""The paper's experiments and the report (THEORY.md §11; CLI: ``fishersym experiment …``, ``fishersym report``).
+"""The paper's experiments and the report (THEORY §11; CLI: ``fishersym experiment …``, ``fishersym report``).
 
 Modules: :mod:`.io` (output folders, atomic writes, settings JSON), :mod:`.data`
 (sklearn digits, MNIST from a local file), :mod:`.toy_ngd` (Figure 1),

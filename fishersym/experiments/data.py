@@ -1,6 +1,6 @@
 """Data sets of the experiments: scikit-learn's bundled 8×8 digits (default) and MNIST from a local file.
 
-THEORY.md §11: the paper's Figure 2 uses MNIST; it cannot be downloaded here, so
+THEORY §11: the paper's Figure 2 uses MNIST; it cannot be downloaded here, so
 the default is ``sklearn.datasets.load_digits`` (1,797 images of 8×8 pixels, 10
 classes, shipped with scikit-learn) and MNIST is read from a file the user names:
 

@@ -1,4 +1,4 @@
-"""The paper's Figure 2 (THEORY.md §11, paper §5): per-layer Fisher, V₁, V₂ and bounds while training an MLP.
+"""The paper's Figure 2 (THEORY §11, paper §5): per-layer Fisher, V₁, V₂ and bounds while training an MLP.
 
 Set-up (THEORY §11): an MLP of four dense layers with sigmoid activations (and
 dropout), 10 classes (categorical family, softmax logits), trained 20 epochs;

@@ -1,6 +1,6 @@
 """``fishersym report``: one self-contained HTML report (plus Markdown and PNGs) on the embedded default.
 
-Contents (THEORY.md section in brackets):
+Contents (THEORY section in brackets):
 
 1. a small sigmoid MLP trained briefly on scikit-learn's 8×8 digits, with the
    paper's Figure 2 analysis after every epoch (:mod:`.mlp`; §3, §5, §11);
@@ -397,7 +397,8 @@ def _write_report(out: Path, s: ReportSettings, ms: MLPSettings, ds, started: fl
 <style>{CSS}</style></head><body>
 <h1>fishersym report: diagonal Fisher estimators Î₁ vs Î₂</h1>
 <p class="note">Soen &amp; Sun, "Trade-Offs of Diagonal Fisher Information Matrix Estimators" (NeurIPS 2024);
-notation and section numbers of THEORY.md. Generated {time.strftime('%Y-%m-%d %H:%M')} in
+notation and section numbers of fishersym's documentation (docs/theory; cited THEORY §n).
+Generated {time.strftime('%Y-%m-%d %H:%M')} in
 {time.time() - started:.0f} s.</p>
 <h2>1. Model and data</h2><p>{html.escape(intro)}</p>{_img(out / 'mlp_training.png')}
 <h2>2. Per-layer Fisher, variances, bounds and recommendation (test set, end of training)</h2>
@@ -768,7 +769,8 @@ def _write_model_report(out: Path, m64, x, y, fam, s: ModelReportSettings, data,
 <style>{CSS}</style></head><body>
 <h1>fishersym report: diagonal Fisher estimators Î₁ vs Î₂ on {html.escape(s.model)}</h1>
 <p class="note">Soen &amp; Sun, "Trade-Offs of Diagonal Fisher Information Matrix Estimators" (NeurIPS 2024);
-notation and section numbers of THEORY.md. Generated {time.strftime('%Y-%m-%d %H:%M')} in
+notation and section numbers of fishersym's documentation (docs/theory; cited THEORY §n).
+Generated {time.strftime('%Y-%m-%d %H:%M')} in
 {time.time() - started:.0f} s.</p>
 <h2>1. Model and data</h2><p>{html.escape(intro)}</p>
 <h2>2. Per-tensor Fisher, variances, bounds and recommendation</h2>

@@ -1,4 +1,4 @@
-r"""The family constants of THEORY.md §5 — the analogue of the paper's Table 1.
+r"""The family constants of THEORY §5 — the analogue of the paper's Table 1.
 
 For regression (Gaussian, fixed σ²) and classification (categorical, softmax
 σ = p), the constants that enter Theorem 4.1:
@@ -128,7 +128,7 @@ def latex_table(rows: list[dict]) -> str:
         return f"\\parbox[t]{{{LABEL_WIDTH}}}{{\\raggedright {text}}}"
 
     lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\setlength{\tabcolsep}{4pt}",
-             r"\caption{Family constants of Theorem~4.1 (analogue of Soen \& Sun, Table~1; THEORY.md \S5). "
+             r"\caption{Family constants of Theorem~4.1 (analogue of Soen \& Sun, Table~1; THEORY \S5). "
              r"$m(x) = \min(\max_k p_k,\ 1 - \lVert p\rVert^2)$.}",
              r"\label{tab:family-constants}",
              r"\begin{tabular}{@{}l" + "c" * len(COLUMNS) + "@{}}", r"\hline",
@@ -147,7 +147,7 @@ def latex_table(rows: list[dict]) -> str:
                      rf"$\max \tilde\lambda_{{\max}}(K)/2\lambda_{{\max}}(\Sigma) = {k_ratio:.3f}$ (all $\le 1$).")
     if sharp:
         lo, hi = min(r["sigma_min"] for r in sharp), max(r["sigma_min"] for r in sharp)
-        notes.append(r"Sharpened on $\mathbf{1}^\perp$ ([beyond], THEORY.md section 5): "
+        notes.append(r"Sharpened on $\mathbf{1}^\perp$ ([beyond], THEORY \S5): "
                      rf"$\lambda_{{\min}}(\Sigma|_{{\mathbf{{1}}^\perp}}) \in [{lo:.3g}, {hi:.3g}]$ instead of $0$.")
     if notes:
         lines += [r"\par\smallskip", r"{\footnotesize\raggedright " + " ".join(notes) + r"\par}"]
@@ -164,7 +164,7 @@ def standalone(table: str) -> str:
 def text_table(rows: list[dict]) -> str:
     """The closed forms and the numeric evaluations of :func:`numeric_rows` as plain text."""
     w = 12
-    out = ["Family constants of Theorem 4.1 (THEORY.md §5; the paper's Table 1)", "",
+    out = ["Family constants of Theorem 4.1 (THEORY §5; the paper's Table 1)", "",
            "output".ljust(16) + "".join(h.ljust(w) for h in HEAD_TEXT)]
     for label, _, cells, src in SYMBOLIC:
         out.append(label.split(" (")[0].ljust(16) + "".join(c.ljust(w) for c in cells) + f"  [{src}]")

@@ -1,4 +1,4 @@
-"""The paper's Figure 1 (THEORY.md §11, paper App. A): natural gradient descent with Î₁ or Î₂.
+"""The paper's Figure 1 (THEORY §11, paper App. A): natural gradient descent with Î₁ or Î₂.
 
 Set-up (THEORY §11): x ∈ ℝ² ~ N(0, I), a = θ*ᵀx with θ* = (1, 1), no bias.
 Regression: y ~ N(a, 1) (Gaussian family, σ² = 1); classification:

@@ -1,6 +1,6 @@
 """Output distributions: exponential families defined by their log-partition F(h).
 
-THEORY.md §1 (setting), §3 (cumulants), §4 (closed forms), §5 (constants).
+THEORY §1 (setting), §3 (cumulants), §4 (closed forms), §5 (constants).
 
 Adding a family is one file (``tests/test_family_plugin.py`` defines a Gamma family that way): subclass
 :class:`ExponentialFamily` with its own ``name`` (the class statement registers it, so :func:`get` finds

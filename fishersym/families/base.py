@@ -1,4 +1,4 @@
-"""The exponential-family base class (THEORY.md §1, §3, §4).
+"""The exponential-family base class (THEORY §1, §3, §4).
 
 A family is defined once by its log-partition F(h), written as a SymPy
 expression (``log_partition_sym``).  Everything symbolic is *derived* from it:

@@ -1,4 +1,4 @@
-"""Bernoulli output (logistic regression / binary classification), THEORY.md §4 row 2.
+"""Bernoulli output (logistic regression / binary classification), THEORY §4 row 2.
 
 h = logit p, t(y) = y ∈ {0, 1}, F(h) = log(1 + eʰ), Σ = p(1−p) = s.
 Central moments of r = y − p: E r⁴ = s(1 − 3s), so κ₄ = s(1 − 6s) and
@@ -26,7 +26,7 @@ __all__ = ["Bernoulli"]
 
 
 class Bernoulli(ExponentialFamily):
-    """Bernoulli output (logistic regression / binary classification), THEORY.md §4 row 2.
+    """Bernoulli output (logistic regression / binary classification), THEORY §4 row 2.
 
     F(h) = log(1 + eʰ), C = 1, N·V₁ = p(1−p)(1−2p)²u⁴ (module docstring).
 

@@ -1,4 +1,4 @@
-"""Categorical output with softmax logits, THEORY.md §4 row 3.
+"""Categorical output with softmax logits, THEORY §4 row 3.
 
 h = logits ∈ ℝ^C, t(y) = one-hot, F(h) = log Σ_a e^{h_a}, p = softmax(h),
 Σ = diag(p) − ppᵀ.  With ū = Σ_a p_a u_a and d = u − ū:
@@ -27,7 +27,7 @@ __all__ = ["Categorical"]
 
 
 class Categorical(ExponentialFamily):
-    """Categorical output with softmax logits, THEORY.md §4 row 3.
+    """Categorical output with softmax logits, THEORY §4 row 3.
 
     F(h) = log Σ_a e^{h_a}, p = softmax(h), Σ = diag(p) − ppᵀ (module docstring).
 

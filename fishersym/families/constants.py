@@ -1,4 +1,4 @@
-"""Family constants of the bounds (THEORY.md §5).
+"""Family constants of the bounds (THEORY §5).
 
 For natural parameters h (batch, C) this computes, per input:
 

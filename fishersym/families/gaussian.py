@@ -1,4 +1,4 @@
-"""Gaussian output with fixed variance σ² (regression), THEORY.md §4 row 1.
+"""Gaussian output with fixed variance σ² (regression), THEORY §4 row 1.
 
 h = μ/σ², t(y) = y ∈ ℝ^C, F(h) = σ²‖h‖²/2, Σ = σ²I, κ₄ = 0, so
 N·V₁ = M(u,u,u,u) = 2σ⁴‖u‖⁴ and N·V₂ = σ²‖w‖² (u, w the derivatives of h).
@@ -51,7 +51,7 @@ __all__ = ["Gaussian"]
 
 
 class Gaussian(ExponentialFamily):
-    """Gaussian output with fixed variance σ² (regression), THEORY.md §4 row 1.
+    """Gaussian output with fixed variance σ² (regression), THEORY §4 row 1.
 
     F(h) = σ²‖h‖²/2, Σ = σ²I, κ₄ = 0 (module docstring).
 

@@ -1,4 +1,4 @@
-"""Gaussian output with learned mean and variance, THEORY.md §4 row 5.
+"""Gaussian output with learned mean and variance, THEORY §4 row 5.
 
 The network outputs o = (μ, s = log σ²); the link maps them to the natural
 parameters h = (μ/σ², −1/(2σ²)) (``MeanLogVar``), t(y) = (y, y²) and
@@ -41,7 +41,7 @@ __all__ = ["GaussianMeanVar"]
 
 
 class GaussianMeanVar(ExponentialFamily):
-    """Gaussian output with learned mean and variance, THEORY.md §4 row 5.
+    """Gaussian output with learned mean and variance, THEORY §4 row 5.
 
     t(y) = (y, y²), h = (μ/σ², −1/(2σ²)), F(h) = −h₁²/(4h₂) − ½log(−2h₂) (module docstring).
 

@@ -1,6 +1,6 @@
 """Links between a network's raw output o and the natural parameters h.
 
-THEORY.md §1: a link may sit between the raw output o and h; the analysis
+THEORY §1: a link may sit between the raw output o and h; the analysis
 always uses the composite map θ ↦ h, so the link's own curvature enters
 ∂²h/∂θ_i².  A link is defined twice, once in SymPy (``sym``) and once in torch
 (``__call__``); the tests check the two against each other.

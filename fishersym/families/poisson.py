@@ -1,4 +1,4 @@
-"""Poisson output with log link, one independent Poisson per output; THEORY.md §4 row 4.
+"""Poisson output with log link, one independent Poisson per output; THEORY §4 row 4.
 
 h = log λ, t(y) = y ∈ ℕ^C, F(h) = Σ_c e^{h_c}, Σ = diag(λ); all cumulants of
 a Poisson equal λ, so κ₄(u,u,u,u) = Σ_c λ_c u_c⁴ and
@@ -97,7 +97,7 @@ def _rate_hint(h: torch.Tensor) -> str:
 
 
 class Poisson(ExponentialFamily):
-    """Poisson output with log link, one independent Poisson per output; THEORY.md §4 row 4.
+    """Poisson output with log link, one independent Poisson per output; THEORY §4 row 4.
 
     h = log λ, F(h) = Σ_c e^{h_c}, Σ = diag(λ) (module docstring).
 

@@ -1,6 +1,6 @@
 """Numeric engine: exact per-parameter Fisher diagonals, estimator variances and bounds.
 
-THEORY.md §2–§9.  Public API:
+THEORY §2–§9.  Public API:
 
 * :func:`conditional_stats` — per input x: I(θ_i|x), V₁, V₂, Theorem 4.1 bounds (§2–§5);
 * :func:`dataset_stats` — many inputs, schemes "all" and "iid" (§8), streamed;

@@ -1,4 +1,4 @@
-"""Elementwise activations of the fast MLP path with their first two derivatives (THEORY.md §7).
+"""Elementwise activations of the fast MLP path with their first two derivatives (THEORY §7).
 
 The recursion of THEORY §7 needs σ_l, σ'_l and σ''_l at each pre-activation.  They come from
 the activation registry :mod:`fishersym.activations` (one entry per activation, shared with the

@@ -1,6 +1,6 @@
 """Validation of models, parameters and inputs before any computation.
 
-The closed forms of THEORY.md §2–§3 hold per input: the model must map each
+The closed forms of THEORY §2–§3 hold per input: the model must map each
 input to its own output, deterministically.  Layers that couple the inputs
 of a batch (BatchNorm using batch statistics) or draw randomness (Dropout in
 training mode) break that and are refused with an explanation.

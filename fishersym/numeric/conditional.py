@@ -1,4 +1,4 @@
-"""Per-input (conditional) statistics and bounds: ``conditional_stats`` (THEORY.md §2–§6).
+"""Per-input (conditional) statistics and bounds: ``conditional_stats`` (THEORY §2–§6).
 
 Pipeline for one batch of inputs: validate (:mod:`.checks`), pick the exact
 path (fast factored MLP path of THEORY §7 when the model is supported, else

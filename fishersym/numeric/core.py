@@ -1,4 +1,4 @@
-"""Per-input quantities shared by both exact paths (THEORY.md §2–§5).
+"""Per-input quantities shared by both exact paths (THEORY §2–§5).
 
 Both engines reduce a model to, for each input b and parameter θ_i, the two
 vectors u_i = ∂h/∂θ_i and w_i = ∂²h/∂θ_i² (THEORY §1); everything else is a

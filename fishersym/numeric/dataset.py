@@ -1,4 +1,4 @@
-"""Many-input statistics: ``dataset_stats`` (THEORY.md §8, paper Theorem 4.7).
+"""Many-input statistics: ``dataset_stats`` (THEORY §8, paper Theorem 4.7).
 
 Write v_k(θ_i|x) = N·V_k(θ_i|x) (one label sample) and I(θ_i) = E_q I(θ_i|x)
 with q the empirical distribution of the data set (M inputs).

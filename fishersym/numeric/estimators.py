@@ -1,4 +1,4 @@
-"""The Monte Carlo estimators themselves: Î₁, Î₂ and the empirical Fisher (THEORY.md §2, §9).
+"""The Monte Carlo estimators themselves: Î₁, Î₂ and the empirical Fisher (THEORY §2, §9).
 
 For each input x_m and labels y_{m,1..N}:
 

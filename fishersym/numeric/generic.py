@@ -1,4 +1,4 @@
-"""Generic exact path: any per-input ``nn.Module`` via ``torch.func`` (THEORY.md §2–§3).
+"""Generic exact path: any per-input ``nn.Module`` via ``torch.func`` (THEORY §2–§3).
 
 For each parameter tensor and a chunk of its entries i, nested forward-mode
 differentiation along the unit direction e_i gives, for all inputs and all C

@@ -1,4 +1,4 @@
-"""Fast exact path for multilayer perceptrons: the factored algorithm of THEORY.md §7.
+"""Fast exact path for multilayer perceptrons: the factored algorithm of THEORY §7.
 
 Layers z^l = W^l a^{l−1} + b^l, a^l = σ_l(z^l) (σ_l the composition of the
 elementwise modules after Linear l), h = g(z^L) with g the composition of the

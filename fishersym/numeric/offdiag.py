@@ -1,4 +1,4 @@
-"""Exact off-diagonal variances and Theorem C.1 / Corollary C.3 bounds, on request (THEORY.md §3, §5).
+"""Exact off-diagonal variances and Theorem C.1 / Corollary C.3 bounds, on request (THEORY §3, §5).
 
 For a pair (θ_i, θ_j) and each input: I_ij = u_iᵀΣu_j,
 N·Var Î₁_ij = M₄(u_i,u_i,u_j,u_j) − I_ij², N·Var Î₂_ij = w_ijᵀΣw_ij with

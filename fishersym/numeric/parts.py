@@ -1,4 +1,4 @@
-"""Factored per-input, per-parameter arrays (THEORY.md §7, §8).
+"""Factored per-input, per-parameter arrays (THEORY §7, §8).
 
 Every per-weight quantity of the fast MLP path factors as f(j) · (a_k)^p
 (THEORY §7): I(W_jk|x) = (G_jᵀΣG_j)·a_k², N·V₁ ∝ a_k⁴, N·V₂ ∝ a_k⁴.  A

@@ -1,4 +1,4 @@
-"""Result classes and the assembly of per-input keys (THEORY.md §3, §5, §6, §8).
+"""Result classes and the assembly of per-input keys (THEORY §3, §5, §6, §8).
 
 Keys of a result (shared names of :mod:`fishersym.bounds.theorem41`):
 

@@ -1,6 +1,6 @@
 """Symbolic engine: small MLPs in SymPy, their Fisher diagonal, V₁, V₂, bounds and LaTeX.
 
-THEORY.md §1–§7.  Typical use::
+THEORY §1–§7.  Typical use::
 
     from fishersym import symbolic, families
     net = symbolic.mlp([2, 2, 1], "tanh")

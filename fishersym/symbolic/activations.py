@@ -1,4 +1,4 @@
-"""Activations for the symbolic engine (THEORY.md §6.1, §6.3, §7).
+"""Activations for the symbolic engine (THEORY §6.1, §6.3, §7).
 
 The symbolic view of the activation registry :mod:`fishersym.activations` (one entry per
 activation, shared with the numeric engines, the per-layer rules and the hypothesis

@@ -2,8 +2,8 @@
 
 Each case is a small network and family; the catalogue writes one standalone
 .tex per case and an index ``README.md`` saying what each case shows (its
-structural results as established by SymPy, THEORY.md §6).  The estimator
-cases (``ESTIMATOR_CASES``, THEORY.md §13) add, for one GLM and one
+structural results as established by SymPy, THEORY §6).  The estimator
+cases (``ESTIMATOR_CASES``, THEORY §13) add, for one GLM and one
 hidden-layer net, the variances of the batched squared gradient and of the
 output- and parameter-space Hutchinson estimators.  Output is
 deterministic, so tests compare the committed files with fresh output.
@@ -182,7 +182,7 @@ def write_catalogue(directory, cases=CASES, verbose: bool = True,
         "",
         "Step-by-step symbolic derivations (SymPy) of the Fisher diagonal I(θ_i|x), the variances V₁ "
         "(squared-score estimator Î₁) and V₂ (negative-Hessian estimator Î₂), the Theorem 4.1 bounds and the "
-        "trade-off condition V₂ ≤ V₁, per parameter, for small networks (see `THEORY.md`).",
+        "trade-off condition V₂ ≤ V₁, per parameter, for small networks (see `docs/theory/`).",
         "",
         "Regenerate with `make derivations` (i.e. `fishersym derive --catalogue derivations`); the files are "
         "deterministic and the tests check that the committed ones equal fresh output and compile with pdflatex.",

@@ -1,6 +1,6 @@
 """Symbolic derivation of the Fisher diagonal, V₁, V₂ and the bounds for a small MLP.
 
-THEORY.md references: §1 (u_i = ∂h/∂θ_i, w_i = ∂²h/∂θ_i², the link's
+THEORY references: §1 (u_i = ∂h/∂θ_i, w_i = ∂²h/∂θ_i², the link's
 curvature enters w), §2–§3 (I = uᵀΣu, V₁ in moment and cumulant form,
 V₂ = wᵀΣw/N, Lemma 3.1), §5 (Theorem 4.1 bounds), §6 (structural results,
 trade-off condition V₂ ≤ V₁), §7 (the layer recursion).

@@ -1,4 +1,4 @@
-"""Family-level symbolic forms for a generic direction (THEORY.md §3, §4, §5, §6.7).
+"""Family-level symbolic forms for a generic direction (THEORY §3, §4, §5, §6.7).
 
 For a family with log-partition F these are polynomials in a direction
 u = (u_1..u_C) (and w for V₂), derived from F's cumulant tensors and written

@@ -1,4 +1,4 @@
-"""Symbolic multilayer perceptrons (THEORY.md §1, §7).
+"""Symbolic multilayer perceptrons (THEORY §1, §7).
 
 ``mlp(widths, activation)`` builds the network
 

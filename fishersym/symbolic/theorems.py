@@ -1,4 +1,4 @@
-"""Structural theorems proven by SymPy on a derivation (THEORY.md §6).
+"""Structural theorems proven by SymPy on a derivation (THEORY §6).
 
 * §6.1 / §6.2 / §6.3: w_i ≡ 0 (hence V₂ ≡ 0) for the last layer, for GLMs
   (no hidden layer) and for piecewise-linear activations (a.e.).  Proven two

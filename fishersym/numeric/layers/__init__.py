@@ -1,4 +1,4 @@
-"""Per-layer rules of the fast exact engine (THEORY.md §7, §12), one file per layer type.
+"""Per-layer rules of the fast exact engine (THEORY §7, §12), one file per layer type.
 
 The protocol (:class:`~.base.LayerRule`) is specified in ``base.py``; the rules register
 themselves in :data:`~.base.RULES` on import.  :func:`~.sequential.layer_quantities` runs them

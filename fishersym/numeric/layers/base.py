@@ -1,4 +1,4 @@
-"""The per-layer protocol of the fast exact engine (THEORY.md §7, §12).
+"""The per-layer protocol of the fast exact engine (THEORY §7, §12).
 
 A network h = f_L ∘ … ∘ f_1 (an ``nn.Sequential``; h ∈ ℝ^C per input) is handled one layer
 at a time by a :class:`LayerRule`.  For layer l with input x = x_l and output y = x_{l+1}
