@@ -324,15 +324,15 @@ def derivation_html(D) -> str:
     V₁, V₂ (with the 1/N factor, §3), the Theorem 4.1 bounds and the trade-off condition V₂ ≤ V₁
     (§6.7).  The same content as ``Derivation.to_latex`` in the order of that document."""
     from ..symbolic.familyforms import NAMED_LATEX
-    from ..symbolic.latex import _flip     # the LaTeX document's readability rewrite −s(s − 1) → s(1 − s)
+    from ..symbolic.latex import flip_probabilities, probability_coordinates  # −s(s − 1) → s(1 − s), as the LaTeX
     names = dict(D.latex_names)
     names.update(NAMED_LATEX)
     net, fam, F, N = D.network, D.family, D.forms, D.N
     C = fam.C
     out: list[str] = []
     w = out.append
-    flip = [c for c, _ in F.coords] if fam.display_probabilities else []
-    tidy = lambda e: _flip(e, flip) if flip and isinstance(e, sp.Basic) else e  # noqa: E731
+    flip = probability_coordinates(D)
+    tidy = lambda e: flip_probabilities(e, flip) if flip and isinstance(e, sp.Basic) else e  # noqa: E731
     eq = lambda l, r, rel="=": w(equation(tidy(l), tidy(r), names, rel))  # noqa: E731
     inline = lambda e: mathml(tidy(e), names, display=False)  # noqa: E731
 
@@ -433,10 +433,7 @@ def derivation_html(D) -> str:
             w("<p>Trade-off: w = 0, so V₂ = 0 ≤ V₁: Î₂ is exact with one sample and always at least as good "
               "as Î₁.</p>")
         else:
-            cav = ""
-            if pd.trade_caveats:
-                cav = " (where " + ", ".join(f"{inline(c)} ≠ 0" for c in pd.trade_caveats) + \
-                      "; both variances vanish otherwise)"
+            cav = pd.trade_caveat_note(lambda c: f"{inline(c)} ≠ 0")
             w(f"<p>Trade-off: Î₂ is at least as good as Î₁ (V₂ ≤ V₁) iff{cav}</p>")
             eq(pd.trade_lhs, pd.trade_rhs, rel="≤")
     return "".join(out)

@@ -67,6 +67,14 @@ class ParamDerivation:
     trade_caveats: list = field(default_factory=list)
     _w_zero: bool | None = None
 
+    def trade_caveat_note(self, nonzero) -> str:
+        """The proviso of the trade-off condition when common factors were cancelled from it (THEORY §6.7):
+        " (where c₁ ≠ 0, …; both variances vanish otherwise)", each item written by ``nonzero(c)``
+        (a document's own notation), or "" when nothing was cancelled."""
+        if not self.trade_caveats:
+            return ""
+        return " (where " + ", ".join(nonzero(c) for c in self.trade_caveats) + "; both variances vanish otherwise)"
+
     @property
     def symbol(self) -> sp.Symbol:
         """The parameter's SymPy symbol θ_i."""

@@ -43,7 +43,13 @@ def tex_escape(s: str) -> str:
     return "".join(rep.get(c, c) for c in s)
 
 
-def _flip(e: sp.Expr, syms) -> sp.Expr:
+def probability_coordinates(D) -> list[sp.Symbol]:
+    """The display coordinates that :func:`flip_probabilities` rewrites: those of a family that displays
+    probabilities (``display_probabilities``), none otherwise."""
+    return [s for s, _ in D.forms.coords] if D.family.display_probabilities else []
+
+
+def flip_probabilities(e: sp.Expr, syms) -> sp.Expr:
     """Rewrite −s(s − 1) as s(1 − s) for the probability coordinates (readability only)."""
     targets = {s - 1 for s in syms}
 
@@ -72,12 +78,10 @@ def simplex_coordinates(D) -> list[sp.Symbol]:
 
     Not assumed from the family's name: SymPy proves Σ_a p_a(h) = 1 from the coordinates' definitions
     (``D.forms.coords``, functions of h).  Only families that display probabilities are tried."""
-    coords = D.forms.coords
-    if not coords or not D.family.display_probabilities or len(coords) < 2:
+    ps = probability_coordinates(D)
+    if len(ps) < 2 or sp.simplify(sp.Add(*[e for _, e in D.forms.coords]) - 1) != 0:
         return []
-    if sp.simplify(sp.Add(*[e for _, e in coords]) - 1) != 0:
-        return []
-    return [s for s, _ in coords]
+    return ps
 
 
 #: simplex_simplify's choices per coordinate tuple and polynomial (the same polynomials recur across parameters)
@@ -142,8 +146,7 @@ class _Printer:
         names = dict(D.latex_names)
         names.update(NAMED_LATEX)
         self.names = names
-        fam = D.family
-        self.flip = [s for s, _ in D.forms.coords] if fam.display_probabilities else []
+        self.flip = probability_coordinates(D)
         self.simplex = simplex_coordinates(D)
 
     def __call__(self, e) -> str:
@@ -153,7 +156,7 @@ class _Printer:
 
     def _raw(self, e) -> str:
         if self.flip and isinstance(e, sp.Basic):
-            e = _flip(e, self.flip)
+            e = flip_probabilities(e, self.flip)
         return sp.latex(e, symbol_names=self.names, mul_symbol=None, fold_short_frac=False)
 
     def factor(self, e) -> str:
@@ -883,10 +886,7 @@ trade-off condition (\S6.7).""" + "\n\n")
             if _long(cond_l) or _long(cond_r):
                 w("$V_2 \\le V_1$ iff $w^\\top\\Sigma w \\le M(u,u,u,u)$ with $u, w$ above (too long to print).\n\n")
             else:
-                cav = ""
-                if pd.trade_caveats:
-                    cav = " (where " + ", ".join(f"${P(c)} \\neq 0$" for c in pd.trade_caveats) + \
-                          "; both variances vanish otherwise)"
+                cav = pd.trade_caveat_note(lambda c: f"${P(c)} \\neq 0$")
                 w(f"$\\hat I_2$ is at least as good as $\\hat I_1$ ($V_2 \\le V_1$) iff{cav}\n")
                 w(_rel(f"{cond_l} \\le {cond_r}"))
                 w("$\\hat I_1$ wins where the inequality fails.\n\n")
